@@ -1,0 +1,221 @@
+"""The embedded stack: a Kafka-protocol broker (Tansu) and a redis-server on loopback.
+
+``EmbeddedStack.up()`` starts exactly the services it records in ``<data_dir>/stack.json``
+(PID, process start time, command line, port, data and log paths) and waits until each
+answers; ``down()`` stops exactly those, after checking that each PID still belongs to
+the process it started. A port already taken by anything else is an error naming the
+setting to change: the stack never stops, reuses or talks over a service it did not
+start (a system Redis on 6379 stays untouched).
+
+Blocking calls throughout; meant for the command line, the demo and test fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from infra.errors import StackError
+from infra.services import (
+    ServiceSpec,
+    broker_spec,
+    ensure_redis_server,
+    redis_spec,
+    s3rver_spec,
+)
+
+STATE_FILE = "stack.json"
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    name: str
+    pid: int
+    create_time: float
+    port: int
+    cmdline: list[str]
+    data_dir: str
+    log: str
+    started_in_s: float
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    data_dir: Path
+    broker_port: int = 19092
+    redis_port: int = 16379
+    s3_port: int = 4568
+    durable: bool = False
+    host: str = "127.0.0.1"
+    start_timeout_s: float = 30.0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.broker_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+
+class EmbeddedStack:
+    """Start, inspect and stop the services of one embedded stack."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.state_path = config.data_dir / STATE_FILE
+
+    # -- public -----------------------------------------------------------------
+    def up(self) -> list[ServiceRecord]:
+        """Start every service not already running for this stack; idempotent."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        running = {r.name: r for r in self._alive_records()}
+        records = list(running.values())
+        for spec in self._specs():
+            if spec.name in running:
+                continue
+            records.append(self._start(spec))
+            self._save(records)
+        return records
+
+    def down(self) -> list[str]:
+        """Stop the services this stack started; returns their names. Idempotent."""
+        stopped = []
+        for record in reversed(self._load()):
+            if _is_same_process(record):
+                _terminate(record.pid)
+                stopped.append(record.name)
+        if self.state_path.exists():
+            self.state_path.unlink()
+        return stopped
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Name → {pid, port, alive, answering} for every recorded service."""
+        result: dict[str, dict[str, object]] = {}
+        for record in self._load():
+            alive = _is_same_process(record)
+            result[record.name] = {
+                "pid": record.pid,
+                "port": record.port,
+                "alive": alive,
+                "answering": alive and _port_open(self.config.host, record.port),
+                "log": record.log,
+                "data_dir": record.data_dir,
+            }
+        return result
+
+    # -- internals --------------------------------------------------------------
+    def _specs(self) -> list[ServiceSpec]:
+        cfg = self.config
+        specs = [redis_spec(ensure_redis_server(), cfg.host, cfg.redis_port, cfg.data_dir / "redis")]
+        if cfg.durable:
+            specs.append(s3rver_spec(cfg.host, cfg.s3_port, cfg.data_dir / "s3"))
+        specs.append(broker_spec(cfg.host, cfg.broker_port, cfg.data_dir / "broker", s3_port=cfg.s3_port if cfg.durable else None))
+        return specs
+
+    def _start(self, spec: ServiceSpec) -> ServiceRecord:
+        if _port_open(self.config.host, spec.port):
+            raise StackError(
+                f"port {spec.port} on {self.config.host} is already in use by a process streamrec did not start; "
+                f"set {spec.port_setting} to a free port (the stack never stops or reuses a service it did not start)"
+            )
+        spec.data_dir.mkdir(parents=True, exist_ok=True)
+        log_path = spec.data_dir / f"{spec.name}.log"
+        began = time.monotonic()
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                spec.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=spec.data_dir,
+                env={**os.environ, **spec.env},
+                start_new_session=True,  # outlives `streamrec stack up`; stopped by PID later
+            )
+        record = ServiceRecord(
+            name=spec.name,
+            pid=proc.pid,
+            create_time=psutil.Process(proc.pid).create_time(),
+            port=spec.port,
+            cmdline=spec.argv,
+            data_dir=str(spec.data_dir),
+            log=str(log_path),
+            started_in_s=0.0,
+        )
+        self._wait_ready(spec, proc, log_path)
+        return ServiceRecord(**{**asdict(record), "started_in_s": round(time.monotonic() - began, 3)})
+
+    def _wait_ready(self, spec: ServiceSpec, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StackError(f"{spec.name} exited with code {proc.returncode} at start; see {log_path}:\n{_tail(log_path)}")
+            if spec.ready(self.config.host, spec.port):
+                return
+            time.sleep(0.05)
+        _terminate(proc.pid)
+        raise StackError(f"{spec.name} did not answer on port {spec.port} within {self.config.start_timeout_s} s; see {log_path}")
+
+    def _alive_records(self) -> list[ServiceRecord]:
+        return [r for r in self._load() if _is_same_process(r)]
+
+    def _load(self) -> list[ServiceRecord]:
+        if not self.state_path.exists():
+            return []
+        return [ServiceRecord(**item) for item in json.loads(self.state_path.read_text())]
+
+    def _save(self, records: list[ServiceRecord]) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([asdict(r) for r in records], indent=2))
+        tmp.replace(self.state_path)
+
+
+def _is_same_process(record: ServiceRecord) -> bool:
+    """True when ``record.pid`` is still the process we started (not a reused PID)."""
+    try:
+        proc = psutil.Process(record.pid)
+        return abs(proc.create_time() - record.create_time) < 0.5 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _terminate(pid: int, grace_s: float = 5.0) -> None:
+    try:
+        proc = psutil.Process(pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(grace_s)
+    except psutil.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace_s)
+    except psutil.Error:
+        pass
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (for fixtures and ad-hoc stacks)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
