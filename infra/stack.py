@@ -72,6 +72,7 @@ class EmbeddedStack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.state_path = config.data_dir / STATE_FILE
+        self._children: dict[int, subprocess.Popen[bytes]] = {}  # started by this object: reaped on down()
 
     # -- public -----------------------------------------------------------------
     def up(self) -> list[ServiceRecord]:
@@ -93,6 +94,9 @@ class EmbeddedStack:
             if _is_same_process(record):
                 _terminate(record.pid)
                 stopped.append(record.name)
+            child = self._children.pop(record.pid, None)
+            if child is not None:
+                child.wait()
         if self.state_path.exists():
             self.state_path.unlink()
         return stopped
@@ -140,6 +144,7 @@ class EmbeddedStack:
                 env={**os.environ, **spec.env},
                 start_new_session=True,  # outlives `streamrec stack up`; stopped by PID later
             )
+        self._children[proc.pid] = proc
         record = ServiceRecord(
             name=spec.name,
             pid=proc.pid,

@@ -1,0 +1,172 @@
+"""Settings for every streamrec process: one ``Settings`` object, built by ``load_settings``.
+
+Environment variables use the prefix ``STREAMREC_`` and ``__`` between nested names,
+e.g. ``STREAMREC_BROKER__FETCH_MAX_WAIT_MS=5``. Every default works on the embedded
+stack. Broker-dependent defaults (fetch wait, group timeouts) follow
+``broker.flavor``: ``tansu`` (the embedded broker) or ``kafka`` (Apache Kafka).
+A bad value raises ``SettingsError`` naming the environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.config import FeatureConfig
+from models.config import ModelConfig
+
+ENV_PREFIX = "STREAMREC_"
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names it as an environment variable."""
+
+
+# Measured on Tansu (ENVIRONMENT.md): it holds a fetch for about fetch_max_wait_ms even
+# when data is waiting, so the wait is the per-hop latency floor; Apache Kafka answers
+# as soon as data arrives, so its usual 500 ms costs nothing there.
+_FLAVOR_DEFAULTS: dict[str, dict[str, float]] = {
+    "tansu": {"fetch_max_wait_ms": 5, "session_timeout_s": 6.0, "rebalance_timeout_s": 6.0, "heartbeat_interval_s": 1.0},
+    "kafka": {"fetch_max_wait_ms": 500, "session_timeout_s": 45.0, "rebalance_timeout_s": 60.0, "heartbeat_interval_s": 3.0},
+}
+
+
+class BrokerSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    flavor: Literal["tansu", "kafka"] = "tansu"
+    fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
+    session_timeout_s: float | None = Field(default=None, gt=0)
+    rebalance_timeout_s: float | None = Field(default=None, gt=0)
+    heartbeat_interval_s: float | None = Field(default=None, gt=0)
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+
+    @model_validator(mode="after")
+    def _fill_flavor_defaults(self) -> BrokerSettings:
+        for name, value in _FLAVOR_DEFAULTS[self.flavor].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.processing_guarantee == "exactly_once" and self.flavor == "tansu":
+            raise ValueError(
+                "processing_guarantee=exactly_once needs idempotent producers and transactions, "
+                "which the embedded broker (Tansu) lacks; use at_least_once"
+            )
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:  # type: ignore[operator]
+            raise ValueError("heartbeat_interval_s must be at most a third of session_timeout_s")
+        if not all(":" in part for part in self.bootstrap_servers.split(",")):
+            raise ValueError("bootstrap_servers must be host:port[,host:port...]")
+        return self
+
+    @property
+    def url(self) -> str:
+        return ";".join(f"kafka://{hp.strip()}" for hp in self.bootstrap_servers.split(","))
+
+
+class TopicSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    clickstream: str = "clickstream"
+    dlq: str = "clickstream.dlq"
+    by_item: str = "streamrec.events-by-item"
+    recommendations: str = "recommendations"
+    metrics: str = "metrics"
+    control: str = "streamrec.control"
+
+
+class RedisSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    url: str = "redis://127.0.0.1:16379/0"
+    password: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("url must start with redis://, rediss:// or unix://")
+        return value
+
+
+class StackSettings(BaseModel):
+    """Ports and data directory of the embedded stack (`streamrec stack up`)."""
+
+    model_config = {"extra": "forbid"}
+
+    data_dir: Path = Path("var/stack")
+    broker_port: int = Field(default=19092, ge=1, le=65535)
+    redis_port: int = Field(default=16379, ge=1, le=65535)
+    s3_port: int = Field(default=4568, ge=1, le=65535)
+    durable: bool = False
+
+
+class RecommendSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    top_k: int = Field(default=10, ge=1, le=1000)
+    candidates: int = Field(default=200, ge=1, le=100_000)
+    trigger_types: list[str] = ["view", "click", "add_to_cart", "purchase", "rating"]
+
+
+class WorkerSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    app_id: str = "streamrec"
+    data_dir: Path = Path("var/worker")
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    web_enabled: bool = False
+    metrics_interval_s: float = Field(default=5.0, gt=0)
+    max_event_bytes: int = Field(default=4096, ge=64, le=1_048_576)
+    allow_unknown_fields: bool = False
+    stream_buffer_maxsize: int = Field(default=4096, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    broker: BrokerSettings = BrokerSettings()
+    topics: TopicSettings = TopicSettings()
+    redis: RedisSettings = RedisSettings()
+    stack: StackSettings = StackSettings()
+    worker: WorkerSettings = WorkerSettings()
+    recommend: RecommendSettings = RecommendSettings()
+    features: FeatureConfig = FeatureConfig()
+    models: ModelConfig = ModelConfig()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment plus explicit overrides (nested dicts allowed).
+
+    Raises ``SettingsError`` naming the offending ``STREAMREC_...`` variable.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        path = [str(p) for p in err["loc"]]
+        name = ENV_PREFIX + "__".join(p.upper() for p in path) if path else ENV_PREFIX + "*"
+        lines.append(f"bad setting {name}: {err['msg']}")
+    return "; ".join(lines)

@@ -1,0 +1,34 @@
+"""Faust's aiokafka transport with the consumer fetch wait as a setting.
+
+faust-streaming 0.15.3 hard-codes ``fetch_max_wait_ms=1500`` when it builds the
+worker's ``AIOKafkaConsumer``. Apache Kafka answers a fetch as soon as data arrives,
+so the constant is harmless there; Tansu holds every fetch for about that long even
+when data waits, which made end-to-end p50 ~1.4 s (ENVIRONMENT.md). These subclasses
+set the wait from ``Settings.broker.fetch_max_wait_ms`` without touching faust's files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiokafka
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+
+class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by AIOKafkaConsumer.start() when it builds its Fetcher, which happens later.
+        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]
+        return consumer
+
+
+class _TunedConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class TunedTransport(faust_aiokafka.Transport):
+    """Drop-in aiokafka transport whose worker consumer uses ``app.fetch_max_wait_ms``."""
+
+    Consumer = _TunedConsumer
