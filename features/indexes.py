@@ -1,0 +1,49 @@
+"""Redis indexes beside Feast's hashes, for the recommend step's candidates.
+
+Feast stores one hash per entity and cannot answer "which items are best" or
+"what has this user already interacted with". The fast client maintains, in the
+same pipelined round trip as the feature rows it writes:
+
+* ``<project>:idx:item_mean``  sorted set, item id → mean rating, only items with
+  at least ``top_min_count`` ratings (ZADD on each item row, ZREM below the count);
+* ``<project>:idx:item_popularity``  sorted set, item id → ``decayed_rank_score``
+  (log2 popularity + ref/half-life), which orders items by their decayed
+  popularity at any common time without ever rescoring;
+* ``<project>:seen:<user_id>``  set of every item the user interacted with
+  (SADD of each user row's ``touched``; unbounded, unlike ``recent_items``).
+
+All three are idempotent under rewriting the same rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from features.config import FeatureConfig
+from features.formulas import decayed_rank_score
+from features.schema import ITEM_VIEW, USER_VIEW, FeatureRow, count_feature
+
+
+class IndexKeys:
+    def __init__(self, project: str) -> None:
+        self.item_mean = f"{project}:idx:item_mean"
+        self.item_popularity = f"{project}:idx:item_popularity"
+        self._seen_prefix = f"{project}:seen:"
+
+    def seen(self, user_id: str) -> str:
+        return self._seen_prefix + user_id
+
+
+def queue_index_updates(pipe: Any, row: FeatureRow, keys: IndexKeys, cfg: FeatureConfig) -> None:
+    """Add the index commands that ``row`` implies to a redis pipeline."""
+    if row.view == USER_VIEW and row.touched:
+        pipe.sadd(keys.seen(row.entity_id), *row.touched)
+    elif row.view == ITEM_VIEW:
+        values = row.values
+        if int(values[count_feature("rating")]) >= cfg.top_min_count:  # type: ignore[arg-type]
+            pipe.zadd(keys.item_mean, {row.entity_id: float(values["rating_mean"])})  # type: ignore[arg-type]
+        else:
+            pipe.zrem(keys.item_mean, row.entity_id)
+        score = decayed_rank_score(float(values["popularity"]), int(values["popularity_ref_ms"]), cfg.half_life_ms)  # type: ignore[arg-type]
+        if score > float("-inf"):
+            pipe.zadd(keys.item_popularity, {row.entity_id: score})

@@ -1,0 +1,115 @@
+"""Per-item streaming state and the item-side update (pure: no I/O, no clock).
+
+The item agent consumes :class:`~features.user_state.ItemMsg` keyed by item id and
+calls :func:`apply_item_event`. Idempotency and lateness work as on the user side,
+with the message's ``msg_id`` (the event id) as the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from features.activity import Activity
+from features.config import FeatureConfig
+from features.formulas import DecayedSum, smoothed_ratio
+from features.schema import ITEM_VIEW, FeatureRow, FeatureValue
+from features.user_state import ItemMsg, Skipped
+from features.window import EventWindow
+from stream.schemas import ItemId
+
+
+@dataclass(frozen=True)
+class ItemUpdate:
+    row: FeatureRow
+
+
+@dataclass
+class Neighbours:
+    """Co-visitation weights, bounded: above 2×limit entries it keeps the top ``limit``.
+
+    Pruning only every ``limit`` insertions keeps the cost amortised and gives new
+    neighbours room to grow before they compete. Order is (-weight, item id).
+    """
+
+    weights: dict[ItemId, float] = field(default_factory=dict)
+
+    def add(self, item_ids: list[ItemId], limit: int) -> None:
+        for item_id in item_ids:
+            self.weights[item_id] = self.weights.get(item_id, 0.0) + 1.0
+        if len(self.weights) > 2 * limit:
+            self.weights = dict(self.top(limit))
+
+    def top(self, k: int) -> list[tuple[ItemId, float]]:
+        return sorted(self.weights.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+@dataclass
+class ItemState:
+    window: EventWindow = field(default_factory=EventWindow)
+    activity: Activity = field(default_factory=Activity)
+    updated_ms: int = 0
+    popularity: DecayedSum = field(default_factory=DecayedSum)
+    neighbours: Neighbours = field(default_factory=Neighbours)
+
+    def features(self, cfg: FeatureConfig) -> dict[str, FeatureValue]:
+        """The ``item_features`` row; ``popularity`` is as of ``popularity_ref_ms``."""
+        counts = self.activity.counts
+        views = counts["view"]
+        top = self.neighbours.top(cfg.covisit_publish)
+        values = self.activity.features()
+        values.update(
+            popularity=self.popularity.value,
+            popularity_ref_ms=self.popularity.ref_ms,
+            click_view_ratio=smoothed_ratio(counts["click"], views, cfg.click_view_prior, cfg.ratio_prior_weight),
+            purchase_view_ratio=smoothed_ratio(
+                counts["purchase"], views, cfg.purchase_view_prior, cfg.ratio_prior_weight
+            ),
+            covisit_items=[item for item, _ in top],
+            covisit_weights=[weight for _, weight in top],
+        )
+        return values
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe; ``from_dict(to_dict())`` gives an equal state."""
+        return {
+            "window": self.window.to_dict(),
+            "activity": self.activity.to_dict(),
+            "updated_ms": self.updated_ms,
+            "popularity": [self.popularity.value, self.popularity.ref_ms],
+            "neighbours": dict(self.neighbours.weights),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ItemState:
+        value, ref_ms = data["popularity"]
+        return cls(
+            window=EventWindow.from_dict(data["window"]),
+            activity=Activity.from_dict(data["activity"]),
+            updated_ms=int(data["updated_ms"]),
+            popularity=DecayedSum(float(value), int(ref_ms)),
+            neighbours=Neighbours({str(k): float(v) for k, v in data["neighbours"].items()}),
+        )
+
+
+def apply_item_event(state: ItemState, msg: ItemMsg, cfg: FeatureConfig) -> ItemUpdate | Skipped:
+    """Apply one item message to ``state`` in place, unless already applied or too late.
+
+    Idempotent on ``msg.msg_id``; counts, the rating mean, first/last seen and
+    popularity do not depend on arrival order within the allowed lateness.
+    """
+    verdict = state.window.check(msg.msg_id, msg.ts_ms)
+    if verdict != "new":
+        return Skipped(verdict)
+    if msg.event_type is not None:
+        _accumulate(state, msg, cfg)
+    state.neighbours.add(msg.covisited, cfg.covisit_max_neighbours)
+    state.updated_ms = max(state.updated_ms, msg.ts_ms)
+    state.window.remember(msg.msg_id, msg.ts_ms, state.updated_ms, cfg.allowed_lateness_ms, cfg.dedup_max_ids)
+    return ItemUpdate(FeatureRow(ITEM_VIEW, msg.item_id, state.features(cfg), state.updated_ms))
+
+
+def _accumulate(state: ItemState, msg: ItemMsg, cfg: FeatureConfig) -> None:
+    assert msg.event_type is not None
+    state.activity.observe(msg.event_type.value, msg.rating, msg.ts_ms)
+    state.popularity.add(cfg.affinity_weights[msg.event_type.value], msg.ts_ms, cfg.half_life_ms)

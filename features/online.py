@@ -1,0 +1,148 @@
+"""The hot-path online feature client: Feast's Redis layout, one round trip per batch.
+
+:class:`OnlineFeatureStore` is the narrow interface the workers use;
+:class:`RedisFeatureStore` implements it on ``redis.asyncio`` and never imports
+feast. Whatever it writes, Feast's ``get_online_features`` reads back identically,
+and its reads equal Feast's (``tests/features/test_feast_contract.py``).
+
+Write semantics (differs from Feast's writer on purpose): every row is written
+unconditionally, last write wins, in ONE pipelined round trip per batch. Feast's
+own writer first reads each ``_ts:<view>`` (a second round trip) and drops a row
+that is not strictly newer. Here each row is an entity's whole state, produced by
+the single agent that owns the entity's partition, so a later row is always at
+least as complete, even when a late event leaves its event timestamp unchanged
+(which Feast's writer would wrongly drop).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from features import codec
+from features.config import FeatureConfig
+from features.indexes import IndexKeys, queue_index_updates
+from features.schema import VIEWS, FeatureRow, FeatureValue, ViewSpec
+
+FeatureDict = dict[str, FeatureValue | None]
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """Features of one view for a batch of entities; ``features=None`` means all."""
+
+    view: str
+    entity_ids: Sequence[str]
+    features: Sequence[str] | None = None
+
+
+class OnlineFeatureStore(abc.ABC):
+    """Read and write feature rows in batches. Coroutines; not thread-safe."""
+
+    @abc.abstractmethod
+    async def write_batch(self, rows: Sequence[FeatureRow]) -> None:
+        """Write whole rows; returns once they are readable. Last write wins."""
+
+    @abc.abstractmethod
+    async def read_many(self, requests: Sequence[ReadRequest]) -> list[list[FeatureDict]]:
+        """Read several views at once; per request one dict per entity id, in order.
+
+        A feature never written reads as ``None``; so does every feature of an
+        entity that was never written.
+        """
+
+    async def read_batch(
+        self, view: str, entity_ids: Sequence[str], features: Sequence[str] | None = None
+    ) -> list[FeatureDict]:
+        return (await self.read_many([ReadRequest(view, entity_ids, features)]))[0]
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+
+class RedisFeatureStore(OnlineFeatureStore):
+    """Feast's Redis online-store layout over ``redis.asyncio``, plus the indexes."""
+
+    def __init__(self, client: aioredis.Redis, cfg: FeatureConfig) -> None:
+        self._client = client
+        self._cfg = cfg
+        self._project = cfg.project
+        self.keys = IndexKeys(cfg.project)
+        self._fields = {
+            view.name: {name: codec.field_key(view.name, name) for name in view.feature_names}
+            for view in VIEWS.values()
+        }
+
+    @classmethod
+    def from_url(cls, redis_url: str, cfg: FeatureConfig) -> RedisFeatureStore:
+        """Connect lazily (no I/O here); ``redis_url`` like ``redis://127.0.0.1:6379/0``."""
+        return cls(aioredis.Redis.from_url(redis_url, decode_responses=False), cfg)
+
+    def _key(self, spec: ViewSpec, entity_id: str) -> bytes:
+        return codec.entity_key(spec.join_key, entity_id, self._project)
+
+    async def write_batch(self, rows: Sequence[FeatureRow]) -> None:
+        if not rows:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for row in rows:
+                spec = VIEWS[row.view]
+                fields = self._fields[row.view]
+                mapping = {fields[name]: codec.encode_value(spec.dtype(name), value) for name, value in row.values.items()}
+                mapping[codec.timestamp_field(row.view)] = codec.encode_timestamp(row.event_ts_ms)
+                pipe.hset(self._key(spec, row.entity_id), mapping=mapping)
+                queue_index_updates(pipe, row, self.keys, self._cfg)
+            await pipe.execute()
+
+    async def read_many(self, requests: Sequence[ReadRequest]) -> list[list[FeatureDict]]:
+        plans = []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for request in requests:
+                spec = VIEWS[request.view]
+                names = list(request.features or spec.feature_names)
+                fields = [self._fields[spec.name][name] for name in names]
+                for entity_id in request.entity_ids:
+                    pipe.hmget(self._key(spec, entity_id), fields)
+                plans.append((names, len(request.entity_ids)))
+            replies = await pipe.execute()
+        out: list[list[FeatureDict]] = []
+        pos = 0
+        for names, count in plans:
+            out.append([_decode_row(names, reply) for reply in replies[pos : pos + count]])
+            pos += count
+        return out
+
+    async def read_row_timestamps(self, view: str, entity_ids: Sequence[str]) -> list[int | None]:
+        """Each entity's ``_ts:<view>`` in UTC ms (``None`` if never written)."""
+        spec = VIEWS[view]
+        ts_field = codec.timestamp_field(view)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for entity_id in entity_ids:
+                pipe.hget(self._key(spec, entity_id), ts_field)
+            replies = await pipe.execute()
+        return [codec.decode_timestamp_ms(r) for r in replies]
+
+    async def top_items_by_mean(self, k: int) -> list[tuple[str, float]]:
+        """Best mean rating first, among items with at least ``top_min_count`` ratings."""
+        pairs = await self._client.zrevrange(self.keys.item_mean, 0, k - 1, withscores=True)
+        return [(item.decode(), float(score)) for item, score in pairs]
+
+    async def top_items_by_popularity(self, k: int) -> list[str]:
+        """Highest time-decayed popularity first."""
+        items = await self._client.zrevrange(self.keys.item_popularity, 0, k - 1)
+        return [item.decode() for item in items]
+
+    async def seen_items(self, user_id: str) -> set[str]:
+        """Every item the user interacted with (views, clicks, carts, purchases, ratings)."""
+        return {item.decode() for item in await self._client.smembers(self.keys.seen(user_id))}
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _decode_row(names: list[str], reply: list[bytes | None]) -> FeatureDict:
+    return {name: codec.decode_value(raw) for name, raw in zip(names, reply)}

@@ -1,0 +1,198 @@
+"""Per-user streaming state and the user-side update (pure: no I/O, no clock).
+
+The user agent sees one user's events in partition order. For each event it calls
+:func:`apply_user_event`; a :class:`UserUpdate` carries the user's new feature row
+and the messages to send to the item side (repartitioned by item id). A
+:class:`Skipped` result means the event changed nothing (a duplicate, or later than
+the allowed lateness) and nothing must be written or sent.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.activity import Activity
+from features.config import FeatureConfig
+from features.schema import USER_VIEW, FeatureRow, FeatureValue, epoch_ms
+from features.window import EventWindow
+from stream.schemas import ClickEvent, EventType, ItemId
+
+
+class ItemMsg(BaseModel):
+    """One item-side update, keyed by ``item_id`` on the repartition topic.
+
+    ``event_type`` is set for the event's own item (counts, ratings, popularity and
+    co-visits with ``covisited``); it is ``None`` for a co-visit-only message to
+    one of the user's recent items, whose ``covisited`` is the event's item.
+    ``msg_id`` is the event id: each item gets at most one message per event, so
+    it is the item side's idempotency key.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    msg_id: str
+    item_id: ItemId
+    ts_ms: int
+    event_type: EventType | None = None
+    rating: float | None = None
+    covisited: list[ItemId] = Field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """The event changed nothing. ``reason`` is a stable code for metrics."""
+
+    reason: Literal["duplicate", "late"]
+
+
+@dataclass(frozen=True)
+class UserUpdate:
+    row: FeatureRow
+    item_messages: list[ItemMsg]
+
+
+@dataclass
+class RecentItem:
+    item_id: ItemId
+    last_ms: int
+    affinity: float
+
+
+@dataclass
+class Session:
+    """The user's current session by event time: a pause over the gap starts another."""
+
+    count: int = 0
+    start_ms: int = 0
+    last_ms: int = 0
+    events: int = 0
+
+    def observe(self, ts_ms: int, gap_ms: float) -> None:
+        if self.count == 0 or ts_ms > self.last_ms + gap_ms:
+            self.count += 1
+            self.start_ms = self.last_ms = ts_ms
+            self.events = 1
+        elif ts_ms >= self.start_ms - gap_ms:
+            self.events += 1
+            self.start_ms = min(self.start_ms, ts_ms)
+            self.last_ms = max(self.last_ms, ts_ms)
+        # else: a late event from an earlier session leaves the current one alone
+
+
+@dataclass
+class UserState:
+    window: EventWindow = field(default_factory=EventWindow)
+    activity: Activity = field(default_factory=Activity)
+    affinity_total: float = 0.0
+    recent: list[RecentItem] = field(default_factory=list)  # newest first
+    session: Session = field(default_factory=Session)
+
+    def features(self) -> dict[str, FeatureValue]:
+        """The ``user_features`` row; depends on the state only (event time, no clock)."""
+        values = self.activity.features()
+        values.update(
+            affinity_total=self.affinity_total,
+            recent_items=[r.item_id for r in self.recent],
+            recent_item_affinity=[r.affinity for r in self.recent],
+            session_count=self.session.count,
+            session_start_ms=self.session.start_ms,
+            session_events=self.session.events,
+            session_duration_s=(self.session.last_ms - self.session.start_ms) / 1000.0,
+        )
+        return values
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe; ``from_dict(to_dict())`` gives an equal state."""
+        return {
+            "window": self.window.to_dict(),
+            "activity": self.activity.to_dict(),
+            "affinity_total": self.affinity_total,
+            "recent": [[r.item_id, r.last_ms, r.affinity] for r in self.recent],
+            "session": [self.session.count, self.session.start_ms, self.session.last_ms, self.session.events],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UserState:
+        return cls(
+            window=EventWindow.from_dict(data["window"]),
+            activity=Activity.from_dict(data["activity"]),
+            affinity_total=float(data["affinity_total"]),
+            recent=[RecentItem(str(i), int(ts), float(a)) for i, ts, a in data["recent"]],
+            session=Session(*(int(v) for v in data["session"])),
+        )
+
+
+def apply_user_event(state: UserState, event: ClickEvent, cfg: FeatureConfig) -> UserUpdate | Skipped:
+    """Apply one event to ``state`` in place, unless already applied or too late.
+
+    Idempotent: applying the same ``event_id`` again returns ``Skipped("duplicate")``
+    (or ``"late"``) and leaves ``state`` unchanged. Events may arrive out of order
+    by event time within ``cfg.allowed_lateness_s``: counts, the rating mean,
+    first/last seen and ``affinity_total`` do not depend on arrival order, and
+    recent items stay ordered by event time.
+    """
+    ts_ms = epoch_ms(event.ts)
+    verdict = state.window.check(event.event_id, ts_ms)
+    if verdict != "new":
+        return Skipped(verdict)
+    covisited = _covisited(state, event.item_id, ts_ms, cfg) if event.item_id else []
+    _accumulate(state, event, ts_ms, cfg)
+    newest_ms = state.activity.last_seen_ms or ts_ms
+    state.window.remember(event.event_id, ts_ms, newest_ms, cfg.allowed_lateness_ms, cfg.dedup_max_ids)
+    touched = (event.item_id,) if event.item_id is not None and event.type is not EventType.SEARCH else ()
+    row = FeatureRow(USER_VIEW, event.user_id, state.features(), newest_ms, touched)
+    return UserUpdate(row, _item_messages(event, ts_ms, covisited))
+
+
+def _accumulate(state: UserState, event: ClickEvent, ts_ms: int, cfg: FeatureConfig) -> None:
+    state.activity.observe(event.type.value, event.rating, ts_ms)
+    weight = cfg.affinity_weights[event.type.value]
+    state.affinity_total += weight
+    state.session.observe(ts_ms, cfg.session_gap_s * 1000.0)
+    if event.item_id is not None and event.type is not EventType.SEARCH:
+        _touch_recent(state, event.item_id, ts_ms, weight, cfg.recent_items)
+
+
+def _touch_recent(state: UserState, item_id: ItemId, ts_ms: int, weight: float, keep: int) -> None:
+    """Keep the ``keep`` distinct items with the newest interaction, newest first."""
+    previous = next((r for r in state.recent if r.item_id == item_id), None)
+    if previous is not None:
+        state.recent.remove(previous)
+        entry = RecentItem(item_id, max(previous.last_ms, ts_ms), previous.affinity + weight)
+    else:
+        entry = RecentItem(item_id, ts_ms, weight)
+    # newest first; ties keep the item id order stable whatever the arrival order
+    keys = [(-r.last_ms, r.item_id) for r in state.recent]
+    state.recent.insert(bisect.bisect_left(keys, (-entry.last_ms, entry.item_id)), entry)
+    del state.recent[keep:]
+
+
+def _covisited(state: UserState, item_id: ItemId, ts_ms: int, cfg: FeatureConfig) -> list[ItemId]:
+    """The user's recent items close in event time to this one (not itself)."""
+    window_ms = cfg.covisit_window_s * 1000.0
+    near = [r.item_id for r in state.recent if r.item_id != item_id and abs(r.last_ms - ts_ms) <= window_ms]
+    return near[: cfg.covisit_window_items]
+
+
+def _item_messages(event: ClickEvent, ts_ms: int, covisited: list[ItemId]) -> list[ItemMsg]:
+    if event.item_id is None or event.type is EventType.SEARCH:
+        return []
+    own = ItemMsg(
+        msg_id=event.event_id,
+        item_id=event.item_id,
+        ts_ms=ts_ms,
+        event_type=event.type,
+        rating=event.rating,
+        covisited=covisited,
+    )
+    others = [
+        ItemMsg(msg_id=event.event_id, item_id=other, ts_ms=ts_ms, covisited=[event.item_id]) for other in covisited
+    ]
+    return [own, *others]
