@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from urllib.parse import quote
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,6 +99,14 @@ class RedisSettings(BaseModel):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("url must start with redis://, rediss:// or unix://")
         return value
+
+    @property
+    def effective_url(self) -> str:
+        """``url`` with ``password`` put in, when one is set apart from the URL."""
+        if self.password is None or "@" in self.url:
+            return self.url
+        scheme, rest = self.url.split("://", 1)
+        return f"{scheme}://:{quote(self.password.get_secret_value(), safe='')}@{rest}"
 
 
 class StackSettings(BaseModel):

@@ -1,0 +1,114 @@
+"""The live demo: embedded stack + one worker + a replay of real events, with output.
+
+Starts what is not already running (and later stops only that), replays MovieLens
+ratings at a fixed rate, and prints recommendations and metrics snapshots as they
+arrive until Ctrl-C or ``duration_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from infra.errors import StackError
+from stream.kafka import consumer
+from stream.runtime import settings_env, stack_from
+from stream.settings import Settings
+from stream.tail import format_metrics, format_recommendation
+
+PRINT_EVERY_S = 0.5  # at most two recommendation lines a second: readable, still live
+
+
+def run_demo(settings: Settings, *, duration_s: float | None, rate: float, dataset: str) -> int:
+    stack = stack_from(settings)
+    already_up = bool(stack.status())
+    try:
+        for record in stack.up():
+            print(f"[demo] {record.name} ready on port {record.port} (pid {record.pid})", flush=True)
+    except StackError as exc:
+        print(f"[demo] {exc}", file=sys.stderr)
+        return 1
+    worker = _start_worker(settings)
+    try:
+        return asyncio.run(_live(settings, worker, duration_s=duration_s, rate=rate, dataset=dataset))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _stop_worker(worker)
+        if not already_up:
+            stopped = stack.down()
+            print(f"[demo] stopped {', '.join(stopped)}", flush=True)
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    log_dir = Path(settings.worker.data_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / "demo-worker.log", "ab")  # noqa: SIM115 - handed to the child
+    env = {**os.environ, **settings_env(settings)}
+    print(f"[demo] starting worker (log {log.name})", flush=True)
+    return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    print(f"[demo] worker stopped (exit {worker.returncode})", flush=True)
+
+
+async def _live(settings: Settings, worker: subprocess.Popen[bytes], *, duration_s: float | None, rate: float, dataset: str) -> int:
+    from models.datasets import load_dataset
+    from stream.replay import replay
+
+    frame = load_dataset(dataset).interactions
+    started = time.monotonic()
+    replay_task = asyncio.create_task(replay(settings, frame, dataset, rate=rate, duration_s=duration_s, progress=False))
+    watch = asyncio.create_task(_print_outputs(settings, worker, started))
+    deadline = None if duration_s is None else started + duration_s
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            if worker.poll() is not None:
+                print(f"[demo] the worker exited with code {worker.returncode}; see its log", file=sys.stderr)
+                return 1
+            await asyncio.sleep(0.5)
+    finally:
+        for task in (replay_task, watch):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    return 0
+
+
+async def _print_outputs(settings: Settings, worker: subprocess.Popen[bytes], started: float) -> None:
+    t = settings.topics
+    client = consumer(settings.broker, t.recommendations, t.metrics, auto_offset_reset="latest")
+    await client.start()
+    first = True
+    last_print = 0.0
+    try:
+        while True:
+            batch = await client.getmany(timeout_ms=500)
+            for tp, records in batch.items():
+                for record in records:
+                    now = time.monotonic()
+                    if tp.topic == t.metrics:
+                        print(f"[metrics] {format_metrics(record.value)}", flush=True)
+                    elif first or now - last_print >= PRINT_EVERY_S:
+                        if first:
+                            print(f"[demo] first recommendation {now - started:.1f} s after the replay started", flush=True)
+                            first = False
+                        print(f"[rec] {format_recommendation(record.value)}", flush=True)
+                        last_print = now
+    finally:
+        await client.stop()

@@ -1,0 +1,109 @@
+"""Starting things: the embedded stack from settings, the Feast repo, the worker.
+
+The worker process never imports feast (``import feast`` pulls torch and ~360 MB):
+the Feast repo is applied in a short child process before the worker starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from infra.stack import EmbeddedStack, StackConfig
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def stack_from(settings: Settings, *, durable: bool | None = None) -> EmbeddedStack:
+    s = settings.stack
+    return EmbeddedStack(StackConfig(
+        data_dir=s.data_dir,
+        broker_port=s.broker_port,
+        redis_port=s.redis_port,
+        s3_port=s.s3_port,
+        durable=s.durable if durable is None else durable,
+    ))
+
+
+def feature_repo_dir(settings: Settings) -> Path:
+    return settings.worker.data_dir / "feature_repo"
+
+
+def apply_feature_repo(settings: Settings) -> Path:
+    """Run ``feast apply`` for streamrec's feature repo against the configured Redis (child process)."""
+    repo = feature_repo_dir(settings)
+    # The child rebuilds the same Settings from this environment (secrets never go on argv).
+    env = {**os.environ, **settings_env(settings)}
+    result = subprocess.run([sys.executable, "-m", "stream.apply_repo"], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"feast apply failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    return repo
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that rebuild ``settings`` in a child process."""
+    env: dict[str, str] = {}
+    for section, fields in json.loads(settings.model_dump_json()).items():
+        for name, value in fields.items():
+            if value is not None:
+                env[f"STREAMREC_{section.upper()}__{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    for path, secret in (("REDIS__PASSWORD", settings.redis.password), ("BROKER__SASL_PASSWORD", settings.broker.sasl_password)):
+        if secret is not None:
+            env[f"STREAMREC_{path}"] = secret.get_secret_value()
+    return env
+
+
+def check_services(settings: Settings) -> None:
+    """Fail fast, naming the service and how to start it, when broker or Redis is down."""
+    missing = []
+    for name, host_port, setting in (
+        ("broker", settings.broker.bootstrap_servers.split(",")[0], "STREAMREC_BROKER__BOOTSTRAP_SERVERS"),
+        ("redis", _redis_host_port(settings.redis.url), "STREAMREC_REDIS__URL"),
+    ):
+        host, _, port = host_port.rpartition(":")
+        if not _reachable(host, int(port)):
+            missing.append(f"{name} is not reachable at {host_port} ({setting}); start the embedded stack with "
+                           f"`streamrec stack up` or point {setting} at a running {name}")
+    if missing:
+        raise ServiceUnavailable("; ".join(missing))
+
+
+class ServiceUnavailable(RuntimeError):
+    pass
+
+
+def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
+    """Blocking: prepare (Feast apply, model) and run the Faust worker until stopped."""
+    try:
+        check_services(settings)
+    except ServiceUnavailable as exc:
+        print(f"streamrec worker: {exc}", file=sys.stderr)
+        return 1
+    began = time.monotonic()
+    apply_feature_repo(settings)
+    print(f"feature repo applied in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
+    from stream.app import build_app  # after the checks: building the app declares topics
+
+    app = build_app(settings)
+    return app.run_worker(loglevel=loglevel)
+
+
+def _redis_host_port(url: str) -> str:
+    rest = url.split("://", 1)[1].split("/", 1)[0]
+    rest = rest.rsplit("@", 1)[-1]
+    return rest if ":" in rest else f"{rest}:6379"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
