@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from tests.features.feature_strategies import ITEM_TYPES, ITEMS, exact_mean
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.config import FeatureConfig
+from features.item_state import ItemState, ItemUpdate, Neighbours, apply_item_event
+from features.user_state import ItemMsg, Skipped
+from stream.schemas import EVENT_TYPES, EventType
+
+CFG = FeatureConfig(half_life_s=3600, ratio_prior_weight=5, click_view_prior=0.2, purchase_view_prior=0.05)
+
+
+@st.composite
+def item_messages(draw: st.DrawFn, max_size: int = 40) -> list[ItemMsg]:
+    """Messages for item i0: its own events and co-visit-only messages, increasing time."""
+    out, ts = [], 1_700_000_000_000
+    for n in range(draw(st.integers(1, max_size))):
+        ts += draw(st.sampled_from([0, 1000, 600_000, 3_600_000]))
+        covisited = draw(st.lists(st.sampled_from(ITEMS[1:]), max_size=3, unique=True))
+        kind = draw(st.sampled_from([None, *ITEM_TYPES]))
+        rating = draw(st.integers(0, 10)) / 2 if kind is EventType.RATING else None
+        out.append(ItemMsg(msg_id=f"e{n}", item_id="i0", ts_ms=ts, event_type=kind, rating=rating, covisited=covisited))
+    return out
+
+
+def _apply_all(msgs: list[ItemMsg], cfg: FeatureConfig = CFG) -> ItemState:
+    state = ItemState()
+    for msg in msgs:
+        apply_item_event(state, msg, cfg)
+    return state
+
+
+@given(item_messages())
+def test_counts_mean_popularity_and_ratios_equal_direct_recomputation(msgs: list[ItemMsg]) -> None:
+    row = _apply_all(msgs).features(CFG)
+    own = [m for m in msgs if m.event_type is not None]
+    for t in EVENT_TYPES:
+        assert row[f"n_{t}"] == sum(m.event_type is not None and m.event_type.value == t for m in own)
+    assert row["rating_mean"] == pytest.approx(exact_mean([m.rating for m in own if m.rating is not None]))
+    if own:
+        ref = max(m.ts_ms for m in own)
+        direct = sum(CFG.affinity_weights[m.event_type.value] * 2 ** (-(ref - m.ts_ms) / CFG.half_life_ms) for m in own)  # type: ignore[union-attr]
+        assert (row["popularity_ref_ms"], row["popularity"]) == (ref, pytest.approx(direct))
+    views, clicks, buys = (sum(m.event_type is t for m in own) for t in (EventType.VIEW, EventType.CLICK, EventType.PURCHASE))
+    assert row["click_view_ratio"] == pytest.approx((clicks + 0.2 * 5) / (views + 5))
+    assert row["purchase_view_ratio"] == pytest.approx((buys + 0.05 * 5) / (views + 5))
+
+
+@given(item_messages())
+def test_covisit_weights_count_co_occurrences(msgs: list[ItemMsg]) -> None:
+    row = _apply_all(msgs).features(CFG)
+    counts: dict[str, float] = {}
+    for m in msgs:
+        for other in m.covisited:
+            counts[other] = counts.get(other, 0) + 1
+    expected = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert list(zip(row["covisit_items"], row["covisit_weights"])) == expected  # type: ignore[arg-type]
+
+
+@given(st.lists(st.lists(st.sampled_from([f"n{k}" for k in range(40)]), max_size=5), max_size=80), st.integers(1, 6))
+def test_neighbours_stay_bounded_and_keep_the_heaviest(batches: list[list[str]], limit: int) -> None:
+    neighbours = Neighbours()
+    for batch in batches:
+        neighbours.add(batch, limit)
+        assert len(neighbours.weights) <= 2 * limit
+    heaviest = neighbours.top(1)
+    if heaviest:
+        assert heaviest[0][1] == max(neighbours.weights.values())
+
+
+@given(item_messages())
+def test_redelivery_changes_nothing(msgs: list[ItemMsg]) -> None:
+    state = _apply_all(msgs)
+    before = json.dumps(state.to_dict())
+    assert all(isinstance(apply_item_event(state, m, CFG), Skipped) for m in msgs)
+    assert json.dumps(state.to_dict()) == before
+
+
+@settings(max_examples=50)
+@given(item_messages(), st.randoms())
+def test_out_of_order_gives_the_same_features(msgs: list[ItemMsg], rnd: random.Random) -> None:
+    cfg = CFG.model_copy(update={"allowed_lateness_s": 10**7})
+    shuffled = list(msgs)
+    rnd.shuffle(shuffled)
+    a, b = _apply_all(msgs, cfg).features(cfg), _apply_all(shuffled, cfg).features(cfg)
+    assert {k: v for k, v in a.items() if not isinstance(v, float)} == {k: v for k, v in b.items() if not isinstance(v, float)}
+    for name in ("rating_mean", "popularity", "click_view_ratio", "purchase_view_ratio"):
+        assert a[name] == pytest.approx(b[name])
+
+
+@given(item_messages())
+def test_state_round_trips_through_json(msgs: list[ItemMsg]) -> None:
+    state = _apply_all(msgs)
+    again = ItemState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert again == state
+
+
+def test_row_timestamp_is_the_newest_message() -> None:
+    state = ItemState()
+    apply_item_event(state, ItemMsg(msg_id="a", item_id="i0", ts_ms=5000, event_type=EventType.VIEW), CFG)
+    update = apply_item_event(state, ItemMsg(msg_id="b", item_id="i0", ts_ms=4000, covisited=["i1"]), CFG)
+    assert isinstance(update, ItemUpdate)
+    assert (update.row.event_ts_ms, update.row.values["last_seen_ms"]) == (5000, 5000)

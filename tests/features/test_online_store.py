@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+
+from features.config import FeatureConfig
+from features.formulas import decayed_rank_score
+from features.item_state import ItemState, apply_item_event
+from features.online import ReadRequest, RedisFeatureStore
+from features.schema import ITEM_VIEW, USER_VIEW, FeatureRow
+from features.user_state import ItemMsg
+from stream.schemas import EventType
+
+pytestmark = pytest.mark.integration
+
+
+def _item_row(item: str, ratings: list[float], cfg: FeatureConfig, ts_ms: int = 1_000_000) -> FeatureRow:
+    state = ItemState()
+    for n, rating in enumerate(ratings):
+        msg = ItemMsg(msg_id=f"{item}-{n}", item_id=item, ts_ms=ts_ms + n, event_type=EventType.RATING, rating=rating)
+        apply_item_event(state, msg, cfg)
+    return FeatureRow(ITEM_VIEW, item, state.features(cfg), ts_ms + len(ratings))
+
+
+async def test_rows_round_trip_and_last_write_wins(store: RedisFeatureStore, features_cfg: FeatureConfig) -> None:
+    older = _item_row("i1", [1.0, 2.0], features_cfg)
+    newer = _item_row("i1", [5.0], features_cfg, ts_ms=1)  # an older timestamp still overwrites
+    await store.write_batch([older])
+    await store.write_batch([newer])
+    [row] = await store.read_batch(ITEM_VIEW, ["i1"])
+    assert row == newer.values
+    assert await store.read_row_timestamps(ITEM_VIEW, ["i1", "nope"]) == [newer.event_ts_ms, None]
+
+
+async def test_read_many_reads_several_views_in_order(store: RedisFeatureStore, features_cfg: FeatureConfig) -> None:
+    await store.write_batch([_item_row("i1", [4.0], features_cfg), _item_row("i2", [2.0], features_cfg)])
+    users, items = await store.read_many(
+        [ReadRequest(USER_VIEW, ["u-none"], ["rating_mean"]), ReadRequest(ITEM_VIEW, ["i2", "i1"], ["rating_mean"])]
+    )
+    assert users == [{"rating_mean": None}]
+    assert items == [{"rating_mean": 2.0}, {"rating_mean": 4.0}]
+
+
+async def test_top_items_by_mean_needs_the_minimum_count(store: RedisFeatureStore, features_cfg: FeatureConfig) -> None:
+    assert features_cfg.top_min_count == 2
+    rows = [
+        _item_row("good", [5.0, 4.0], features_cfg),
+        _item_row("ok", [3.0, 3.0, 3.0], features_cfg),
+        _item_row("lonely", [5.0], features_cfg),
+    ]
+    await store.write_batch(rows)
+    assert await store.top_items_by_mean(10) == [("good", 4.5), ("ok", 3.0)]
+
+
+async def test_top_items_by_popularity_follows_decay(store: RedisFeatureStore, features_cfg: FeatureConfig) -> None:
+    half_life = int(features_cfg.half_life_ms)
+    old_busy = _item_row("old", [3.0] * 4, features_cfg, ts_ms=0)  # weight 12 then 3 half-lives
+    new_quiet = _item_row("new", [3.0], features_cfg, ts_ms=3 * half_life)  # weight 3
+    await store.write_batch([old_busy, new_quiet])
+    assert await store.top_items_by_popularity(2) == ["new", "old"]
+    assert decayed_rank_score(12.0, 0, half_life) < decayed_rank_score(3.0, 3 * half_life, half_life)
+
+
+async def test_seen_items_collect_every_touched_item(store: RedisFeatureStore) -> None:
+    rows = [
+        FeatureRow(USER_VIEW, "u1", {"event_count": 1}, 1, touched=("a",)),
+        FeatureRow(USER_VIEW, "u1", {"event_count": 2}, 2, touched=("b", "a")),
+    ]
+    await store.write_batch(rows)
+    assert await store.seen_items("u1") == {"a", "b"}
+    assert await store.seen_items("u2") == set()
