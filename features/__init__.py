@@ -1,0 +1,49 @@
+"""streamrec's feature layer: Feast schema, streaming state logic, fast online client.
+
+Modules
+-------
+``schema``        every view, entity and feature (name, type): the one source of truth.
+``config``        :class:`FeatureConfig`, nested into the process settings.
+``repo``          the Feast repo (entities, push + file sources, views); ``apply_repo``.
+``activity``, ``formulas``, ``window``
+                  pure pieces: counts/means, decay, smoothing, idempotency window.
+``user_state``, ``item_state``, ``global_state``
+                  pure per-entity state and the update functions the agents call.
+``codec``, ``online``, ``indexes``, ``batching``
+                  Feast's Redis layout without feast; one pipelined round trip per batch.
+``export``, ``bench``, ``cli``
+                  offline export / training set, the benchmark, ``streamrec`` commands.
+
+Wiring the worker (the agents hold no feature logic)
+----------------------------------------------------
+At start (once): ``apply_repo(cfg, redis_url, data_dir)`` (imports feast: run it in
+a child process or before consuming), then ``store = RedisFeatureStore.from_url(url,
+cfg)`` and ``writer = MicroBatchWriter(store, batch_size=cfg.batch_size,
+flush_ms=cfg.flush_ms)``.
+
+``clickstream`` agent (keyed by user id, events in partition order), per event:
+
+1. ``state = UserState.from_dict(users[user_id])`` (or ``UserState()``);
+2. ``result = apply_user_event(state, event, cfg)``; if ``isinstance(result, Skipped)``
+   count ``result.reason`` ("duplicate" / "late") and stop: nothing changed;
+3. ``users[user_id] = state.to_dict()``;
+4. ``shard = GlobalShard.from_dict(shards[shard_id(partition)])``; ``shard.add(event)``;
+   store it back; ``await writer.submit([result.row, shard.row(shard_id(partition))])``;
+5. for ``msg`` in ``result.item_messages``: send ``msg.to_bytes()`` keyed by
+   ``msg.item_id`` to the item repartition topic.
+
+Item agent (keyed by item id), per message ``ItemMsg.model_validate_json(raw)``:
+``apply_item_event(state, msg, cfg)`` → on ``ItemUpdate`` store ``state.to_dict()``
+and ``await writer.submit([update.row])``; on ``Skipped`` count and stop.
+
+On shutdown: ``await writer.close()`` then ``await store.close()``.
+
+The recommend step reads with ``store.read_many([...])`` (one round trip for the user
+and its candidates), ``store.top_items_by_mean(k)``, ``store.top_items_by_popularity(k)``
+and ``store.seen_items(user_id)``; co-visitation candidates are the
+``covisit_items`` of the user's ``recent_items``.
+
+Guarantees: state updates are idempotent by event id and order-insensitive by event
+time within ``allowed_lateness_s`` (see ``window.py``); each row written is an
+entity's whole state, so the online store converges to the state tables.
+"""
