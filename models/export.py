@@ -1,0 +1,90 @@
+"""ONNX export of a trained net: one self-contained file, dynamic batch, parity checked.
+
+The graph has inputs ``user`` int64[N], ``item`` int64[N], ``dense`` float32[N, F] and
+output ``score`` float32[N]. Every export is compared with PyTorch eager on the given
+rows; a max abs difference above ``PARITY_TOLERANCE`` raises :class:`ExportError` and
+leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.encoding import Inputs
+from models.training import predict
+
+PARITY_TOLERANCE = 1e-5
+INPUT_NAMES = ("user", "item", "dense")
+OUTPUT_NAME = "score"
+
+
+class ExportError(RuntimeError):
+    """The exported graph disagrees with PyTorch, or the export itself failed."""
+
+
+def onnx_inputs(batch: Inputs) -> dict[str, np.ndarray]:
+    return {"user": batch.user.astype(np.int64), "item": batch.item.astype(np.int64), "dense": batch.dense.astype(np.float32)}
+
+
+def run_onnx(path: Path, batch: Inputs, chunk: int = 65536) -> np.ndarray:
+    """Score with a fresh CPU session (offline checks; serving uses models.scorer)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    parts = [
+        session.run([OUTPUT_NAME], onnx_inputs(batch.take(np.arange(s, min(s + chunk, len(batch))))))[0]
+        for s in range(0, len(batch), chunk)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _drop_value_info(path: Path) -> None:
+    # The dynamo exporter records intermediate shapes from the example batch, which
+    # later clash with shape inference (quantization tools); inputs/outputs keep theirs.
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.graph.value_info[:]
+    onnx.save(model, str(path))
+
+
+def export_onnx(net: nn.Module, path: Path, check: Inputs) -> float:
+    """Write ``net`` to ``path`` and return the max abs difference from eager on ``check``."""
+    net.eval()
+    example = check.take(np.arange(min(len(check), 64)))
+    if len(example) < 2:
+        raise ExportError("need at least 2 rows to export a dynamic batch axis")
+    args = tuple(torch.as_tensor(a) for a in (example.user, example.item, example.dense))
+    batch = torch.export.Dim("batch", min=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            program = torch.onnx.export(
+                net,
+                args,
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch}, {0: batch}, {0: batch}),
+                dynamo=True,
+                verbose=False,
+            )
+            program.save(str(path), external_data=False)
+        _drop_value_info(path)
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        raise ExportError(f"torch.onnx.export failed: {exc}") from exc
+    diff = float(np.max(np.abs(run_onnx(path, check) - predict(net, check)))) if len(check) else 0.0
+    if not diff <= PARITY_TOLERANCE:
+        path.unlink(missing_ok=True)
+        raise ExportError(f"ONNX parity {diff:.3g} > {PARITY_TOLERANCE:g}")
+    return diff

@@ -1,0 +1,133 @@
+"""Serving: one onnxruntime session per process, scoring batches of candidates.
+
+The provider is chosen once, at construction: CUDA when onnxruntime offers it (the
+``onnxruntime-gpu`` wheel on a machine with a GPU), else CPU. The variant follows the
+provider (``int8`` on CPU, ``fp16`` on CUDA, each only if it passed its accuracy gate;
+``fp32`` otherwise). ``providers`` reports what the session actually uses, which can
+differ from what was asked (onnxruntime-gpu without CUDA falls back to CPU).
+Works with either ``onnxruntime`` or ``onnxruntime-gpu`` installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from models.config import Provider, Variant
+from models.encoding import UNKNOWN_INDEX
+
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+FeatureRow = Mapping[str, float | None]
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """Candidates to score: row r is (user_ids[r], item_ids[r], dense[r]).
+
+    ``dense`` is float32 [N, F] in the model's feature order (``Scorer.feature_names``)
+    holding the online feature values as stored; NaN where a value is missing (a
+    new user or item): the graph fills it. Unknown ids score through the reserved
+    cold-start index.
+    """
+
+    user_ids: Sequence[str]
+    item_ids: Sequence[str]
+    dense: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not (len(self.user_ids) == len(self.item_ids) == len(self.dense)):
+            raise ValueError(f"batch parts differ in length: {len(self.user_ids)}, {len(self.item_ids)}, {len(self.dense)}")
+
+    @classmethod
+    def for_user(
+        cls, user_id: str, item_ids: Sequence[str], user_features: FeatureRow, item_features: Sequence[FeatureRow], names: Sequence[str]
+    ) -> ScoreBatch:
+        """One user against many items, from feature rows keyed ``"<view>:<feature>"``."""
+        dense = np.full((len(item_ids), len(names)), np.nan, np.float32)
+        for col, name in enumerate(names):
+            if name.startswith("user_features:"):
+                value = user_features.get(name)
+                dense[:, col] = np.nan if value is None else value
+            else:
+                dense[:, col] = [np.nan if (v := row.get(name)) is None else v for row in item_features]
+        return cls([user_id] * len(item_ids), list(item_ids), dense)
+
+
+def choose_provider(requested: Provider = "auto") -> str:
+    available = ort.get_available_providers()
+    if requested == "cuda" and CUDA not in available:
+        raise RuntimeError(f"provider cuda requested but onnxruntime offers only {available}")
+    return CUDA if requested == "cuda" or (requested == "auto" and CUDA in available) else CPU
+
+
+def choose_variant(metadata: Mapping[str, Any], provider: str, requested: Variant = "auto") -> str:
+    """The requested variant, or the best accepted one for the provider."""
+    variants = metadata["variants"]
+    if requested != "auto":
+        if requested not in variants:
+            raise ValueError(f"variant {requested!r} not in this artifact ({sorted(variants)})")
+        return requested
+    preferred = ("fp16", "fp32") if provider == CUDA else ("int8", "fp32")
+    return next(v for v in preferred if v in variants and variants[v].get("accepted", True))
+
+
+class Scorer:
+    """Scores candidate batches with one ONNX session. ``score`` is blocking and
+    thread-safe (onnxruntime sessions allow concurrent ``run``)."""
+
+    def __init__(
+        self,
+        path: Path,
+        metadata: Mapping[str, Any],
+        provider: str = CPU,
+        variant: str = "fp32",
+        intra_op_threads: int = 1,
+    ) -> None:
+        self.metadata, self.variant, self.version = metadata, variant, str(metadata.get("version", "unversioned"))
+        self.feature_names: tuple[str, ...] = tuple(metadata["features"])
+        self._users = {u: i + 1 for i, u in enumerate(metadata["users"])}
+        self._items = {it: i + 1 for i, it in enumerate(metadata["items"])}
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        providers = [provider, CPU] if provider != CPU else [CPU]
+        self._session = ort.InferenceSession(str(path), options, providers=providers)
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the session actually uses, in priority order."""
+        return list(self._session.get_providers())
+
+    def score(self, batch: ScoreBatch) -> np.ndarray:
+        """float32 [N] scores (predicted rating, or a logit for implicit models)."""
+        if not len(batch.user_ids):
+            return np.zeros(0, np.float32)
+        if batch.dense.shape[1] != len(self.feature_names):
+            raise ValueError(f"dense has {batch.dense.shape[1]} columns, model expects {len(self.feature_names)}: {self.feature_names}")
+        users, items = self._users.get, self._items.get
+        feed = {
+            "user": np.fromiter((users(u, UNKNOWN_INDEX) for u in batch.user_ids), np.int64, len(batch.user_ids)),
+            "item": np.fromiter((items(i, UNKNOWN_INDEX) for i in batch.item_ids), np.int64, len(batch.item_ids)),
+            "dense": np.ascontiguousarray(batch.dense, dtype=np.float32),
+        }
+        return self._session.run(["score"], feed)[0]
+
+
+def open_scorer(registry: Any, version: str, provider: Provider = "auto", variant: Variant = "auto", intra_op_threads: int = 1) -> Scorer:
+    """Verify and load ``version`` from a :class:`~models.registry.ModelRegistry`.
+
+    When CUDA was chosen but the session runs on CPU only, reopen with the CPU variant."""
+    metadata = registry.metadata(version)
+    chosen = choose_provider(provider)
+    name = choose_variant(metadata, chosen, variant)
+    scorer = Scorer(registry.verified_path(version, name), metadata, chosen, name, intra_op_threads)
+    if chosen == CUDA and CUDA not in scorer.providers and variant == "auto":
+        name = choose_variant(metadata, CPU, variant)
+        scorer = Scorer(registry.verified_path(version, name), metadata, CPU, name, intra_op_threads)
+    return scorer
