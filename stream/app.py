@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import faust
+from mode import CrashingSupervisor
 
 from stream.processor import EventProcessor
 from stream.settings import Settings
@@ -93,13 +94,15 @@ def build_app(settings: Settings) -> StreamrecApp:
                                dlq=dlq, by_item=by_item, recommendations=recommendations)
     app.processor = processor
 
-    @app.agent(clickstream, name="ingest")
+    # An unexpected error (Redis gone, a bug) stops the worker rather than one agent silently:
+    # it restarts from the committed offsets and the idempotent updates absorb the redelivery.
+    @app.agent(clickstream, name="ingest", supervisor_strategy=CrashingSupervisor)
     async def ingest(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
             await processor.on_clickstream(event.key, event.value, message.partition, message.offset)
 
-    @app.agent(by_item, name="item-state")
+    @app.agent(by_item, name="item-state", supervisor_strategy=CrashingSupervisor)
     async def item_state(stream: faust.StreamT) -> None:
         async for value in stream:
             await processor.on_item_message(value)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from stream.kafka import producer
 from stream.schemas import ClickEvent, EventType
 from stream.settings import Settings
+from stream.topics import ensure_topics
 
 TICK_S = 0.01  # pacing granularity: events are sent in small bursts every 10 ms
 
@@ -53,6 +54,7 @@ async def replay(
     if rate <= 0:
         raise ValueError("rate must be positive")
     rows = frame if limit is None else frame.iloc[:limit]
+    await ensure_topics(settings)
     client = producer(settings.broker)
     await client.start()
     sent = 0

@@ -6,6 +6,7 @@ the Feast repo is applied in a short child process before the worker starts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from infra.stack import EmbeddedStack, StackConfig
 from stream.settings import Settings
+from stream.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
         print(f"streamrec worker: {exc}", file=sys.stderr)
         return 1
     began = time.monotonic()
+    asyncio.run(ensure_topics(settings))
     apply_feature_repo(settings)
     print(f"feature repo applied in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
     from stream.app import build_app  # after the checks: building the app declares topics

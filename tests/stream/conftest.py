@@ -1,0 +1,88 @@
+"""A real worker process on the session's embedded stack, with its own topics,
+Feast project and Redis database so that it shares nothing with other tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stream.runtime import feature_repo_dir, settings_env
+from stream.settings import Settings, load_settings
+
+WORKER_DB = 3
+
+
+@dataclass
+class RunningWorker:
+    settings: Settings
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def worker_settings(bootstrap_servers: str, redis_url: str, data_dir: Path, **overrides: object) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    base = redis_url.rpartition("/")[0]
+    return load_settings(
+        broker={"bootstrap_servers": bootstrap_servers, "partitions": 2},
+        redis={"url": f"{base}/{WORKER_DB}"},
+        topics={name: f"it-{run}.{name}" for name in ("clickstream", "dlq", "by_item", "recommendations", "metrics", "control")},
+        worker={"app_id": f"it-{run}", "data_dir": str(data_dir), "metrics_interval_s": 1.0, "id": f"w-{run}"},
+        features={"project": f"it_{run}", "top_min_count": 1},
+        **overrides,
+    )
+
+
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env(settings)}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def worker(bootstrap_servers: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningWorker]:
+    data_dir = tmp_path_factory.mktemp("worker")
+    settings = worker_settings(bootstrap_servers, redis_url, data_dir)
+    log = data_dir / "worker.log"
+    process = start_worker(settings, log)
+    try:
+        yield RunningWorker(settings, process, log)
+    finally:
+        stop_worker(process)
+
+
+@pytest.fixture(scope="module")
+def feast_store(worker: RunningWorker):  # type: ignore[no-untyped-def]
+    """Feast's own SDK on the worker's applied repo (waits for the worker to apply it)."""
+    from features.repo import feature_store
+
+    repo_root = feature_repo_dir(worker.settings)
+    for _ in range(600):
+        found = list(repo_root.glob("**/feature_store.yaml"))
+        if found and list(repo_root.glob("**/registry.db")):
+            return feature_store(found[0].parent)
+        if worker.process.poll() is not None:
+            raise AssertionError(f"worker exited early:\n{worker.log_tail()}")
+        asyncio.run(asyncio.sleep(0.1))
+    raise AssertionError(f"feature repo never applied:\n{worker.log_tail()}")

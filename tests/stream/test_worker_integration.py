@@ -1,0 +1,185 @@
+"""The walking skeleton end to end, through a real broker, a real worker process and
+a real redis-server, read back through Feast's own SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections import defaultdict
+
+import pytest
+
+from stream.kafka import consumer, producer
+from stream.topics import ensure_topics
+from stream.schemas import ClickEvent, DeadLetter, EventType, MetricsSnapshot, Recommendation
+from tests.stream.conftest import RunningWorker
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+N_USERS, N_ITEMS, N_VALID = 12, 15, 240
+
+MALFORMED: list[tuple[bytes, str]] = [
+    (b"\xff\xfe\x00", "invalid_encoding"),
+    (b"{broken", "invalid_json"),
+    (b'"just a string"', "not_an_object"),
+    (json.dumps({"user_id": "u1", "item_id": "i1", "type": "view", "ts": 1}).encode(), "missing_field"),
+    (json.dumps({"event_id": "x", "user_id": "u1", "item_id": "i1", "type": "view", "ts": 1, "extra": 1}).encode(), "unknown_field"),
+    (json.dumps({"event_id": "y", "user_id": "u1", "item_id": "i1", "type": "rating", "rating": 11, "ts": 1}).encode(), "invalid_field"),
+    (json.dumps({"event_id": "z", "user_id": "u1", "item_id": "i1", "type": "view", "rating": 3, "ts": 1}).encode(), "inconsistent_fields"),
+    (b"{" + b" " * 5000 + b"}", "payload_too_large"),
+]
+
+
+def make_events() -> list[ClickEvent]:
+    rng = random.Random(7)
+    now = time.time()
+    events = []
+    for n in range(N_VALID):
+        rated = rng.random() < 0.6
+        events.append(ClickEvent(
+            event_id=f"ev-{uuid.uuid4().hex}",
+            user_id=f"u{rng.randrange(N_USERS)}",
+            item_id=f"i{rng.randrange(N_ITEMS)}",
+            type=EventType.RATING if rated else rng.choice([EventType.VIEW, EventType.CLICK, EventType.PURCHASE]),
+            rating=rng.choice([1.0, 2.5, 3.0, 4.0, 4.5, 5.0]) if rated else None,
+            ts=now - (N_VALID - n) * 0.01,
+        ))
+    return events
+
+
+async def produce(worker: RunningWorker, events: list[ClickEvent]) -> None:
+    s = worker.settings
+    await ensure_topics(s)
+    client = producer(s.broker)
+    await client.start()
+    try:
+        for event in events:
+            await client.send(s.topics.clickstream, event.to_bytes(), key=event.user_id.encode())
+        for payload, _ in MALFORMED:
+            await client.send(s.topics.clickstream, payload, key=b"bad")
+        await client.flush()
+    finally:
+        await client.stop()
+
+
+async def collect(worker: RunningWorker, topic: str, done, timeout_s: float) -> list[bytes]:  # type: ignore[no-untyped-def]
+    client = consumer(worker.settings.broker, topic, auto_offset_reset="earliest")
+    await client.start()
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not done(values):
+            for records in (await client.getmany(timeout_ms=500)).values():
+                values.extend(r.value for r in records)
+            if worker.process.poll() is not None:
+                raise AssertionError(f"worker died:\n{worker.log_tail()}")
+    finally:
+        await client.stop()
+    return values
+
+
+@pytest.fixture(scope="module")
+def run(worker: RunningWorker) -> dict[str, object]:
+    events = make_events()
+    asyncio.run(produce(worker, events))
+    users = {e.user_id for e in events}
+    t = worker.settings.topics
+
+    def all_users_served(values: list[bytes]) -> bool:
+        return {Recommendation.model_validate_json(v).user_id for v in values} >= users
+
+    recs = asyncio.run(collect(worker, t.recommendations, all_users_served, 120))
+    asyncio.run(collect(worker, t.dlq, lambda v: len(v) >= len(MALFORMED), 60))
+    dlq = asyncio.run(collect(worker, t.dlq, lambda v: False, 3))  # then read it all again: no more than M
+    metrics = asyncio.run(collect(worker, t.metrics, lambda v: len(v) >= 2, 15))
+    return {"events": events, "recs": recs, "dlq": dlq, "metrics": metrics}
+
+
+def test_every_user_who_sent_an_event_gets_a_recommendation(run: dict, worker: RunningWorker) -> None:
+    recs = [Recommendation.model_validate_json(v) for v in run["recs"]]
+    users = {e.user_id for e in run["events"]}
+    assert {r.user_id for r in recs} >= users, worker.log_tail()
+    event_ids = {e.event_id for e in run["events"]}
+    assert all(r.cause_event_id in event_ids for r in recs)
+    assert all(r.latency_ms.total >= 0 and r.model_version for r in recs)
+
+
+def test_exactly_the_malformed_payloads_land_in_the_dlq_with_reasons(run: dict) -> None:
+    letters = [DeadLetter.model_validate_json(v) for v in run["dlq"]]
+    assert sorted(letter.reason for letter in letters) == sorted(reason for _, reason in MALFORMED)
+    assert sorted(letter.raw_payload() for letter in letters) == sorted(payload for payload, _ in MALFORMED)
+
+
+def test_metrics_snapshots_arrive_with_counts(run: dict) -> None:
+    snaps = [MetricsSnapshot.model_validate_json(v) for v in run["metrics"]]
+    assert len(snaps) >= 2
+    total_in = sum(s.counts.get("events_in", 0) for s in snaps)
+    assert total_in <= N_VALID + len(MALFORMED)
+    assert all(s.window_end >= s.window_start for s in snaps)
+
+
+def test_features_read_through_feast_equal_the_means_recomputed_from_events(run: dict, feast_store, worker: RunningWorker) -> None:  # type: ignore[no-untyped-def]
+    from features.repo import feature_refs
+
+    events: list[ClickEvent] = run["events"]
+    by_user, by_item = defaultdict(list), defaultdict(list)
+    for e in events:
+        if e.rating is not None:
+            by_user[e.user_id].append(e.rating)
+            by_item[e.item_id].append(e.rating)
+    users = sorted({e.user_id for e in events})
+    items = sorted({e.item_id for e in events if e.item_id})
+    deadline = time.monotonic() + 30
+    while True:
+        got_users = feast_store.get_online_features(
+            features=feature_refs("user_features", ["rating_mean", "n_rating", "event_count"]),
+            entity_rows=[{"user_id": u} for u in users]).to_dict()
+        got_items = feast_store.get_online_features(
+            features=feature_refs("item_features", ["rating_mean", "n_rating"]),
+            entity_rows=[{"item_id": i} for i in items]).to_dict()
+        counts = dict(zip(users, got_users["event_count"]))
+        if all(counts[u] == sum(e.user_id == u for e in events) for u in users) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for user, mean, n in zip(users, got_users["rating_mean"], got_users["n_rating"]):
+        ratings = by_user.get(user, [])
+        assert n == len(ratings)
+        if ratings:
+            assert mean == pytest.approx(sum(ratings) / len(ratings), abs=1e-9)
+    for item, mean, n in zip(items, got_items["rating_mean"], got_items["n_rating"]):
+        ratings = by_item.get(item, [])
+        assert n == len(ratings), worker.log_tail()
+        if ratings:
+            assert mean == pytest.approx(sum(ratings) / len(ratings), abs=1e-9)
+
+
+def test_a_standard_kafka_client_gets_a_recommendation(run: dict, worker: RunningWorker) -> None:
+    """confluent-kafka (librdkafka), which streamrec does not use itself, end to end."""
+    from confluent_kafka import Consumer, Producer
+
+    s = worker.settings
+    event = ClickEvent(event_id=f"ck-{uuid.uuid4().hex}", user_id="standard-client", item_id="i1",
+                       type=EventType.CLICK, ts=time.time())
+    out = Producer({"bootstrap.servers": s.broker.bootstrap_servers})
+    out.produce(s.topics.clickstream, key=event.user_id.encode(), value=event.to_bytes())
+    assert out.flush(10) == 0
+    inbox = Consumer({"bootstrap.servers": s.broker.bootstrap_servers, "group.id": f"ck-{uuid.uuid4().hex}",
+                      "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+    inbox.subscribe([s.topics.recommendations])
+    found = None
+    deadline = time.monotonic() + 60
+    try:
+        while found is None and time.monotonic() < deadline:
+            message = inbox.poll(0.5)
+            if message is None or message.error():
+                continue
+            rec = Recommendation.model_validate_json(message.value())
+            if rec.cause_event_id == event.event_id:
+                found = rec
+    finally:
+        inbox.close()
+    assert found is not None, worker.log_tail()
+    assert found.user_id == "standard-client" and found.items
