@@ -1,0 +1,23 @@
+# streamrec: the two quickstart commands are `make demo` and `make test`.
+.PHONY: install demo test test-unit stack-up stack-down lint
+
+install:
+	@bash infra/install.sh
+
+demo: install
+	.venv/bin/streamrec demo $(if $(DURATION),--duration $(DURATION),)
+
+test: install
+	.venv/bin/pytest
+
+test-unit: install
+	.venv/bin/pytest -m "not integration"
+
+stack-up: install
+	.venv/bin/streamrec stack up
+
+stack-down:
+	.venv/bin/streamrec stack down
+
+lint: install
+	.venv/bin/mypy stream features models infra
