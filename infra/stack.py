@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -70,7 +70,8 @@ class EmbeddedStack:
     """Start, inspect and stop the services of one embedded stack."""
 
     def __init__(self, config: StackConfig) -> None:
-        self.config = config
+        # absolute: services run with their data dir as working directory
+        self.config = replace(config, data_dir=config.data_dir.resolve())
         self.state_path = config.data_dir / STATE_FILE
         self._children: dict[int, subprocess.Popen[bytes]] = {}  # started by this object: reaped on down()
 

@@ -84,13 +84,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def check_services(settings: Settings) -> None:
-    """Fail fast, naming the service and how to start it, when broker or Redis is down."""
+def check_services(settings: Settings, *, redis: bool = True) -> None:
+    """Fail fast, naming the service and how to start it, when the broker (or Redis) is down."""
     missing = []
-    for name, host_port, setting in (
-        ("broker", settings.broker.bootstrap_servers.split(",")[0], "STREAMREC_BROKER__BOOTSTRAP_SERVERS"),
-        ("redis", _redis_host_port(settings.redis.url), "STREAMREC_REDIS__URL"),
-    ):
+    services = [("broker", settings.broker.bootstrap_servers.split(",")[0], "STREAMREC_BROKER__BOOTSTRAP_SERVERS")]
+    if redis:
+        services.append(("redis", _redis_host_port(settings.redis.url), "STREAMREC_REDIS__URL"))
+    for name, host_port, setting in services:
         host, _, port = host_port.rpartition(":")
         if not _reachable(host, int(port)):
             missing.append(f"{name} is not reachable at {host_port} ({setting}); start the embedded stack with "

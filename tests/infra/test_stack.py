@@ -67,3 +67,45 @@ def test_up_is_idempotent(tmp_path: Path) -> None:
         assert first == second
     finally:
         stack.down()
+
+
+@pytest.mark.slow
+def test_durable_stack_keeps_topics_across_a_restart(tmp_path: Path) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    config = StackConfig(data_dir=tmp_path / "stack", broker_port=free_port(), redis_port=free_port(),
+                         s3_port=free_port(), durable=True)
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=config.bootstrap_servers)
+        await producer.start()
+        for n in range(20):
+            await producer.send_and_wait("durable-check", f"m{n}".encode())
+        await producer.stop()
+
+    async def consume() -> list[bytes]:
+        consumer = AIOKafkaConsumer("durable-check", bootstrap_servers=config.bootstrap_servers,
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=20)
+        await consumer.start()
+        got: list[bytes] = []
+        try:
+            for _ in range(40):
+                for records in (await consumer.getmany(timeout_ms=250)).values():
+                    got.extend(r.value for r in records)
+                if len(got) >= 20:
+                    break
+        finally:
+            await consumer.stop()
+        return got
+
+    stack = EmbeddedStack(config)
+    try:
+        stack.up()
+        asyncio.run(produce())
+        stack.down()
+        stack.up()
+        assert sorted(asyncio.run(consume())) == sorted(f"m{n}".encode() for n in range(20))
+    finally:
+        stack.down()

