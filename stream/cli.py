@@ -19,7 +19,7 @@ from pathlib import Path
 from stream.settings import Settings, SettingsError, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
-PLUGIN_MODULES: tuple[str, ...] = ()  # TEMP
+PLUGIN_MODULES = ("features.cli", "models.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
