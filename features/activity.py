@@ -15,6 +15,9 @@ from features.schema import FeatureValue, count_feature
 from stream.schemas import EVENT_TYPES
 
 
+_COUNT_NAMES = tuple((t, count_feature(t)) for t in EVENT_TYPES)
+
+
 @dataclass
 class Activity:
     counts: dict[str, int] = field(default_factory=lambda: {t: 0 for t in EVENT_TYPES})
@@ -31,9 +34,10 @@ class Activity:
 
     def features(self) -> dict[str, FeatureValue]:
         """``n_<type>``, ``event_count``, ``rating_mean`` and ``first/last_seen_ms`` (0 = never)."""
-        values: dict[str, FeatureValue] = {count_feature(t): n for t, n in self.counts.items()}
+        counts = self.counts
+        values: dict[str, FeatureValue] = {name: counts[t] for t, name in _COUNT_NAMES}
         values.update(
-            event_count=sum(self.counts.values()),
+            event_count=sum(counts.values()),
             rating_mean=self.ratings.mean,
             first_seen_ms=self.first_seen_ms or 0,
             last_seen_ms=self.last_seen_ms or 0,

@@ -49,7 +49,7 @@ class FeatureConfig(BaseModel):
     purchase_view_prior: float = Field(0.01, ge=0, le=1, description="Prior purchase/view ratio (smoothing).")
     covisit_window_items: int = Field(5, ge=0, le=100, description="Recent items an event co-visits with.")
     covisit_window_s: float = Field(3600.0, ge=0, description="Only recent items this close in time co-visit.")
-    covisit_max_neighbours: int = Field(50, ge=1, le=10_000, description="Neighbours kept per item (bounded).")
+    covisit_max_neighbours: int = Field(30, ge=1, le=10_000, description="Neighbours kept per item (bounded).")
     covisit_publish: int = Field(20, ge=1, le=10_000, description="Neighbours written to the item feature row.")
     top_min_count: int = Field(5, ge=1, description="Ratings an item needs to enter the top-by-mean index.")
     registry_cache_ttl_s: int = Field(60, ge=0, description="Feast registry cache TTL for SDK readers.")

@@ -1,0 +1,159 @@
+"""Offline side: the event log and feature history as parquet, and training sets.
+
+The feature history lands where the Feast repo's file sources point
+(``repo.offline_path``), so Feast's offline store, and with it
+``get_historical_features``, serves it. Feast is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from features.config import FeatureConfig
+from features.history import HistoryStats, feature_history
+from features.repo import feature_refs, feature_store, offline_path
+from features.schema import ITEM_KEY, TIMESTAMP_COLUMN, USER_KEY, VIEWS, FeatureRow
+from stream.schemas import ClickEvent, EventType, parse_event
+
+EVENT_COLUMNS = ("event_id", "user_id", "item_id", "type", "rating", "query", TIMESTAMP_COLUMN)
+
+
+def event_frame(events: Iterable[ClickEvent]) -> pd.DataFrame:
+    """The event log, one row per event, ``event_timestamp`` as UTC datetimes."""
+    rows = [(e.event_id, e.user_id, e.item_id, e.type.value, e.rating, e.query, e.ts) for e in events]
+    frame = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+    frame[TIMESTAMP_COLUMN] = pd.to_datetime(frame[TIMESTAMP_COLUMN], utc=True)
+    return frame
+
+
+def history_frames(rows: Iterable[FeatureRow]) -> dict[str, pd.DataFrame]:
+    """Feature rows grouped into one frame per view (join key, features, timestamp).
+
+    Of several rows of one entity at the same event time only the last is kept: it
+    holds every event of that instant, and a point-in-time join needs one row there.
+    """
+    grouped: dict[str, list[dict[str, Any]]] = {view: [] for view in VIEWS}
+    for row in rows:
+        spec = VIEWS[row.view]
+        grouped[row.view].append({spec.join_key: row.entity_id, **row.values, TIMESTAMP_COLUMN: row.event_ts_ms})
+    frames = {}
+    for view, records in grouped.items():
+        spec = VIEWS[view]
+        frame = pd.DataFrame(records, columns=[spec.join_key, *spec.feature_names, TIMESTAMP_COLUMN])
+        frame = frame.drop_duplicates([spec.join_key, TIMESTAMP_COLUMN], keep="last").reset_index(drop=True)
+        frame[TIMESTAMP_COLUMN] = pd.to_datetime(frame[TIMESTAMP_COLUMN], unit="ms", utc=True)
+        frames[view] = frame
+    return frames
+
+
+def export(
+    events: Sequence[ClickEvent], cfg: FeatureConfig, data_dir: Path, out_dir: Path, *, progress: bool = True
+) -> dict[str, Any]:
+    """Write ``out_dir/events.parquet`` and every view's history to its offline path.
+
+    ``events`` must be in event-time order (as the agents would see them).
+    Returns a summary: paths, row counts, skipped events, seconds.
+    """
+    began = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events_path = out_dir / "events.parquet"
+    event_frame(events).to_parquet(events_path, index=False)
+    stats = HistoryStats()
+    bar = tqdm(events, desc="feature history", unit="ev", disable=not progress)
+    frames = history_frames(feature_history(bar, cfg, stats))
+    paths = {}
+    for view, frame in frames.items():
+        path = offline_path(Path(data_dir), view)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+        paths[view] = {"path": str(path), "rows": len(frame)}
+    return {
+        "events": {"path": str(events_path), "rows": len(events)},
+        "views": paths,
+        "skipped": stats.skipped,
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+
+
+def training_set(
+    repo_path: Path, labels: pd.DataFrame, features: Sequence[str] | None = None, *, lookback_ms: int = 1
+) -> pd.DataFrame:
+    """Point-in-time-correct features for labelled (user, item, time) rows via Feast.
+
+    Feature columns are named ``<view>__<feature>`` (Feast's full names).
+
+    ``labels`` has ``user_id``, ``item_id``, ``event_timestamp`` and any label
+    columns. Feature rows are joined as of ``event_timestamp - lookback_ms``: a row
+    written at the labelled event's own time already contains that event (its
+    rating), so joining at the same instant would leak the label.
+    """
+    refs = list(features) if features else feature_refs("user_features") + feature_refs("item_features")
+    frame = labels.copy()
+    frame[TIMESTAMP_COLUMN] = pd.to_datetime(frame[TIMESTAMP_COLUMN], utc=True) - pd.Timedelta(milliseconds=lookback_ms)
+    store = feature_store(repo_path)
+    by_view: dict[str, list[str]] = {}
+    for ref in refs:
+        by_view.setdefault(ref.split(":", 1)[0], []).append(ref)
+    for view, view_refs in by_view.items():
+        # One call per view, once per distinct (key, time): Feast collapses equal entity
+        # rows, and drops an entity row outright when another view has no row for it yet.
+        keys = [VIEWS[view].join_key, TIMESTAMP_COLUMN]
+        entity_df = frame[keys].drop_duplicates().reset_index(drop=True)
+        found = store.get_historical_features(entity_df=entity_df, features=view_refs, full_feature_names=True).to_df()
+        found[TIMESTAMP_COLUMN] = pd.to_datetime(found[TIMESTAMP_COLUMN], utc=True).astype(frame[TIMESTAMP_COLUMN].dtype)
+        frame = frame.merge(found, on=keys, how="left", validate="many_to_one")
+    frame[TIMESTAMP_COLUMN] = frame[TIMESTAMP_COLUMN] + pd.Timedelta(milliseconds=lookback_ms)
+    return frame
+
+
+def rating_labels(events: Iterable[ClickEvent]) -> pd.DataFrame:
+    """One labelled row per rating event: event id, user, item, time and the rating."""
+    rows = [(e.event_id, e.user_id, e.item_id, e.ts, e.rating) for e in events if e.type is EventType.RATING]
+    frame = pd.DataFrame(rows, columns=["event_id", USER_KEY, ITEM_KEY, TIMESTAMP_COLUMN, "rating"])
+    frame[TIMESTAMP_COLUMN] = pd.to_datetime(frame[TIMESTAMP_COLUMN], utc=True)
+    return frame
+
+
+async def dump_topic(consumer: Any, *, idle_s: float = 2.0, max_bytes: int = 65536) -> list[ClickEvent]:
+    """Read a started consumer until no message arrives for ``idle_s``; valid events only.
+
+    Reading "until the end offset" is unreliable on Tansu (its high watermark is
+    off by a batch, ENVIRONMENT.md), hence the idle timeout.
+    """
+    events: list[ClickEvent] = []
+    last = time.monotonic()
+    while time.monotonic() - last < idle_s:
+        batches = await consumer.getmany(timeout_ms=200)
+        for records in batches.values():
+            last = time.monotonic()
+            for record in records:
+                parsed = parse_event(record.value or b"", max_bytes=max_bytes)
+                if isinstance(parsed, ClickEvent):
+                    events.append(parsed)
+        await asyncio.sleep(0)
+    return sorted(events, key=lambda e: e.ts)
+
+
+def events_from_frame(frame: pd.DataFrame, dataset: str) -> list[ClickEvent]:
+    """Dataset interactions (``models.datasets`` shape) as events with stable ids."""
+    from stream.replay import events_from
+
+    return list(events_from(frame, dataset))
+
+
+__all__ = [
+    "dump_topic",
+    "event_frame",
+    "events_from_frame",
+    "export",
+    "history_frames",
+    "rating_labels",
+    "training_set",
+]
