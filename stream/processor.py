@@ -1,34 +1,60 @@
-"""What the worker does with each message, kept apart from Faust's plumbing.
+"""What the worker does with each batch of messages, kept apart from Faust's plumbing.
 
 ``EventProcessor`` holds the online-feature writer, the recommender and the metrics;
-the agents in ``stream.app`` hand it raw messages. Feature formulas live in
-``features/``, ranking behind ``stream.recommend.Recommender``: this module only
-sequences them and measures each stage.
+the agents in ``stream.app`` hand it batches of raw messages (Faust ``take_events``).
+Feature formulas live in ``features/``, ranking behind ``stream.recommend.Recommender``:
+this module only sequences them, batches the I/O and measures each stage.
+
+Per batch, in order: validate (bad payloads to the DLQ) → apply each event to its
+user's state → write changed states to their tables (changelog) once → queue the
+feature rows on the micro-batching writer → send the item-side updates, one message
+per item partition → rank and send recommendations for the triggering events.
+All of it happens before Faust acknowledges the batch.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from pydantic import TypeAdapter
+
+from features.batching import MicroBatchWriter
 from features.global_state import GlobalShard, shard_id
 from features.item_state import ItemState, apply_item_event
-from features.batching import MicroBatchWriter
 from features.online import RedisFeatureStore
+from features.schema import USER_VIEW, FeatureRow
 from features.user_state import ItemMsg, Skipped, UserState, apply_user_event
 from stream.metrics import WorkerMetrics
-from stream.recommend import Recommender, TopMeanRecommender
-from stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_event
+from stream.recommend import RecommendRequest, Recommender, TopMeanRecommender
+from stream.schemas import DeadLetter, Recommendation, Rejection, StageLatency, parse_event
 from stream.settings import Settings
+from stream.state_table import StateTable
 
 log = logging.getLogger(__name__)
 
+ITEM_BATCH = TypeAdapter(list[ItemMsg])
+
 
 class Sink(Protocol):
-    async def send(self, *, key: bytes | None = None, value: bytes | None = None) -> Any: ...
+    async def send(self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None) -> Any: ...
+
+
+class RawMessage(Protocol):
+    """What the processor needs of a consumed message (Faust's ``Event`` fits)."""
+
+    key: bytes | None
+    value: bytes
+
+
+def item_partition(item_id: str, partitions: int) -> int:
+    """The repartition topic's partition for an item: stable across processes and languages."""
+    return zlib.crc32(item_id.encode()) % partitions
 
 
 class EventProcessor:
@@ -36,16 +62,18 @@ class EventProcessor:
         self,
         settings: Settings,
         *,
-        users: MutableMapping[str, Any],
-        shards: MutableMapping[str, Any],
-        items: MutableMapping[str, Any],
+        users: Any,
+        shards: Any,
+        items: Any,
         dlq: Sink,
         by_item: Sink,
         recommendations: Sink,
     ) -> None:
         self.settings = settings
         self.cfg = settings.features
-        self.users, self.shards, self.items = users, shards, items
+        self.users = StateTable(users, UserState.from_dict, UserState.to_dict, UserState)
+        self.shards = StateTable(shards, GlobalShard.from_dict, GlobalShard.to_dict, GlobalShard)
+        self.items = StateTable(items, ItemState.from_dict, ItemState.to_dict, ItemState)
         self.dlq, self.by_item, self.recommendations = dlq, by_item, recommendations
         self.metrics = WorkerMetrics(settings.worker.id)
         self.triggers = frozenset(settings.recommend.trigger_types)
@@ -68,87 +96,100 @@ class EventProcessor:
             await self.store.close()
 
     # -- clickstream -----------------------------------------------------------------
-    async def on_clickstream(self, key: bytes | None, raw: bytes, partition: int, offset: int) -> None:
+    async def on_clickstream(self, batch: Sequence[tuple[RawMessage, int, int]]) -> None:
+        """Process (message, partition, offset) triples from ``clickstream``."""
         began = time.perf_counter()
-        self.metrics.count("events_in")
-        parsed = parse_event(raw or b"", max_bytes=self.settings.worker.max_event_bytes,
-                             allow_unknown_fields=self.settings.worker.allow_unknown_fields)
-        if isinstance(parsed, Rejection):
-            await self._dead_letter(key, raw or b"", parsed, partition, offset)
-            return
-        validated = time.perf_counter()
-        self.metrics.observe("validate", (validated - began) * 1000)
-        state = self._user_state(parsed.user_id)
-        result = apply_user_event(state, parsed, self.cfg)
-        if isinstance(result, Skipped):
-            self.metrics.count(f"skipped_{result.reason}")
-            return
-        self.users[parsed.user_id] = state.to_dict()
-        shard = self._shard(partition)
-        shard.add(parsed)
-        self.shards[shard_id(partition)] = shard.to_dict()
+        rows: list[FeatureRow] = []
+        item_updates: dict[int, list[ItemMsg]] = defaultdict(list)
+        to_rank: list[RecommendRequest] = []
+        partitions = self.settings.broker.partitions
+        self.metrics.count("events_in", len(batch))
+        for message, partition, offset in batch:
+            parsed = parse_event(message.value or b"", max_bytes=self.settings.worker.max_event_bytes,
+                                 allow_unknown_fields=self.settings.worker.allow_unknown_fields)
+            if isinstance(parsed, Rejection):
+                await self._dead_letter(message, parsed, partition, offset)
+                continue
+            state = self.users.get(parsed.user_id)
+            result = apply_user_event(state, parsed, self.cfg)
+            if isinstance(result, Skipped):
+                self.metrics.count(f"skipped_{result.reason}")
+                continue
+            self.users.mark(parsed.user_id, state, partition)
+            shard_key = shard_id(partition)
+            shard = self.shards.get(shard_key)
+            shard.add(parsed)
+            self.shards.mark(shard_key, shard, partition)
+            rows.append(result.row)
+            for update in result.item_messages:
+                item_updates[item_partition(update.item_id, partitions)].append(update)
+            if parsed.type.value in self.triggers:
+                to_rank.append(RecommendRequest(parsed.user_id, state, parsed))
+        rows.extend(shard.row(key) for key, shard in self.shards.changed())
+        self.users.flush()
+        self.shards.flush()
         assert self.writer is not None
-        await self.writer.submit((result.row, shard.row(shard_id(partition))))
-        for message in result.item_messages:
-            await self.by_item.send(key=message.item_id.encode(), value=message.to_bytes())
-        self.metrics.observe("user_update", (time.perf_counter() - validated) * 1000)
-        self.metrics.count("events_valid")
-        if parsed.type.value in self.triggers:
-            await self._recommend(parsed, state)
+        await self.writer.submit(rows)
+        for partition, updates in item_updates.items():
+            await self.by_item.send(value=ITEM_BATCH.dump_json(updates, exclude_none=True), partition=partition)
+        self.metrics.count("events_valid", sum(1 for r in rows if r.view == USER_VIEW))
+        self.metrics.observe("user_update", (time.perf_counter() - began) * 1000 / len(batch))
+        if to_rank:
+            await self._recommend(to_rank)
 
-    async def _dead_letter(self, key: bytes | None, raw: bytes, rejection: Rejection, partition: int, offset: int) -> None:
-        letter = DeadLetter.build(raw, rejection, source_topic=self.settings.topics.clickstream,
+    async def _dead_letter(self, message: RawMessage, rejection: Rejection, partition: int, offset: int) -> None:
+        letter = DeadLetter.build(message.value or b"", rejection, source_topic=self.settings.topics.clickstream,
                                   partition=partition, offset=offset)
-        await self.dlq.send(key=key, value=letter.model_dump_json().encode())
+        await self.dlq.send(key=message.key, value=letter.model_dump_json().encode())
         self.metrics.count("dlq")
         self.metrics.count(f"dlq_{rejection.reason}")
 
-    async def _recommend(self, cause: ClickEvent, state: UserState) -> None:
+    async def _recommend(self, requests: list[RecommendRequest]) -> None:
         assert self.recommender is not None
         began = time.perf_counter()
-        ranked = await self.recommender.recommend(cause.user_id, state, cause)
-        total_ms = (time.perf_counter() - began) * 1000
+        ranked = await self.recommender.recommend_many(requests)
+        per_request_ms = (time.perf_counter() - began) * 1000
         now = datetime.now(timezone.utc)
-        latency = StageLatency(
-            candidates=round(ranked.stage_ms.get("candidates", 0.0), 3),
-            features=round(ranked.stage_ms.get("features", 0.0), 3),
-            scoring=round(ranked.stage_ms.get("scoring", 0.0), 3),
-            total=round(total_ms, 3),
-            event_to_emit=round((now - cause.ts).total_seconds() * 1000, 3),
-        )
-        message = Recommendation(
-            user_id=cause.user_id, items=ranked.items, model_version=self.recommender.model_version,
-            cause_event_id=cause.event_id, event_ts=cause.ts, emitted_at=now, latency_ms=latency,
-            worker_id=self.settings.worker.id,
-        )
-        await self.recommendations.send(key=cause.user_id.encode(), value=message.to_bytes())
+        version = self.recommender.model_version
+        for request, result in zip(requests, ranked):
+            cause = request.cause
+            latency = StageLatency(
+                candidates=round(result.stage_ms.get("candidates", 0.0), 3),
+                features=round(result.stage_ms.get("features", 0.0), 3),
+                scoring=round(result.stage_ms.get("scoring", 0.0), 3),
+                total=round(per_request_ms, 3),
+                event_to_emit=round((now - cause.ts).total_seconds() * 1000, 3),
+            )
+            message = Recommendation(
+                user_id=cause.user_id, items=result.items, model_version=version, cause_event_id=cause.event_id,
+                event_ts=cause.ts, emitted_at=now, latency_ms=latency, worker_id=self.settings.worker.id,
+            )
+            await self.recommendations.send(key=cause.user_id.encode(), value=message.to_bytes())
+            self.metrics.observe("event_to_emit", latency.event_to_emit or 0.0)
         for stage in ("candidates", "features", "scoring"):
-            self.metrics.observe(stage, getattr(latency, stage))
-        self.metrics.observe("recommend_total", total_ms)
-        self.metrics.observe("event_to_emit", latency.event_to_emit or 0.0)
-        self.metrics.count("recommendations")
+            self.metrics.observe(stage, ranked[0].stage_ms.get(stage, 0.0) if ranked else 0.0)
+        self.metrics.observe("recommend_total", per_request_ms)
+        self.metrics.count("recommendations", len(requests))
 
     # -- item side -------------------------------------------------------------------
-    async def on_item_message(self, raw: bytes) -> None:
+    async def on_item_batch(self, batch: Sequence[tuple[RawMessage, int, int]]) -> None:
+        """Process messages from the repartition topic, each a JSON list of ItemMsg."""
         began = time.perf_counter()
-        message = ItemMsg.model_validate_json(raw)
-        stored = self.items.get(message.item_id)
-        state = ItemState.from_dict(stored) if stored is not None else ItemState()
-        result = apply_item_event(state, message, self.cfg)
-        if isinstance(result, Skipped):
-            self.metrics.count(f"item_skipped_{result.reason}")
-            return
-        self.items[message.item_id] = state.to_dict()
+        changed: dict[str, FeatureRow] = {}
+        n = 0
+        for message, partition, _offset in batch:
+            for update in ITEM_BATCH.validate_json(message.value):
+                n += 1
+                state = self.items.get(update.item_id)
+                result = apply_item_event(state, update, self.cfg)
+                if isinstance(result, Skipped):
+                    self.metrics.count(f"item_skipped_{result.reason}")
+                    continue
+                self.items.mark(update.item_id, state, partition)
+                changed[update.item_id] = result.row
+        self.items.flush()
         assert self.writer is not None
-        await self.writer.submit((result.row,))
-        self.metrics.observe("item_update", (time.perf_counter() - began) * 1000)
-        self.metrics.count("item_updates")
-
-    # -- state -----------------------------------------------------------------------
-    def _user_state(self, user_id: str) -> UserState:
-        stored = self.users.get(user_id)
-        return UserState.from_dict(stored) if stored is not None else UserState()
-
-    def _shard(self, partition: int) -> GlobalShard:
-        stored = self.shards.get(shard_id(partition))
-        return GlobalShard.from_dict(stored) if stored is not None else GlobalShard()
+        await self.writer.submit(list(changed.values()))
+        if n:
+            self.metrics.observe("item_update", (time.perf_counter() - began) * 1000 / n)
+        self.metrics.count("item_updates", n)

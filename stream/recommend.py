@@ -8,12 +8,21 @@ replaces this one without touching the agents.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from features.user_state import UserState
 from stream.schemas import ClickEvent, RecommendedItem
+
+
+@dataclass(frozen=True)
+class RecommendRequest:
+    user_id: str
+    state: UserState
+    cause: ClickEvent
 
 
 @dataclass
@@ -29,8 +38,11 @@ class Recommender(Protocol):
     @property
     def provider(self) -> str: ...
 
-    async def recommend(self, user_id: str, state: UserState, cause: ClickEvent) -> Ranked:
-        """Rank items for ``user_id`` now. Never raises for a user with no history."""
+    async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[Ranked]:
+        """Rank items for each request, in order, batching the I/O across them.
+
+        Never raises for a user with no history (cold start gets a fallback list).
+        """
         ...
 
 
@@ -43,9 +55,14 @@ class TopItemsIndex(Protocol):
         """Every item the user has interacted with."""
         ...
 
+    async def top_items_by_popularity(self, k: int) -> list[str]:
+        """The ``k`` items with the highest time-decayed popularity, best first."""
+        ...
+
 
 class TopMeanRecommender:
-    """Highest-mean items (with a minimum rating count) that the user has not interacted with."""
+    """Highest-mean items (with a minimum rating count) that the user has not interacted with,
+    topped up with the most popular items while few items have enough ratings (cold start)."""
 
     model_version = "top-mean-v1"
     provider = "none"
@@ -55,12 +72,22 @@ class TopMeanRecommender:
         self._top_k = top_k
         self._candidates = candidates
 
-    async def recommend(self, user_id: str, state: UserState, cause: ClickEvent) -> Ranked:
+    async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[Ranked]:
         began = time.perf_counter()
-        seen = await self._index.seen_items(user_id)
-        seen.update(r.item_id for r in state.recent)  # the writer may not have flushed the newest yet
-        pool = await self._index.top_items_by_mean(self._candidates + len(seen))
+        seen_sets = await asyncio.gather(*(self._index.seen_items(r.user_id) for r in requests))
+        for request, seen in zip(requests, seen_sets):
+            seen.update(item.item_id for item in request.state.recent)  # the writer may not have flushed yet
+        depth = self._candidates + max(len(s) for s in seen_sets)
+        pool = [(i, s, "top_mean") for i, s in await self._index.top_items_by_mean(depth)]
+        if len(pool) < depth:
+            ranked = {i for i, _, _ in pool}
+            popular = await self._index.top_items_by_popularity(depth)
+            pool += [(i, 0.0, "popular") for i in popular if i not in ranked]
         fetched = time.perf_counter()
-        items = [RecommendedItem(item_id=i, score=s, source="top_mean") for i, s in pool if i not in seen][: self._top_k]
+        out = []
+        for seen in seen_sets:
+            items = [RecommendedItem(item_id=i, score=s, source=src) for i, s, src in pool if i not in seen]
+            out.append(items[: self._top_k])
         done = time.perf_counter()
-        return Ranked(items, {"candidates": (fetched - began) * 1000, "features": 0.0, "scoring": (done - fetched) * 1000})
+        stages = {"candidates": (fetched - began) * 1000, "features": 0.0, "scoring": (done - fetched) * 1000}
+        return [Ranked(items, stages) for items in out]

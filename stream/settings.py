@@ -141,6 +141,8 @@ class WorkerSettings(BaseModel):
     max_event_bytes: int = Field(default=4096, ge=64, le=1_048_576)
     allow_unknown_fields: bool = False
     stream_buffer_maxsize: int = Field(default=4096, ge=1)
+    batch_max: int = Field(default=500, ge=1, le=100_000)
+    batch_within_ms: float = Field(default=5.0, gt=0, le=10_000)
 
 
 class Settings(BaseSettings):
