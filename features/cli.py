@@ -33,7 +33,7 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
 
     bench = bench_subparsers.add_parser("features", help="update throughput, freshness, online read latency")
     bench.add_argument("--json", type=Path, required=True, dest="json_path", help="write the figures here")
-    bench.add_argument("--events", type=int, default=20_000, help="events for the throughput run")
+    bench.add_argument("--events", type=int, default=10_000, help="events for the throughput run")
     bench.add_argument("--rate", type=float, default=1000.0, help="events/s for the freshness run")
     bench.add_argument("--duration", type=float, default=10.0, help="seconds of the freshness run")
     bench.add_argument("--reads", type=int, default=300, help="repetitions of the read comparison")

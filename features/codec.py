@@ -11,7 +11,9 @@ this module re-implements the few encodings Feast's Redis online store uses
 * ``_ts:<view>``: a serialized ``google.protobuf.Timestamp``.
 
 ``tests/features/test_codec.py`` checks every encoding byte for byte against
-Feast's own functions and protobuf classes.
+Feast's own functions and protobuf classes. Lists and int64 go through protobuf's
+C implementation (upb) with a private descriptor of the wire-compatible subset of
+``feast.types.Value`` (own pool and names: no clash when feast is loaded too).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import mmh3
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from features.schema import DType, FeatureValue
 
@@ -35,6 +38,34 @@ _TAG_DOUBLE = 0x29  # 5, 64-bit
 _TAG_STRING_LIST = 0x62  # 12, length-delimited StringList{repeated string val = 1}
 _TAG_DOUBLE_LIST = 0x7A  # 15, length-delimited DoubleList{repeated double val = 1 [packed]}
 _TAG_REPEATED = 0x0A  # field 1 inside the list messages, length-delimited
+
+
+def _value_subset_class() -> Any:
+    """``feast.types.Value`` restricted to the members this layer writes, same field numbers."""
+    field = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="streamrec/feast_value_subset.proto", package="streamrec.feastwire", syntax="proto3"
+    )
+    for name, member in (("StringList", field.TYPE_STRING), ("DoubleList", field.TYPE_DOUBLE)):
+        proto.message_type.add(name=name).field.add(name="val", number=1, type=member, label=field.LABEL_REPEATED)
+    value = proto.message_type.add(name="Value")
+    value.oneof_decl.add(name="val")
+    for name, number, kind, type_name in (
+        ("string_val", 2, field.TYPE_STRING, ""),
+        ("int64_val", 4, field.TYPE_INT64, ""),
+        ("double_val", 5, field.TYPE_DOUBLE, ""),
+        ("string_list_val", 12, field.TYPE_MESSAGE, ".streamrec.feastwire.StringList"),
+        ("double_list_val", 15, field.TYPE_MESSAGE, ".streamrec.feastwire.DoubleList"),
+    ):
+        member = value.field.add(name=name, number=number, type=kind, label=field.LABEL_OPTIONAL, oneof_index=0)
+        if type_name:
+            member.type_name = type_name
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("streamrec.feastwire.Value"))
+
+
+_Value = _value_subset_class()
 
 
 def entity_key(join_key: str, entity_id: str, project: str) -> bytes:
@@ -96,7 +127,10 @@ def _encode_float64(value: Any) -> bytes:
 
 
 def _encode_int64(value: Any) -> bytes:
-    return b"\x20" + _varint(int(value))
+    value = int(value)
+    if 0 <= value < 0x80:  # most counters: one varint byte
+        return bytes((_TAG_INT64, value))
+    return _Value(int64_val=value).SerializeToString()  # type: ignore[no-any-return]
 
 
 def _encode_string(value: Any) -> bytes:
@@ -104,8 +138,11 @@ def _encode_string(value: Any) -> bytes:
 
 
 def _encode_string_list(values: Any) -> bytes:
-    inner = b"".join(_length_delimited(_TAG_REPEATED, str(v).encode()) for v in values)
-    return _length_delimited(_TAG_STRING_LIST, inner)
+    message = _Value()
+    message.string_list_val.val.extend(values)
+    if not values:
+        message.string_list_val.SetInParent()
+    return message.SerializeToString()  # type: ignore[no-any-return]
 
 
 def _encode_float64_list(values: Any) -> bytes:
@@ -139,24 +176,17 @@ def decode_value(data: bytes | None) -> FeatureValue | None:
     if tag == _TAG_DOUBLE:
         return _F64.unpack_from(data, 1)[0]
     if tag == _TAG_INT64:
+        if len(data) == 2:  # 0..127: most counters
+            return data[1]
         return _signed64(_read_varint(data, 1)[0])
     length, pos = _read_varint(data, 1)
     if tag == _TAG_STRING:
         return data[pos : pos + length].decode()
     if tag == _TAG_STRING_LIST:
-        return _decode_strings(data, pos, pos + length)
+        return list(_Value.FromString(data).string_list_val.val)
     if tag == _TAG_DOUBLE_LIST:
         return _decode_doubles(data, pos, pos + length)
     raise ValueError(f"unsupported feast Value tag 0x{tag:02x}")
-
-
-def _decode_strings(data: bytes, pos: int, end: int) -> list[str]:
-    out: list[str] = []
-    while pos < end:
-        length, pos = _read_varint(data, pos + 1)
-        out.append(data[pos : pos + length].decode())
-        pos += length
-    return out
 
 
 def _decode_doubles(data: bytes, pos: int, end: int) -> list[float]:

@@ -35,7 +35,7 @@ class FeatureConfig(BaseModel):
 
     project: str = Field("streamrec", description="Feast project name; also prefixes the helper Redis keys.")
     recent_items: int = Field(20, ge=1, le=1000, description="How many distinct recent items a user keeps.")
-    dedup_max_ids: int = Field(512, ge=1, le=100_000, description="Most event ids an entity remembers.")
+    dedup_max_ids: int = Field(128, ge=1, le=100_000, description="Most event ids an entity remembers.")
     allowed_lateness_s: float = Field(
         3600.0, ge=0, description="Events older than an entity's newest event by more than this are dropped."
     )
@@ -48,6 +48,11 @@ class FeatureConfig(BaseModel):
     click_view_prior: float = Field(0.1, ge=0, le=1, description="Prior click/view ratio (smoothing).")
     purchase_view_prior: float = Field(0.01, ge=0, le=1, description="Prior purchase/view ratio (smoothing).")
     covisit_window_items: int = Field(5, ge=0, le=100, description="Recent items an event co-visits with.")
+    covisit_symmetric: bool = Field(
+        False,
+        description="Also update each co-visited recent item (one more item message per co-visit); "
+        "off: only the event's item learns its co-visitors (one item message per event).",
+    )
     covisit_window_s: float = Field(3600.0, ge=0, description="Only recent items this close in time co-visit.")
     covisit_max_neighbours: int = Field(30, ge=1, le=10_000, description="Neighbours kept per item (bounded).")
     covisit_publish: int = Field(20, ge=1, le=10_000, description="Neighbours written to the item feature row.")

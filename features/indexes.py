@@ -17,10 +17,9 @@ All three are idempotent under rewriting the same rows.
 
 from __future__ import annotations
 
-from typing import Any
-
 from features.config import FeatureConfig
 from features.formulas import decayed_rank_score
+from features.resp import command
 from features.schema import ITEM_VIEW, USER_VIEW, FeatureRow, count_feature
 
 
@@ -34,16 +33,20 @@ class IndexKeys:
         return self._seen_prefix + user_id
 
 
-def queue_index_updates(pipe: Any, row: FeatureRow, keys: IndexKeys, cfg: FeatureConfig) -> None:
-    """Add the index commands that ``row`` implies to a redis pipeline."""
+def index_commands(row: FeatureRow, keys: IndexKeys, cfg: FeatureConfig) -> list[bytes]:
+    """The packed Redis commands that keep the indexes in step with ``row``."""
+    member = row.entity_id.encode()
     if row.view == USER_VIEW and row.touched:
-        pipe.sadd(keys.seen(row.entity_id), *row.touched)
-    elif row.view == ITEM_VIEW:
-        values = row.values
-        if int(values[count_feature("rating")]) >= cfg.top_min_count:  # type: ignore[arg-type]
-            pipe.zadd(keys.item_mean, {row.entity_id: float(values["rating_mean"])})  # type: ignore[arg-type]
-        else:
-            pipe.zrem(keys.item_mean, row.entity_id)
-        score = decayed_rank_score(float(values["popularity"]), int(values["popularity_ref_ms"]), cfg.half_life_ms)  # type: ignore[arg-type]
-        if score > float("-inf"):
-            pipe.zadd(keys.item_popularity, {row.entity_id: score})
+        return [command(b"SADD", keys.seen(row.entity_id).encode(), *(i.encode() for i in row.touched))]
+    if row.view != ITEM_VIEW:
+        return []
+    values = row.values
+    out = []
+    if int(values[count_feature("rating")]) >= cfg.top_min_count:  # type: ignore[arg-type]
+        out.append(command(b"ZADD", keys.item_mean.encode(), repr(float(values["rating_mean"])).encode(), member))  # type: ignore[arg-type]
+    else:
+        out.append(command(b"ZREM", keys.item_mean.encode(), member))
+    score = decayed_rank_score(float(values["popularity"]), int(values["popularity_ref_ms"]), cfg.half_life_ms)  # type: ignore[arg-type]
+    if score > float("-inf"):
+        out.append(command(b"ZADD", keys.item_popularity.encode(), repr(score).encode(), member))
+    return out

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from features import codec
+from features import codec, resp
 from features.config import FeatureConfig
-from features.indexes import IndexKeys, queue_index_updates
+from features.indexes import IndexKeys, index_commands
 from features.schema import VIEWS, FeatureRow, FeatureValue, ViewSpec
 
 FeatureDict = dict[str, FeatureValue | None]
@@ -72,10 +72,13 @@ class RedisFeatureStore(OnlineFeatureStore):
         self._cfg = cfg
         self._project = cfg.project
         self.keys = IndexKeys(cfg.project)
-        self._fields = {
-            view.name: {name: codec.field_key(view.name, name) for name in view.feature_names}
+        # prepacked RESP pieces: the field names of every feature never change
+        self._field_bulks = {
+            view.name: {name: resp.bulk(codec.field_key(view.name, name)) for name in view.feature_names}
             for view in VIEWS.values()
         }
+        self._ts_bulks = {view: resp.bulk(codec.timestamp_field(view)) for view in VIEWS}
+        self._hmget_fields: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
     @classmethod
     def from_url(cls, redis_url: str, cfg: FeatureConfig) -> RedisFeatureStore:
@@ -85,30 +88,39 @@ class RedisFeatureStore(OnlineFeatureStore):
     def _key(self, spec: ViewSpec, entity_id: str) -> bytes:
         return codec.entity_key(spec.join_key, entity_id, self._project)
 
+    def _hset(self, row: FeatureRow) -> bytes:
+        spec = VIEWS[row.view]
+        fields = self._field_bulks[row.view]
+        parts = [fields[name] + resp.bulk(codec.encode_value(spec.dtype(name), value)) for name, value in row.values.items()]
+        parts.append(self._ts_bulks[row.view] + resp.bulk(codec.encode_timestamp(row.event_ts_ms)))
+        head = resp.header(2 + 2 * len(parts), b"HSET") + resp.bulk(self._key(spec, row.entity_id))
+        return head + b"".join(parts)
+
     async def write_batch(self, rows: Sequence[FeatureRow]) -> None:
-        if not rows:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for row in rows:
-                spec = VIEWS[row.view]
-                fields = self._fields[row.view]
-                mapping = {fields[name]: codec.encode_value(spec.dtype(name), value) for name, value in row.values.items()}
-                mapping[codec.timestamp_field(row.view)] = codec.encode_timestamp(row.event_ts_ms)
-                pipe.hset(self._key(spec, row.entity_id), mapping=mapping)
-                queue_index_updates(pipe, row, self.keys, self._cfg)
-            await pipe.execute()
+        commands: list[bytes] = []
+        for row in rows:
+            commands.append(self._hset(row))
+            commands.extend(index_commands(row, self.keys, self._cfg))
+        await resp.round_trip(self._client, commands)
+
+    def _hmget_tail(self, view: str, names: tuple[str, ...]) -> bytes:
+        tail = self._hmget_fields.get((view, names))
+        if tail is None:
+            tail = b"".join(self._field_bulks[view][name] for name in names)
+            self._hmget_fields[(view, names)] = tail
+        return tail
 
     async def read_many(self, requests: Sequence[ReadRequest]) -> list[list[FeatureDict]]:
+        commands: list[bytes] = []
         plans = []
-        async with self._client.pipeline(transaction=False) as pipe:
-            for request in requests:
-                spec = VIEWS[request.view]
-                names = list(request.features or spec.feature_names)
-                fields = [self._fields[spec.name][name] for name in names]
-                for entity_id in request.entity_ids:
-                    pipe.hmget(self._key(spec, entity_id), fields)
-                plans.append((names, len(request.entity_ids)))
-            replies = await pipe.execute()
+        for request in requests:
+            spec = VIEWS[request.view]
+            names = tuple(request.features or spec.feature_names)
+            head = resp.header(2 + len(names), b"HMGET")
+            tail = self._hmget_tail(spec.name, names)
+            commands.extend(head + resp.bulk(self._key(spec, e)) + tail for e in request.entity_ids)
+            plans.append((list(names), len(request.entity_ids)))
+        replies = await resp.round_trip(self._client, commands)
         out: list[list[FeatureDict]] = []
         pos = 0
         for names, count in plans:

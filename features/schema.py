@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Literal, TypeAlias
 
 from stream.schemas import EVENT_TYPES
@@ -46,7 +47,7 @@ class ViewSpec:
     def dtype(self, feature: str) -> DType:
         return self._types[feature]
 
-    @property
+    @cached_property
     def _types(self) -> dict[str, DType]:
         return dict(self.features)
 

@@ -26,8 +26,9 @@ class ItemMsg(BaseModel):
     """One item-side update, keyed by ``item_id`` on the repartition topic.
 
     ``event_type`` is set for the event's own item (counts, ratings, popularity and
-    co-visits with ``covisited``); it is ``None`` for a co-visit-only message to
-    one of the user's recent items, whose ``covisited`` is the event's item.
+    co-visits with ``covisited``, the user's recent items); it is ``None`` for a
+    co-visit-only message to one of those recent items (``covisit_symmetric``),
+    whose ``covisited`` is the event's item.
     ``msg_id`` is the event id: each item gets at most one message per event, so
     it is the item side's idempotency key.
     """
@@ -148,7 +149,7 @@ def apply_user_event(state: UserState, event: ClickEvent, cfg: FeatureConfig) ->
     state.window.remember(event.event_id, ts_ms, newest_ms, cfg.allowed_lateness_ms, cfg.dedup_max_ids)
     touched = (event.item_id,) if event.item_id is not None and event.type is not EventType.SEARCH else ()
     row = FeatureRow(USER_VIEW, event.user_id, state.features(), newest_ms, touched)
-    return UserUpdate(row, _item_messages(event, ts_ms, covisited))
+    return UserUpdate(row, _item_messages(event, ts_ms, covisited, cfg.covisit_symmetric))
 
 
 def _accumulate(state: UserState, event: ClickEvent, ts_ms: int, cfg: FeatureConfig) -> None:
@@ -181,7 +182,7 @@ def _covisited(state: UserState, item_id: ItemId, ts_ms: int, cfg: FeatureConfig
     return near[: cfg.covisit_window_items]
 
 
-def _item_messages(event: ClickEvent, ts_ms: int, covisited: list[ItemId]) -> list[ItemMsg]:
+def _item_messages(event: ClickEvent, ts_ms: int, covisited: list[ItemId], symmetric: bool) -> list[ItemMsg]:
     if event.item_id is None or event.type is EventType.SEARCH:
         return []
     own = ItemMsg(
@@ -192,6 +193,8 @@ def _item_messages(event: ClickEvent, ts_ms: int, covisited: list[ItemId]) -> li
         rating=event.rating,
         covisited=covisited,
     )
+    if not symmetric:
+        return [own]
     others = [
         ItemMsg(msg_id=event.event_id, item_id=other, ts_ms=ts_ms, covisited=[event.item_id]) for other in covisited
     ]

@@ -102,9 +102,18 @@ def test_too_late_event_is_skipped() -> None:
     assert state.features()["event_count"] == 1
 
 
-def test_item_messages_carry_the_covisited_recent_items() -> None:
+def test_item_message_carries_the_covisited_recent_items() -> None:
     state, _ = _apply_all([_event("a", item="i1", ts=1), _event("b", item="i2", ts=2)])
     update = apply_user_event(state, _event("c", item="i3", ts=3), CFG)
+    assert isinstance(update, UserUpdate)
+    [own] = update.item_messages
+    assert (own.item_id, own.event_type, own.covisited, own.msg_id) == ("i3", EventType.VIEW, ["i2", "i1"], "c")
+
+
+def test_symmetric_covisits_also_message_the_recent_items() -> None:
+    cfg = CFG.model_copy(update={"covisit_symmetric": True})
+    state, _ = _apply_all([_event("a", item="i1", ts=1), _event("b", item="i2", ts=2)], cfg)
+    update = apply_user_event(state, _event("c", item="i3", ts=3), cfg)
     assert isinstance(update, UserUpdate)
     own, *others = update.item_messages
     assert (own.item_id, own.event_type, own.covisited) == ("i3", EventType.VIEW, ["i2", "i1"])

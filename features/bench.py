@@ -1,0 +1,418 @@
+"""``streamrec bench features``: update throughput, freshness and online reads, one run.
+
+On a private embedded stack (Tansu + redis-server on free loopback ports) with one
+real worker process (``python -m stream.cli worker``):
+
+1. throughput: real MovieLens ratings produced as fast as possible; events/s from
+   the first send until every user, global and item feature row reflects them;
+2. freshness: events at a fixed rate; for each, the time from the send call until
+   its user row's ``_ts`` in Redis reaches the event's time (polled every 2 ms);
+3. in-process update path (no broker, no Faust): the same events through the pure
+   update functions and the micro-batching writer, to show what bounds (1);
+4. reads, worker stopped: 1 user + 100 items, all features of both views, through
+   the fast client and through Feast's ``get_online_features``, interleaved in the
+   same loop, and whether the values are identical.
+
+The recommend step is switched off in the worker (``trigger_types=[]``): this
+measures the feature layer, not ranking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from features.batching import MicroBatchWriter
+from features.config import FeatureConfig
+from features.history import feature_history
+from features.online import ReadRequest, RedisFeatureStore
+from features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, VIEWS, epoch_ms
+from stream.schemas import ClickEvent, EventType
+
+POLL_S = 0.002
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    events: int
+    rate: float
+    duration_s: float
+    reads: int
+    json_path: Path
+    plot_path: Path
+
+
+def run_bench(options: BenchOptions) -> int:
+    from infra.stack import EmbeddedStack, StackConfig, free_port
+
+    with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as tmp:
+        stack = EmbeddedStack(
+            StackConfig(data_dir=Path(tmp) / "stack", broker_port=free_port(), redis_port=free_port())
+        )
+        records = stack.up()
+        try:
+            settings = _settings(stack.config.bootstrap_servers, stack.config.redis_url, Path(tmp) / "worker")
+            result = asyncio.run(_measure(settings, options, Path(tmp)))
+        finally:
+            stack.down()
+    result["stack"] = {r.name: {"started_in_s": round(r.started_in_s, 3)} for r in records}
+    options.json_path.parent.mkdir(parents=True, exist_ok=True)
+    options.json_path.write_text(json.dumps(result, indent=2))
+    _print(result)
+    return 0
+
+
+def _settings(bootstrap: str, redis_url: str, data_dir: Path) -> Any:
+    from stream.settings import load_settings
+
+    return load_settings(
+        broker={"bootstrap_servers": bootstrap},
+        redis={"url": redis_url},
+        worker={"app_id": "bench-features", "data_dir": str(data_dir), "id": "bench-worker", "metrics_interval_s": 5.0},
+        recommend={"trigger_types": []},
+    )
+
+
+async def _measure(settings: Any, options: BenchOptions, tmp: Path) -> dict[str, Any]:
+    from models.datasets import load_movielens
+
+    ratings = load_movielens().interactions
+    needed = options.events + int(options.rate * options.duration_s) + 10
+    rows = ratings.iloc[:needed]
+    cfg: FeatureConfig = settings.features
+    store = RedisFeatureStore.from_url(settings.redis.effective_url, cfg)
+    worker = _start_worker(settings, tmp / "worker.log")
+    try:
+        began = time.perf_counter()
+        await _wait_ready(settings, store, worker, tmp / "worker.log")
+        ready_s = time.perf_counter() - began
+        throughput = await _throughput(settings, store, _events(rows.iloc[: options.events], "tp"), worker)
+        fresh_events = _events(rows.iloc[options.events : needed], "fr")
+        freshness = await _freshness(settings, store, fresh_events, options)
+        worker_rss_mb = _rss_mb(worker.pid)
+    finally:
+        _stop(worker)
+    inprocess = await _inprocess(settings.redis.effective_url, cfg, _events(rows.iloc[: options.events], "ip"))
+    reads = await _reads(settings, store, rows, options.reads)
+    await store.close()
+    _plot(freshness.pop("samples_ms"), options.plot_path, options.rate)
+    return {
+        **throughput,
+        **freshness,
+        **reads,
+        **inprocess,
+        "worker_ready_s": round(ready_s, 2),
+        "worker_rss_mb": worker_rss_mb,
+        "settings": {
+            "fetch_max_wait_ms": settings.broker.fetch_max_wait_ms,
+            "partitions": settings.broker.partitions,
+            "batch_size": cfg.batch_size,
+            "flush_ms": cfg.flush_ms,
+            "covisit_window_items": cfg.covisit_window_items,
+            "recommend_trigger_types": settings.recommend.trigger_types,
+        },
+        "plot": str(options.plot_path),
+    }
+
+
+def _events(frame: Any, tag: str) -> list[ClickEvent]:
+    """Real MovieLens ratings with fresh ids; timestamps are set when sent."""
+    return [
+        ClickEvent(
+            event_id=f"bench-{tag}-{row.Index}",
+            user_id=str(row.user_id),
+            item_id=str(row.item_id),
+            type=EventType.RATING,
+            rating=float(row.rating),
+            ts=datetime.now(timezone.utc),
+        )
+        for row in frame.itertuples(index=True)
+    ]
+
+
+# -- the worker --------------------------------------------------------------------------
+def _start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
+    from stream.runtime import settings_env
+
+    env = {**os.environ, **settings_env(settings)}
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker"], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+    except Exception:
+        return None
+
+
+async def _wait_ready(settings: Any, store: RedisFeatureStore, worker: subprocess.Popen[bytes], log: Path) -> None:
+    """Send a probe event until the worker has written its user row."""
+    from stream.kafka import producer
+    from stream.topics import ensure_topics
+
+    await ensure_topics(settings)
+    client = producer(settings.broker)
+    await client.start()
+    try:
+        for attempt in range(600):
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")
+            if attempt % 20 == 0:
+                probe = ClickEvent(event_id=f"probe-{attempt}", user_id="probe", item_id="probe", type=EventType.VIEW,
+                                   ts=datetime.now(timezone.utc))
+                await client.send_and_wait(settings.topics.clickstream, probe.to_bytes(), key=b"probe")
+            if (await store.read_batch(USER_VIEW, ["probe"], ["event_count"]))[0]["event_count"]:
+                return
+            await asyncio.sleep(0.25)
+    finally:
+        await client.stop()
+    raise RuntimeError("worker never wrote a feature row")
+
+
+# -- 1. throughput ----------------------------------------------------------------------
+async def _throughput(
+    settings: Any, store: RedisFeatureStore, events: list[ClickEvent], worker: subprocess.Popen[bytes]
+) -> dict[str, Any]:
+    from stream.kafka import producer
+
+    shards = [f"p{p}" for p in range(settings.broker.partitions)]
+    base = await _global_events(store, shards)
+    ratings_per_item: dict[str, int] = defaultdict(int)
+    for e in events:
+        ratings_per_item[e.item_id] += 1  # type: ignore[index]
+    items = sorted(ratings_per_item)
+    before = {i: r["n_rating"] or 0 for i, r in zip(items, await store.read_batch(ITEM_VIEW, items, ["n_rating"]))}
+    client = producer(settings.broker)
+    await client.start()
+    began = time.perf_counter()
+    try:
+        for event in events:
+            await client.send(settings.topics.clickstream, event.to_bytes(), key=event.user_id.encode())
+        await client.flush()
+    finally:
+        await client.stop()
+    produced_s = time.perf_counter() - began
+    user_done = items_done = None
+    bar = tqdm(total=len(events), desc="throughput (user side)", unit="ev")
+    while items_done is None:
+        if worker.poll() is not None:
+            raise RuntimeError("worker exited during the throughput run")
+        seen = await _global_events(store, shards) - base
+        bar.update(seen - bar.n)
+        if user_done is None and seen >= len(events):
+            user_done = time.perf_counter() - began
+        if user_done is not None:
+            rows = await store.read_batch(ITEM_VIEW, items, ["n_rating"])
+            if all((r["n_rating"] or 0) - before[i] >= ratings_per_item[i] for i, r in zip(items, rows)):
+                items_done = time.perf_counter() - began
+        await asyncio.sleep(0.05)
+    bar.close()
+    return {
+        "update_events_per_s": round(len(events) / items_done, 1),
+        "update_user_side_events_per_s": round(len(events) / user_done, 1),  # type: ignore[operator]
+        "update_events": len(events),
+        "produce_events_per_s": round(len(events) / produced_s, 1),
+    }
+
+
+async def _global_events(store: RedisFeatureStore, shards: list[str]) -> int:
+    rows = await store.read_batch(GLOBAL_VIEW, shards, ["event_count"])
+    return sum(int(r["event_count"] or 0) for r in rows)  # type: ignore[arg-type]
+
+
+# -- 2. freshness -----------------------------------------------------------------------
+async def _freshness(
+    settings: Any, store: RedisFeatureStore, events: list[ClickEvent], options: BenchOptions
+) -> dict[str, Any]:
+    from stream.kafka import producer
+
+    pending: dict[str, list[tuple[int, float]]] = defaultdict(list)  # user → (event ts ms, sent at)
+    samples: list[float] = []
+    client = producer(settings.broker, linger_ms=0)
+    await client.start()
+    sending = True
+
+    async def poll() -> None:
+        while sending or pending:
+            users = list(pending)
+            if users:
+                stamps = await store.read_row_timestamps(USER_VIEW, users)
+                now = time.perf_counter()
+                for user, ts in zip(users, stamps):
+                    if ts is None:
+                        continue
+                    waiting = pending[user]
+                    done = [sent for ev_ts, sent in waiting if ev_ts <= ts]
+                    samples.extend((now - sent) * 1000 for sent in done)
+                    pending[user] = [(e, s) for e, s in waiting if e > ts]
+                    if not pending[user]:
+                        del pending[user]
+            await asyncio.sleep(POLL_S)
+
+    poller = asyncio.create_task(poll())
+    began = time.perf_counter()
+    sent = 0
+    try:
+        for event in tqdm(events, desc=f"freshness at {options.rate:.0f} ev/s", unit="ev"):
+            delay = began + sent / options.rate - time.perf_counter()
+            if delay > 0.005:
+                await asyncio.sleep(delay)
+            if time.perf_counter() - began >= options.duration_s:
+                break
+            event = event.model_copy(update={"ts": datetime.now(timezone.utc)})
+            pending[event.user_id].append((epoch_ms(event.ts), time.perf_counter()))
+            await client.send(settings.topics.clickstream, event.to_bytes(), key=event.user_id.encode())
+            sent += 1
+        await client.flush()
+        achieved = sent / (time.perf_counter() - began)
+        sending = False
+        await asyncio.wait_for(poller, timeout=120)
+    finally:
+        sending = False
+        await client.stop()
+    return {
+        "freshness_p50_ms": _pct(samples, 50),
+        "freshness_p95_ms": _pct(samples, 95),
+        "freshness_p99_ms": _pct(samples, 99),
+        "freshness_max_ms": round(max(samples), 2),
+        "freshness_events": len(samples),
+        "freshness_rate_target": options.rate,
+        "freshness_rate_achieved": round(achieved, 1),
+        "freshness_poll_ms": POLL_S * 1000,
+        "samples_ms": samples,
+    }
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))], 2)
+
+
+# -- 3. in-process update path ---------------------------------------------------------
+async def _inprocess(redis_url: str, cfg: FeatureConfig, events: list[ClickEvent]) -> dict[str, Any]:
+    """Pure updates + batched Redis writes, no broker: the feature layer's own cost."""
+    local = cfg.model_copy(update={"project": "bench_inprocess"})
+    store = RedisFeatureStore.from_url(redis_url, local)
+    writer = MicroBatchWriter(store, batch_size=local.batch_size, flush_ms=local.flush_ms)
+    began = time.perf_counter()
+    rows = 0
+    pending = []
+    for row in feature_history(events, local):
+        pending.append(row)
+        if len(pending) >= 64:
+            await writer.submit(pending)
+            rows += len(pending)
+            pending = []
+    await writer.submit(pending)
+    await writer.close()
+    elapsed = time.perf_counter() - began
+    await store.close()
+    return {
+        "inprocess_update_events_per_s": round(len(events) / elapsed, 1),
+        "inprocess_rows_per_event": round((rows + len(pending)) / len(events), 2),
+    }
+
+
+# -- 4. reads ---------------------------------------------------------------------------
+async def _reads(settings: Any, store: RedisFeatureStore, rows: Any, reads: int) -> dict[str, Any]:
+    from features.repo import feature_refs, feature_store
+    from stream.runtime import feature_repo_dir
+
+    repo = next(feature_repo_dir(settings).glob("**/feature_store.yaml")).parent
+    feast = feature_store(repo)
+    user = str(rows["user_id"].value_counts().index[0])
+    popular = [str(i) for i in rows["item_id"].value_counts().index[:300]]
+    written = await store.read_batch(ITEM_VIEW, popular, ["event_count"])
+    items = [i for i, r in zip(popular, written) if r["event_count"] is not None][:100]
+    refs = feature_refs(USER_VIEW) + feature_refs(ITEM_VIEW)
+    entity_rows = [{"user_id": user, "item_id": item} for item in items]
+    requests = [ReadRequest(USER_VIEW, [user]), ReadRequest(ITEM_VIEW, items)]
+    fast_ms, feast_ms = [], []
+    fast = feast_response = None
+    for _ in tqdm(range(reads), desc="reads: fast vs Feast", unit="read"):
+        t0 = time.perf_counter()
+        fast = await store.read_many(requests)
+        t1 = time.perf_counter()
+        feast_response = feast.get_online_features(features=refs, entity_rows=entity_rows, full_feature_names=True).to_dict()
+        t2 = time.perf_counter()
+        fast_ms.append((t1 - t0) * 1000)
+        feast_ms.append((t2 - t1) * 1000)
+    identical = _identical(fast, feast_response, len(items))  # type: ignore[arg-type]
+    fast_p50, feast_p50 = statistics.median(fast_ms), statistics.median(feast_ms)
+    return {
+        "read_fast_p50_ms": round(fast_p50, 3),
+        "read_fast_p99_ms": _pct(fast_ms, 99),
+        "read_feast_p50_ms": round(feast_p50, 3),
+        "read_feast_p99_ms": _pct(feast_ms, 99),
+        "read_speedup": round(feast_p50 / fast_p50, 2),
+        "read_entities": {"users": 1, "items": len(items), "features": len(refs)},
+        "values_identical": identical,
+    }
+
+
+def _identical(fast: list[list[dict[str, Any]]], feast: dict[str, list[Any]], n_items: int) -> bool:
+    users, items = fast
+    expected_user = {n: feast[f"{USER_VIEW}__{n}"][0] for n in VIEWS[USER_VIEW].feature_names}
+    expected_items = [{n: feast[f"{ITEM_VIEW}__{n}"][k] for n in VIEWS[ITEM_VIEW].feature_names} for k in range(n_items)]
+    has_values = users[0]["event_count"] is not None and all(i["event_count"] is not None for i in items)
+    return has_values and users[0] == expected_user and items == expected_items
+
+
+# -- output -----------------------------------------------------------------------------
+def _plot(samples: list[float], path: Path, rate: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (hist, cdf) = plt.subplots(1, 2, figsize=(10, 4))
+    hist.hist(samples, bins=60)
+    hist.set(xlabel="event produced → readable in Redis (ms)", ylabel="events", title=f"freshness at {rate:.0f} ev/s")
+    ordered = sorted(samples)
+    cdf.plot(ordered, [k / len(ordered) for k in range(len(ordered))])
+    cdf.set(xlabel="ms", ylabel="fraction of events", title="CDF", xscale="log")
+    cdf.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _print(result: dict[str, Any]) -> None:
+    keys = [
+        "update_events_per_s", "update_user_side_events_per_s", "inprocess_update_events_per_s",
+        "freshness_p50_ms", "freshness_p95_ms", "freshness_p99_ms", "freshness_rate_achieved",
+        "read_fast_p50_ms", "read_feast_p50_ms", "read_speedup", "values_identical",
+    ]
+    width = max(len(k) for k in keys)
+    for key in keys:
+        print(f"{key:<{width}}  {result.get(key)}")
