@@ -36,9 +36,11 @@ class RunningMeans:
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         u_mean, u_n, i_mean, i_n = streaming_features(self.seen, rows, EXPLICIT_FEATURES).astype(np.float64).T
-        u_dev = np.nan_to_num(u_mean - self.mean) * u_n / (u_n + self.shrink)
-        i_dev = np.nan_to_num(i_mean - self.mean) * i_n / (i_n + self.shrink)
-        return self.mean + u_dev + i_dev
+        return self.mean + self._deviation(u_mean, u_n) + self._deviation(i_mean, i_n)
+
+    def _deviation(self, mean: np.ndarray, count: np.ndarray) -> np.ndarray:
+        weight = np.divide(count, count + self.shrink, out=np.zeros_like(count), where=count > 0)
+        return np.nan_to_num(mean - self.mean) * weight
 
 
 class BiasBaseline:

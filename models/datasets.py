@@ -100,7 +100,8 @@ def _guess_format(path: Path) -> FileFormat:
     if path.suffix in (".parquet", ".jsonl", ".json"):
         return "events"
     if path.suffix == ".csv":
-        header = path.open().readline()
+        with path.open() as handle:
+            header = handle.readline()
         return "ratings-csv" if "userId" in header else "events"
     return "udata"
 

@@ -52,18 +52,18 @@ def evaluate_ratings(frame: pd.DataFrame, protocol: Protocol, models: ModelFacto
 
 
 def sample_negatives(train: pd.DataFrame, test: pd.DataFrame, count: int, seed: int) -> np.ndarray:
-    """[len(test), count] item ids each user never interacted with in train (nor its positive)."""
+    """[len(test), count] item ids each user never interacted with in train (nor its
+    positive); distinct unless the user has seen nearly the whole catalogue, then
+    drawn with replacement."""
     rng = np.random.default_rng(seed)
-    catalogue = np.asarray(train["item_id"].unique(), dtype=object)
-    seen = train.groupby("user_id")["item_id"].agg(set).to_dict()
+    catalogue = np.sort(np.asarray(train["item_id"].unique(), dtype=object))
+    seen = train.groupby("user_id")["item_id"].agg(list).to_dict()
     out = np.empty((len(test), count), dtype=object)
     for row, (user, positive) in enumerate(zip(test["user_id"], test["item_id"])):
-        banned = seen.get(user, set()) | {positive}
-        picked: list[str] = []
-        while len(picked) < count:
-            draw = catalogue[rng.integers(0, len(catalogue), 2 * count)]
-            picked.extend(dict.fromkeys(i for i in draw if i not in banned and i not in picked))
-        out[row] = picked[:count]
+        available = np.setdiff1d(catalogue, np.asarray(seen.get(user, []) + [positive], dtype=object), assume_unique=False)
+        if len(available) == 0:
+            raise ValueError(f"user {user} has interacted with every item: no negatives to sample")
+        out[row] = rng.choice(available, count, replace=len(available) < count)
     return out
 
 

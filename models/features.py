@@ -1,10 +1,12 @@
 """The streaming dense features, computed offline exactly as the stream computes them.
 
 For a query row (user, item, time t) each feature is a statistic over the *history*
-events strictly before t: never the row itself, never anything later. ``mean_rating``
-is the plain running mean of the rated events (NaN when there are none), the counts
-are exact. Names are the online Feast references ``<view>:<feature>`` that the
-features package writes, so an online scorer reads the same columns by name.
+events strictly before t: never the row itself, never anything later. ``rating_mean``
+is the plain running mean of the rated events (NaN when there are none; the online
+store writes 0.0 with ``n_rating`` 0, which the model treats alike), the counts are
+exact. Names are the online Feast references ``<view>:<feature>`` exactly as the
+features package writes them (features/schema.py), so an online scorer reads the
+same columns by name.
 """
 
 from __future__ import annotations
@@ -14,19 +16,26 @@ import pandas as pd
 
 USER_VIEW = "user_features"
 ITEM_VIEW = "item_features"
-STATS = ("mean_rating", "rating_count", "event_count")
+STATS = ("rating_mean", "n_rating", "event_count")
+MEAN_COUNT = {"rating_mean": "n_rating"}
 
 EXPLICIT_FEATURES: tuple[str, ...] = (
-    f"{USER_VIEW}:mean_rating",
-    f"{USER_VIEW}:rating_count",
-    f"{ITEM_VIEW}:mean_rating",
-    f"{ITEM_VIEW}:rating_count",
+    f"{USER_VIEW}:rating_mean",
+    f"{USER_VIEW}:n_rating",
+    f"{ITEM_VIEW}:rating_mean",
+    f"{ITEM_VIEW}:n_rating",
 )
 IMPLICIT_FEATURES: tuple[str, ...] = (f"{USER_VIEW}:event_count", f"{ITEM_VIEW}:event_count")
 
 
 def is_count(name: str) -> bool:
-    return name.endswith("_count")
+    return _parse(name)[1] in ("n_rating", "event_count")
+
+
+def count_partner(name: str) -> str | None:
+    """The count that says whether a mean has data: ``user_features:rating_mean`` → ``user_features:n_rating``."""
+    view, stat = _parse(name)
+    return f"{view}:{MEAN_COUNT[stat]}" if stat in MEAN_COUNT else None
 
 
 def _parse(name: str) -> tuple[str, str]:
@@ -39,7 +48,7 @@ def _parse(name: str) -> tuple[str, str]:
 def prior_stats(
     hist_keys: np.ndarray, hist_ts: np.ndarray, hist_rating: np.ndarray, keys: np.ndarray, ts: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Per query (key, ts): mean rating, rating count and event count over history rows
+    """Per query (key, ts): rating mean, rating count and event count over history rows
     with the same key and a timestamp strictly below ts. Vectorised, O((H + Q) log H)."""
     codes, uniques = pd.factorize(np.concatenate([hist_keys, keys]))
     times = np.unique(np.concatenate([hist_ts, ts]))
@@ -56,7 +65,7 @@ def prior_stats(
     n_rated = rating_n[end] - rating_n[start]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(n_rated > 0, (rating_sum[end] - rating_sum[start]) / np.maximum(n_rated, 1), np.nan)
-    return {"mean_rating": mean, "rating_count": n_rated.astype(np.float64), "event_count": (end - start).astype(np.float64)}
+    return {"rating_mean": mean, "n_rating": n_rated.astype(np.float64), "event_count": (end - start).astype(np.float64)}
 
 
 def streaming_features(history: pd.DataFrame, query: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray:

@@ -71,20 +71,24 @@ class BiasedMF(nn.Module):
 class DenseTransform(nn.Module):
     """Raw online feature values → standardised MLP inputs, inside the exported graph.
 
-    NaN (a mean with no data yet) becomes the training fill value; counts go through
-    log1p; then (x − center) / scale. So the online scorer passes feature values as the
-    store holds them.
+    A missing value (NaN, or a mean whose count column ``partner`` is 0, as the online
+    store writes a mean with no data) becomes the training fill value; counts go
+    through log1p; then (x − center) / scale. So the online scorer passes feature
+    values as the store holds them.
     """
 
-    def __init__(self, fill: np.ndarray, is_count: np.ndarray, center: np.ndarray, scale: np.ndarray) -> None:
+    def __init__(self, fill: np.ndarray, is_count: np.ndarray, center: np.ndarray, scale: np.ndarray, partner: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("fill", torch.as_tensor(fill, dtype=torch.float32))
+        self.register_buffer("partner", torch.as_tensor(np.where(partner < 0, np.arange(len(partner)), partner), dtype=torch.int64))
+        self.register_buffer("has_partner", torch.as_tensor(partner >= 0, dtype=torch.bool))
         self.register_buffer("is_count", torch.as_tensor(is_count, dtype=torch.bool))
         self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
-        filled = torch.where(torch.isnan(dense), self.fill, dense)
+        empty = self.has_partner & ~(dense[:, self.partner] > 0)
+        filled = torch.where(torch.isnan(dense) | empty, self.fill, dense)
         logged = torch.where(self.is_count, torch.log1p(filled.clamp(min=0.0)), filled)
         return (logged - self.center) / self.scale
 

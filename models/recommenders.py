@@ -16,9 +16,9 @@ from torch import nn
 from models.baselines import BiasBaseline, GlobalMean, Popularity, RunningMeans
 from models.config import TrainConfig
 from models.encoding import Encoder, Inputs, IdIndex
-from models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES, is_count
+from models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES, count_partner, is_count
 from models.nets import BiasedMF, DenseTransform, Ranker, SeedModel
-from models.training import History, Objective, fit, predict
+from models.training import History, Objective, fit, predict, seed_everything
 
 
 class Recommender(Protocol):
@@ -33,11 +33,13 @@ class Recommender(Protocol):
 def dense_transform(dense: np.ndarray, features: tuple[str, ...]) -> DenseTransform:
     """Fill, log and standardisation constants taken from the training rows."""
     counts = np.array([is_count(n) for n in features])
-    fill = np.where(counts, 0.0, np.nanmean(np.where(np.isnan(dense), np.nan, dense), axis=0)) if len(dense) else np.zeros(len(features))
-    fill = np.nan_to_num(fill)
+    with np.errstate(invalid="ignore"):
+        means = np.nanmean(dense, axis=0) if len(dense) else np.zeros(len(features))
+    fill = np.nan_to_num(np.where(counts, 0.0, means))
     filled = np.where(np.isnan(dense), fill, dense)
     logged = np.where(counts, np.log1p(np.clip(filled, 0, None)), filled)
-    return DenseTransform(fill, counts, logged.mean(0), logged.std(0) + 1e-6)
+    partner = np.array([features.index(p) if (p := count_partner(n)) in features else -1 for n in features])
+    return DenseTransform(fill, counts, logged.mean(0), logged.std(0) + 1e-6, partner)
 
 
 class NeuralRecommender:
@@ -64,10 +66,13 @@ class NeuralRecommender:
         self.explicit_only = kind == "seed"
         self.features = EXPLICIT_FEATURES if objective == "explicit" else IMPLICIT_FEATURES
 
-    def fit(self, train: pd.DataFrame) -> None:
+    def fit(self, train: pd.DataFrame, targets: np.ndarray | None = None) -> None:
+        """Train on ``train``; ``targets`` replaces the ratings (distillation from a teacher)."""
         self.encoder = Encoder.fit(train, self.features)
-        data = self.encoder.encode(train, None if self.objective == "explicit" else np.ones(len(train)))
-        rng = np.random.default_rng(self.cfg.seed)
+        if targets is None and self.objective == "implicit":
+            targets = np.ones(len(train))
+        data = self.encoder.encode(train, targets)
+        rng = seed_everything(self.cfg.seed)  # before building: the initial weights are seeded too
         is_val = rng.random(len(data)) < self.cfg.val_fraction
         fit_part, val_part = data.take(np.flatnonzero(~is_val)), data.take(np.flatnonzero(is_val))
         self.global_mean = float(np.mean(fit_part.target)) if self.objective == "explicit" else 0.0

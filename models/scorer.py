@@ -27,7 +27,8 @@ FeatureRow = Mapping[str, float | None]
 
 @dataclass(frozen=True)
 class ScoreBatch:
-    """Candidates to score: row r is (user_ids[r], item_ids[r], dense[r]).
+    """Candidates to score: row r is (user_ids[r], item_ids[r], dense[r]); a single
+    string ``user_ids`` means that one user for every row (the usual candidate list).
 
     ``dense`` is float32 [N, F] in the model's feature order (``Scorer.feature_names``)
     holding the online feature values as stored; NaN where a value is missing (a
@@ -35,13 +36,17 @@ class ScoreBatch:
     cold-start index.
     """
 
-    user_ids: Sequence[str]
+    user_ids: Sequence[str] | str
     item_ids: Sequence[str]
     dense: np.ndarray
 
     def __post_init__(self) -> None:
-        if not (len(self.user_ids) == len(self.item_ids) == len(self.dense)):
-            raise ValueError(f"batch parts differ in length: {len(self.user_ids)}, {len(self.item_ids)}, {len(self.dense)}")
+        users = len(self.item_ids) if isinstance(self.user_ids, str) else len(self.user_ids)
+        if not (users == len(self.item_ids) == len(self.dense)):
+            raise ValueError(f"batch parts differ in length: {users}, {len(self.item_ids)}, {len(self.dense)}")
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
 
     @classmethod
     def for_user(
@@ -55,7 +60,7 @@ class ScoreBatch:
                 dense[:, col] = np.nan if value is None else value
             else:
                 dense[:, col] = [np.nan if (v := row.get(name)) is None else v for row in item_features]
-        return cls([user_id] * len(item_ids), list(item_ids), dense)
+        return cls(user_id, list(item_ids), dense)
 
 
 def choose_provider(requested: Provider = "auto") -> str:
@@ -98,6 +103,7 @@ class Scorer:
         options.log_severity_level = 3
         providers = [provider, CPU] if provider != CPU else [CPU]
         self._session = ort.InferenceSession(str(path), options, providers=providers)
+        self._outputs = ["score"]
 
     @property
     def providers(self) -> list[str]:
@@ -106,17 +112,18 @@ class Scorer:
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
         """float32 [N] scores (predicted rating, or a logit for implicit models)."""
-        if not len(batch.user_ids):
+        if not len(batch):
             return np.zeros(0, np.float32)
-        if batch.dense.shape[1] != len(self.feature_names):
-            raise ValueError(f"dense has {batch.dense.shape[1]} columns, model expects {len(self.feature_names)}: {self.feature_names}")
+        if batch.dense.ndim != 2 or batch.dense.shape[1] != len(self.feature_names):
+            raise ValueError(f"dense has shape {batch.dense.shape}, model expects (N, {len(self.feature_names)}): {self.feature_names}")
         users, items = self._users.get, self._items.get
-        feed = {
-            "user": np.fromiter((users(u, UNKNOWN_INDEX) for u in batch.user_ids), np.int64, len(batch.user_ids)),
-            "item": np.fromiter((items(i, UNKNOWN_INDEX) for i in batch.item_ids), np.int64, len(batch.item_ids)),
-            "dense": np.ascontiguousarray(batch.dense, dtype=np.float32),
-        }
-        return self._session.run(["score"], feed)[0]
+        if isinstance(batch.user_ids, str):
+            user = np.full(len(batch), users(batch.user_ids, UNKNOWN_INDEX), np.int64)
+        else:
+            user = np.array([users(u, UNKNOWN_INDEX) for u in batch.user_ids], np.int64)
+        item = np.array([items(i, UNKNOWN_INDEX) for i in batch.item_ids], np.int64)
+        dense = batch.dense if batch.dense.dtype == np.float32 and batch.dense.flags.c_contiguous else np.ascontiguousarray(batch.dense, np.float32)
+        return self._session.run(self._outputs, {"user": user, "item": item, "dense": dense})[0]
 
 
 def open_scorer(registry: Any, version: str, provider: Provider = "auto", variant: Variant = "auto", intra_op_threads: int = 1) -> Scorer:
