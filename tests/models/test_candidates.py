@@ -1,0 +1,156 @@
+"""Candidate generation: merging, exclusion, cold start, top-K and neighbour search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from models.candidates import (
+    Candidate,
+    CandidateConfig,
+    covisit_candidates,
+    generate,
+    merge,
+    popular_candidates,
+    top_k,
+)
+from models.item_vectors import ExactIndex, HnswIndex, ItemVectors, build_index, embedding_neighbours
+
+ITEMS = st.sampled_from([f"i{n}" for n in range(30)])
+SOURCE_LISTS = st.lists(st.lists(ITEMS, max_size=15, unique=True), min_size=3, max_size=3)
+
+
+def as_sources(lists: list[list[str]], quotas: list[int]) -> list[tuple[list[Candidate], int]]:
+    names = ("covisit", "embedding", "popular")
+    return [([Candidate(i, name, 1.0) for i in items], q) for name, items, q in zip(names, lists, quotas)]  # type: ignore[arg-type]
+
+
+@given(SOURCE_LISTS, st.lists(st.integers(0, 10), min_size=3, max_size=3), st.sets(ITEMS), st.integers(1, 40))
+def test_merge_takes_each_item_once_never_excluded_within_quota_and_limit(lists, quotas, exclude, limit) -> None:
+    merged = merge(as_sources(lists, quotas), exclude, limit)
+
+    ids = [c.item_id for c in merged]
+    assert len(ids) == len(set(ids)) <= limit
+    assert not set(ids) & exclude
+    for name, quota in zip(("covisit", "embedding", "popular"), quotas):
+        assert sum(c.source == name for c in merged) <= quota
+
+
+@given(SOURCE_LISTS, st.sets(ITEMS))
+def test_an_item_keeps_the_most_personal_source_that_offers_it(lists, exclude) -> None:
+    merged = merge(as_sources(lists, [100, 100, 100]), exclude, 1000)
+
+    for candidate in merged:
+        first = next(name for name, items in zip(("covisit", "embedding", "popular"), lists) if candidate.item_id in items)
+        assert candidate.source == first
+    assert {c.item_id for c in merged} == set().union(*lists) - exclude
+
+
+@given(SOURCE_LISTS, st.sets(ITEMS), st.integers(1, 40))
+def test_fill_tops_up_to_the_limit_when_sources_run_short(lists, exclude, limit) -> None:
+    fill = popular_candidates([f"i{n}" for n in range(30)])
+
+    merged = merge(as_sources(lists, [2, 2, 2]), exclude, limit, fill=fill)
+
+    assert len(merged) == min(limit, 30 - len(exclude))
+
+
+def test_covisit_scores_sum_affinity_times_weight_and_skip_the_recent_items() -> None:
+    recent = [("a", 2.0), ("b", 1.0)]
+    neighbours = {"a": (["x", "b", "y"], [3.0, 9.0, 1.0]), "b": (["y", "a"], [4.0, 9.0])}
+
+    found = covisit_candidates(recent, neighbours)
+
+    assert [(c.item_id, c.score) for c in found] == [("x", 6.0), ("y", 6.0)]  # y: 2*1 + 1*4; tie keeps x first
+    assert {c.source for c in found} == {"covisit"}
+
+
+def test_generate_excludes_seen_items_and_labels_sources() -> None:
+    cfg = CandidateConfig(covisit=5, embedding=5, popular=5, max_candidates=10, popular_depth=10)
+    neighbours = {"a": (["bought", "x"], [5.0, 1.0])}
+
+    found = generate(cfg, [("a", 1.0)], neighbours, popular_candidates(["p1", "x", "bought"]), {"bought"}, [("e1", 0.9), ("x", 0.8)])
+
+    assert [(c.item_id, c.source) for c in found] == [("x", "covisit"), ("e1", "embedding"), ("p1", "popular")]
+
+
+def test_a_new_user_gets_popular_items_up_to_max_candidates() -> None:
+    cfg = CandidateConfig(popular=2, max_candidates=4, popular_depth=10)
+    popular = popular_candidates([f"p{n}" for n in range(10)])
+
+    found = generate(cfg, [], {}, popular, {"p0"})
+
+    assert [c.item_id for c in found] == ["p1", "p2", "p3", "p4"]
+    assert {c.source for c in found} == {"popular"}
+
+
+def test_only_the_configured_number_of_recent_items_is_expanded() -> None:
+    cfg = CandidateConfig(recent_items=1, popular=0, max_candidates=10, popular_depth=10)
+    neighbours = {"new": (["n1"], [1.0]), "old": (["o1"], [1.0])}
+
+    found = generate(cfg, [("new", 1.0), ("old", 1.0)], neighbours, [], set())
+
+    assert [c.item_id for c in found] == ["n1"]
+
+
+def test_bad_sizes_fail_with_the_setting_name() -> None:
+    with pytest.raises(ValidationError, match="popular_depth"):
+        CandidateConfig(max_candidates=300, popular_depth=100)
+    with pytest.raises(ValidationError, match="covisit"):
+        CandidateConfig(covisit=-1)
+
+
+@given(st.lists(st.floats(-1e6, 1e6) | st.just(float("nan")), max_size=60), st.integers(0, 70))
+def test_top_k_equals_a_stable_sort(values, k) -> None:
+    scores = np.array(values, np.float64)
+
+    picked = top_k(scores, k)
+
+    keyed = [(-(v if not np.isnan(v) else -np.inf), i) for i, v in enumerate(values)]
+    assert picked.tolist() == [i for _, i in sorted(keyed)][:k]
+
+
+def vectors(n: int, dim: int = 8, seed: int = 0) -> ItemVectors:
+    rng = np.random.default_rng(seed)
+    return ItemVectors.normalised([f"i{r}" for r in range(n)], rng.normal(size=(n, dim)))
+
+
+def test_exact_search_equals_brute_force_cosine() -> None:
+    v = vectors(300)
+    query = v.query([("i3", 2.0), ("i7", 1.0)])
+    assert query is not None
+
+    found = ExactIndex(v.matrix).search(query, 10)
+
+    sims = v.matrix @ query
+    assert [r for r, _ in found] == list(np.argsort(-sims)[:10])
+    assert found[0][1] == pytest.approx(float(sims.max()), abs=1e-6)
+
+
+def test_hnsw_finds_nearly_the_exact_neighbours() -> None:
+    v = vectors(2000)
+    queries = v.matrix[:20]
+
+    exact, approx = ExactIndex(v.matrix), HnswIndex(v.matrix, 16, 64)
+
+    recall = np.mean([len({r for r, _ in exact.search(q, 10)} & {r for r, _ in approx.search(q, 10)}) / 10 for q in queries])
+    assert recall >= 0.9
+
+
+def test_index_kind_follows_the_catalogue_size_threshold() -> None:
+    v = vectors(50)
+
+    assert build_index(v, CandidateConfig(exact_search_max_items=50)).kind == "exact"
+    assert build_index(v, CandidateConfig(exact_search_max_items=49)).kind == "hnsw"
+
+
+def test_embedding_neighbours_start_from_the_recent_items_and_ignore_unknown_ones() -> None:
+    v = vectors(100)
+
+    found = embedding_neighbours(v, ExactIndex(v.matrix), [("i5", 1.0), ("unknown", 3.0)], 3)
+
+    assert found[0] == ("i5", pytest.approx(1.0, abs=1e-6))
+    assert embedding_neighbours(v, ExactIndex(v.matrix), [("unknown", 1.0)], 3) == []
