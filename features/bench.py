@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -38,6 +36,7 @@ from tqdm import tqdm
 
 from features.batching import MicroBatchWriter
 from features.config import FeatureConfig
+from features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
 from features.history import feature_history
 from features.online import ReadRequest, RedisFeatureStore
 from features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, VIEWS, epoch_ms
@@ -65,7 +64,7 @@ def run_bench(options: BenchOptions) -> int:
         )
         records = stack.up()
         try:
-            settings = _settings(stack.config.bootstrap_servers, stack.config.redis_url, Path(tmp) / "worker")
+            settings = isolated_settings(stack.config.bootstrap_servers, stack.config.redis_url, Path(tmp) / "worker")
             result = asyncio.run(_measure(settings, options, Path(tmp)))
         finally:
             stack.down()
@@ -76,40 +75,38 @@ def run_bench(options: BenchOptions) -> int:
     return 0
 
 
-def _settings(bootstrap: str, redis_url: str, data_dir: Path) -> Any:
-    from stream.settings import load_settings
-
-    return load_settings(
-        broker={"bootstrap_servers": bootstrap},
-        redis={"url": redis_url},
-        worker={"app_id": "bench-features", "data_dir": str(data_dir), "id": "bench-worker", "metrics_interval_s": 5.0},
-        recommend={"trigger_types": []},
-    )
-
-
 async def _measure(settings: Any, options: BenchOptions, tmp: Path) -> dict[str, Any]:
     from models.datasets import load_movielens
 
     ratings = load_movielens().interactions
-    needed = options.events + int(options.rate * options.duration_s) + 10
+    fresh_n = int(options.rate * options.duration_s) + 10
+    needed = options.events + 2 * fresh_n
     rows = ratings.iloc[:needed]
     cfg: FeatureConfig = settings.features
     store = RedisFeatureStore.from_url(settings.redis.effective_url, cfg)
-    worker = _start_worker(settings, tmp / "worker.log")
+    worker = start_worker(settings, tmp / "worker.log")
     try:
         began = time.perf_counter()
-        await _wait_ready(settings, store, worker, tmp / "worker.log")
+        await wait_ready(settings, store, worker, tmp / "worker.log")
         ready_s = time.perf_counter() - began
         throughput = await _throughput(settings, store, _events(rows.iloc[: options.events], "tp"), worker)
-        fresh_events = _events(rows.iloc[options.events : needed], "fr")
-        freshness = await _freshness(settings, store, fresh_events, options)
+        fresh_events = _events(rows.iloc[options.events : options.events + fresh_n], "fr")
+        freshness = await _freshness(settings, store, fresh_events, options.rate, options.duration_s)
+        samples = freshness.pop("samples_ms")
+        sustainable = throughput["update_events_per_s"] * 0.5
+        if sustainable < options.rate:
+            # the requested rate overloads the worker: also show freshness where it keeps up
+            extra = await _freshness(settings, store, _events(rows.iloc[options.events + fresh_n :], "fs"),
+                                     sustainable, options.duration_s)
+            extra.pop("samples_ms")
+            freshness.update({k.replace("freshness_", "freshness_sustainable_"): v for k, v in extra.items()})
         worker_rss_mb = _rss_mb(worker.pid)
     finally:
-        _stop(worker)
+        stop_worker(worker)
     inprocess = await _inprocess(settings.redis.effective_url, cfg, _events(rows.iloc[: options.events], "ip"))
     reads = await _reads(settings, store, rows, options.reads)
     await store.close()
-    _plot(freshness.pop("samples_ms"), options.plot_path, options.rate)
+    _plot(samples, options.plot_path, options.rate)
     return {
         **throughput,
         **freshness,
@@ -144,27 +141,6 @@ def _events(frame: Any, tag: str) -> list[ClickEvent]:
     ]
 
 
-# -- the worker --------------------------------------------------------------------------
-def _start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
-    from stream.runtime import settings_env
-
-    env = {**os.environ, **settings_env(settings)}
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-
-
 def _rss_mb(pid: int) -> float | None:
     try:
         import psutil
@@ -174,36 +150,10 @@ def _rss_mb(pid: int) -> float | None:
         return None
 
 
-async def _wait_ready(settings: Any, store: RedisFeatureStore, worker: subprocess.Popen[bytes], log: Path) -> None:
-    """Send a probe event until the worker has written its user row."""
-    from stream.kafka import producer
-    from stream.topics import ensure_topics
-
-    await ensure_topics(settings)
-    client = producer(settings.broker)
-    await client.start()
-    try:
-        for attempt in range(600):
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")
-            if attempt % 20 == 0:
-                probe = ClickEvent(event_id=f"probe-{attempt}", user_id="probe", item_id="probe", type=EventType.VIEW,
-                                   ts=datetime.now(timezone.utc))
-                await client.send_and_wait(settings.topics.clickstream, probe.to_bytes(), key=b"probe")
-            if (await store.read_batch(USER_VIEW, ["probe"], ["event_count"]))[0]["event_count"]:
-                return
-            await asyncio.sleep(0.25)
-    finally:
-        await client.stop()
-    raise RuntimeError("worker never wrote a feature row")
-
-
 # -- 1. throughput ----------------------------------------------------------------------
 async def _throughput(
     settings: Any, store: RedisFeatureStore, events: list[ClickEvent], worker: subprocess.Popen[bytes]
 ) -> dict[str, Any]:
-    from stream.kafka import producer
-
     shards = [f"p{p}" for p in range(settings.broker.partitions)]
     base = await _global_events(store, shards)
     ratings_per_item: dict[str, int] = defaultdict(int)
@@ -211,15 +161,8 @@ async def _throughput(
         ratings_per_item[e.item_id] += 1  # type: ignore[index]
     items = sorted(ratings_per_item)
     before = {i: r["n_rating"] or 0 for i, r in zip(items, await store.read_batch(ITEM_VIEW, items, ["n_rating"]))}
-    client = producer(settings.broker)
-    await client.start()
     began = time.perf_counter()
-    try:
-        for event in events:
-            await client.send(settings.topics.clickstream, event.to_bytes(), key=event.user_id.encode())
-        await client.flush()
-    finally:
-        await client.stop()
+    await produce(settings, events)
     produced_s = time.perf_counter() - began
     user_done = items_done = None
     bar = tqdm(total=len(events), desc="throughput (user side)", unit="ev")
@@ -251,7 +194,7 @@ async def _global_events(store: RedisFeatureStore, shards: list[str]) -> int:
 
 # -- 2. freshness -----------------------------------------------------------------------
 async def _freshness(
-    settings: Any, store: RedisFeatureStore, events: list[ClickEvent], options: BenchOptions
+    settings: Any, store: RedisFeatureStore, events: list[ClickEvent], rate: float, duration_s: float
 ) -> dict[str, Any]:
     from stream.kafka import producer
 
@@ -282,11 +225,11 @@ async def _freshness(
     began = time.perf_counter()
     sent = 0
     try:
-        for event in tqdm(events, desc=f"freshness at {options.rate:.0f} ev/s", unit="ev"):
-            delay = began + sent / options.rate - time.perf_counter()
+        for event in tqdm(events, desc=f"freshness at {rate:.0f} ev/s", unit="ev"):
+            delay = began + sent / rate - time.perf_counter()
             if delay > 0.005:
                 await asyncio.sleep(delay)
-            if time.perf_counter() - began >= options.duration_s:
+            if time.perf_counter() - began >= duration_s:
                 break
             event = event.model_copy(update={"ts": datetime.now(timezone.utc)})
             pending[event.user_id].append((epoch_ms(event.ts), time.perf_counter()))
@@ -305,7 +248,7 @@ async def _freshness(
         "freshness_p99_ms": _pct(samples, 99),
         "freshness_max_ms": round(max(samples), 2),
         "freshness_events": len(samples),
-        "freshness_rate_target": options.rate,
+        "freshness_rate_target": round(rate, 1),
         "freshness_rate_achieved": round(achieved, 1),
         "freshness_poll_ms": POLL_S * 1000,
         "samples_ms": samples,
@@ -411,6 +354,7 @@ def _print(result: dict[str, Any]) -> None:
     keys = [
         "update_events_per_s", "update_user_side_events_per_s", "inprocess_update_events_per_s",
         "freshness_p50_ms", "freshness_p95_ms", "freshness_p99_ms", "freshness_rate_achieved",
+        "freshness_sustainable_rate_target", "freshness_sustainable_p50_ms", "freshness_sustainable_p99_ms",
         "read_fast_p50_ms", "read_feast_p50_ms", "read_speedup", "values_identical",
     ]
     width = max(len(k) for k in keys)
