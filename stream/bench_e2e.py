@@ -1,0 +1,684 @@
+"""``streamrec bench e2e``: event-send → recommendation-received latency through the
+real stack, with a separate producer process, a real worker process and the broker.
+
+One run: start an embedded stack on free ports (or use the broker and Redis given),
+start ONE worker (``python -m stream.cli worker``) with its own topics, app id, Feast
+project and data dir, wait until a warm-up event gets its recommendation, then let
+the load generator (``stream.loadgen``, its own process) send events at a fixed rate
+while this process reads ``recommendations`` and matches ``cause_event_id`` to the
+sent events. Latency = receive time − send time (the event's ``ts``), both on this
+machine's wall clock.
+
+Per triggering event: *answered* (a recommendation with its id came back),
+*superseded* (none with its id, but the same user got one caused by a later event of
+theirs: a debounce that keeps the last event's effect), or *lost* (neither, after the
+grace period). Percentiles are over answered events. The worker's RSS and the CPU of
+every process are sampled while the load runs.
+
+``--sweep`` reuses one worker and raises the rate (×2 per step) until p99 exceeds the
+target or events are lost, then bisects; it stops after ``--sweep-steps`` steps, at
+``--sweep-max-rate``, or when the bracket is within 10%.
+
+Everything it starts it stops, by PID, also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import psutil
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from stream.settings import Settings
+
+WARMUP_USERS = 20
+SAMPLE_EVERY_S = 0.5
+
+
+class BenchError(RuntimeError):
+    """The bench could not run (worker died, stack failed, producer failed)."""
+
+
+# -- configuration -------------------------------------------------------------------
+class E2EConfig(BaseModel):
+    """What to run. Times in seconds, rates in events/s, latencies in ms."""
+
+    model_config = {"extra": "forbid"}
+
+    rate: float = Field(default=500.0, gt=0, le=100_000)
+    duration_s: float = Field(default=60.0, gt=0, le=3600)
+    json_path: Path = Path("var/bench/e2e.json")
+    source: Literal["movielens", "clicks"] = "movielens"
+    grace_s: float = Field(default=10.0, ge=0, le=600)
+    warmup_timeout_s: float = Field(default=180.0, gt=0)
+    linger_ms: int = Field(default=5, ge=0, le=1000)
+    partitions: int | None = Field(default=None, ge=1, le=1024)
+    bootstrap_servers: str | None = None
+    redis_url: str | None = None
+    sweep: bool = False
+    p99_target_ms: float = Field(default=250.0, gt=0)
+    sweep_start: float = Field(default=100.0, gt=0)
+    sweep_factor: float = Field(default=2.0, gt=1)
+    sweep_max_rate: float = Field(default=4000.0, gt=0)
+    sweep_steps: int = Field(default=7, ge=1, le=30)
+    sweep_resolution: float = Field(default=0.1, gt=0, lt=1)
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _external_needs_both(self) -> E2EConfig:
+        if (self.bootstrap_servers is None) != (self.redis_url is None):
+            raise ValueError("--bootstrap and --redis-url go together (or neither: the bench starts its own stack)")
+        return self
+
+
+# -- pure analysis -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sent:
+    event_id: str
+    user_id: str
+    send_s: float  # epoch seconds
+    triggering: bool
+
+
+@dataclass(frozen=True)
+class Received:
+    recv_s: float  # epoch seconds
+    event_to_emit_ms: float | None = None  # the worker's own figure
+
+
+@dataclass
+class Match:
+    latencies_ms: np.ndarray  # answered triggering events, in send order
+    send_s: np.ndarray  # their send times
+    triggering: int
+    answered: int
+    superseded: int
+    lost_ids: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return len(self.lost_ids)
+
+
+def match(sent: Sequence[Sent], received: Mapping[str, Received]) -> Match:
+    """Pair each triggering sent event with the recommendation caused by it.
+
+    An unanswered event is *superseded* when its user has an answered event sent
+    later (its effect reached that later list), else *lost*.
+    """
+    triggering = [s for s in sent if s.triggering]
+    last_answered: dict[str, float] = {}
+    for s in triggering:
+        if s.event_id in received:
+            last_answered[s.user_id] = max(last_answered.get(s.user_id, -np.inf), s.send_s)
+    latencies, send_times, lost, superseded = [], [], [], 0
+    for s in triggering:
+        got = received.get(s.event_id)
+        if got is not None:
+            latencies.append((got.recv_s - s.send_s) * 1000.0)
+            send_times.append(s.send_s)
+        elif last_answered.get(s.user_id, -np.inf) > s.send_s:
+            superseded += 1
+        else:
+            lost.append(s.event_id)
+    return Match(np.asarray(latencies, dtype=np.float64), np.asarray(send_times, dtype=np.float64),
+                 triggering=len(triggering), answered=len(latencies), superseded=superseded, lost_ids=lost)
+
+
+def latency_summary(latencies_ms: Sequence[float] | np.ndarray, prefix: str = "") -> dict[str, float | None]:
+    """p50/p95/p99/max/mean in ms (linear-interpolated percentiles); None when empty."""
+    values = np.asarray(latencies_ms, dtype=np.float64)
+    keys = ("p50", "p95", "p99", "max", "mean")
+    if values.size == 0:
+        return {f"{prefix}{k}_ms": None for k in keys}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    figures = (p50, p95, p99, values.max(), values.mean())
+    return {f"{prefix}{k}_ms": round(float(v), 3) for k, v in zip(keys, figures)}
+
+
+def next_sweep_rate(history: Sequence[tuple[float, bool]], *, start: float, factor: float,
+                    max_rate: float, resolution: float) -> float | None:
+    """The next rate to try given (rate, ok) so far, or None when the search is done.
+
+    Grows by ``factor`` while every step is ok (capped at ``max_rate``), then bisects
+    between the best ok rate and the lowest failing one until they are within
+    ``resolution`` (relative) of each other.
+    """
+    if not history:
+        return min(start, max_rate)
+    ok = [r for r, good in history if good]
+    bad = [r for r, good in history if not good]
+    if not bad:
+        best = max(ok)
+        return None if best >= max_rate else min(best * factor, max_rate)
+    lo, hi = max([r for r in ok if r < min(bad)], default=0.0), min(bad)
+    if hi - lo <= resolution * hi:
+        return None
+    mid = (lo + hi) / 2
+    rounded = round(mid, 1)
+    return rounded if lo < rounded < hi else mid
+
+
+def step_ok(result: Mapping[str, Any], p99_target_ms: float) -> bool:
+    """A step holds when nothing is lost, p99 is within target and the producer kept the rate (≥ 95%)."""
+    p99 = result.get("p99_ms")
+    return (result["lost"] == 0 and p99 is not None and p99 <= p99_target_ms
+            and result["achieved_rate"] >= 0.95 * result["rate"])
+
+
+# -- processes -----------------------------------------------------------------------
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class WorkerProcess:
+    """One ``python -m stream.cli worker`` child with the given settings in its environment."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        from stream.runtime import settings_env
+
+        self.log = log
+        env = {**os.environ, **settings_env(settings)}
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"],
+                                            stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.ps = psutil.Process(self.process.pid)
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(f"the worker exited with code {self.process.returncode}; log {self.log}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def rss_mb(self) -> float:
+        return self.ps.memory_info().rss / 2**20
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+class CpuWindow:
+    """CPU use of some processes between ``start`` and ``stop``, in % of one core."""
+
+    def __init__(self, processes: Mapping[str, psutil.Process]) -> None:
+        self.processes = dict(processes)
+        self._begin: dict[str, float] = {}
+        self._t0 = 0.0
+        self.percent: dict[str, float] = {}
+
+    @staticmethod
+    def _cpu(p: psutil.Process) -> float:
+        t = p.cpu_times()
+        return t.user + t.system
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._begin = {name: self._cpu(p) for name, p in self.processes.items()}
+
+    def stop(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        for name, p in self.processes.items():
+            try:
+                self.percent[name] = round(100 * (self._cpu(p) - self._begin[name]) / wall, 1)
+            except psutil.Error:
+                pass
+        return self.percent
+
+
+# -- the recommendations side --------------------------------------------------------
+class Collector:
+    """Reads ``recommendations`` from the beginning and keeps the first arrival per cause event."""
+
+    def __init__(self, settings: Settings) -> None:
+        from stream.kafka import consumer
+
+        self.client = consumer(settings.broker, settings.topics.recommendations, auto_offset_reset="earliest")
+        self.received: dict[str, Received] = {}
+        self.duplicates = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.client.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.client.stop()
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.client.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    message = json.loads(record.value)
+                    cause = message["cause_event_id"]
+                    if cause in self.received:
+                        self.duplicates += 1
+                        continue
+                    self.received[cause] = Received(now, (message.get("latency_ms") or {}).get("event_to_emit"))
+
+
+# -- one bench session ---------------------------------------------------------------
+@dataclass
+class Session:
+    config: E2EConfig
+    settings: Settings
+    worker: WorkerProcess
+    run_dir: Path
+    run_id: str
+    stack_pids: dict[str, int]
+    rss_samples: list[float] = field(default_factory=list)
+
+
+def bench_settings(base: Settings, *, bootstrap_servers: str, redis_url: str, run_id: str, data_dir: Path,
+                   partitions: int | None) -> Settings:
+    """``base`` with the bench's broker/Redis and names of its own (topics, app id, Feast project)."""
+    from stream.settings import load_settings
+
+    dump = json.loads(base.model_dump_json())
+    dump["broker"].update(bootstrap_servers=bootstrap_servers, partitions=partitions or base.broker.partitions)
+    if base.broker.sasl_password is not None:
+        dump["broker"]["sasl_password"] = base.broker.sasl_password.get_secret_value()
+    dump["redis"].update(url=redis_url, password=base.redis.password.get_secret_value() if base.redis.password else None)
+    dump["topics"] = {name: f"bench-{run_id}.{name}" for name in dump["topics"]}
+    dump["worker"].update(app_id=f"bench-{run_id}", id=f"bench-{run_id}", data_dir=str(data_dir))
+    dump["features"].update(project=f"bench_{run_id}")
+    return load_settings(**dump)
+
+
+async def _warm_up(session: Session, collector: Collector) -> float:
+    """Send warm-up clicks until one is answered, then one per warm-up user; returns seconds taken."""
+    from stream.kafka import producer
+    from stream.schemas import ClickEvent, EventType
+
+    s, began = session.settings, time.monotonic()
+    client = producer(s.broker, linger_ms=0)
+    await client.start()
+
+    async def send(n: int, user: str) -> str:
+        event = ClickEvent(event_id=f"warmup-{session.run_id}-{n}", user_id=user, item_id="1",
+                           type=EventType.CLICK, ts=datetime.now(timezone.utc))
+        await client.send_and_wait(s.topics.clickstream, event.to_bytes(), key=user.encode())
+        return event.event_id
+
+    try:
+        n = 0
+        while not any(k.startswith("warmup-") for k in collector.received):
+            if time.monotonic() - began > session.config.warmup_timeout_s:
+                raise BenchError(f"no recommendation within {session.config.warmup_timeout_s} s of warm-up; "
+                                 f"worker log {session.worker.log}:\n{session.worker.log_tail()}")
+            session.worker.check_alive()
+            await send(n, "bench-warmup-0")
+            n += 1
+            await asyncio.sleep(1.0)
+        ids = [await send(n + i, f"bench-warmup-{i}") for i in range(WARMUP_USERS)]
+        deadline = time.monotonic() + 30
+        while not all(i in collector.received for i in ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await client.stop()
+    return time.monotonic() - began
+
+
+async def _start_producer(session: Session, rate: float, step: int, start_row: int) -> tuple[subprocess.Popen[bytes], Path]:
+    from stream.runtime import settings_env
+
+    out = session.run_dir / f"sent-{step}.json"
+    argv = [sys.executable, "-m", "stream.loadgen", "--rate", str(rate), "--duration", str(session.config.duration_s),
+            "--out", str(out), "--run-id", f"{session.run_id}-s{step}", "--source", session.config.source,
+            "--start-row", str(start_row), "--linger-ms", str(session.config.linger_ms)]
+    log = open(session.run_dir / f"producer-{step}.log", "ab")  # noqa: SIM115 - the child writes to it
+    env = {**os.environ, **settings_env(session.settings)}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env)
+    log.close()
+    assert proc.stdout is not None
+    line = await asyncio.to_thread(proc.stdout.readline)
+    if line.strip() != b"ready":
+        _stop(proc)
+        proc.stdout.close()
+        raise BenchError(f"the load generator failed to start; see {log.name}")
+    return proc, out
+
+
+def _read_sent(path: Path) -> tuple[list[Sent], float]:
+    log = json.loads(path.read_text())
+    return [Sent(str(e), str(u), float(t), bool(trig)) for e, u, t, trig in log["events"]], float(log["producer_cpu_s"])
+
+
+async def _run_step(session: Session, collector: Collector, rate: float, step: int, start_row: int) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    cfg = session.config
+    processes = {"worker": session.worker.ps, "bench": psutil.Process(), **{
+        name: psutil.Process(pid) for name, pid in session.stack_pids.items() if psutil.pid_exists(pid)}}
+    producer, sent_path = await _start_producer(session, rate, step, start_row)
+    cpu = CpuWindow(processes)
+    cpu.start()
+    rss: list[float] = []
+    expected = round(rate * cfg.duration_s)
+    before = len(collector.received)
+    bar = tqdm(total=expected, unit="rec", desc=f"e2e {rate:g}/s", disable=not cfg.progress, leave=False)
+    try:
+        while producer.poll() is None:
+            session.worker.check_alive()
+            rss.append(session.worker.rss_mb())
+            bar.update(len(collector.received) - before - bar.n)
+            await asyncio.sleep(SAMPLE_EVERY_S)
+        if producer.returncode != 0:
+            raise BenchError(f"the load generator exited with code {producer.returncode}")
+        sent, producer_cpu_s = _read_sent(sent_path)
+        pending = {s.event_id for s in sent if s.triggering}
+        deadline = time.monotonic() + cfg.grace_s
+        while time.monotonic() < deadline and not pending <= collector.received.keys():
+            bar.update(len(collector.received) - before - bar.n)
+            rss.append(session.worker.rss_mb())
+            await asyncio.sleep(0.1)
+    finally:
+        bar.close()
+        _stop(producer)
+        if producer.stdout is not None:
+            producer.stdout.close()
+    cpu_percent = cpu.stop()
+    span = max(sent[-1].send_s - sent[0].send_s, 1e-9) if len(sent) > 1 else cfg.duration_s
+    cpu_percent["producer"] = round(100 * producer_cpu_s / span, 1)
+    session.rss_samples.extend(rss)
+    return _step_result(session, rate, sent, collector, rss, cpu_percent, span)
+
+
+def _step_result(session: Session, rate: float, sent: list[Sent], collector: Collector, rss: list[float],
+                 cpu_percent: dict[str, float], span: float) -> dict[str, Any]:
+    m = match(sent, collector.received)
+    worker_side = [collector.received[s.event_id].event_to_emit_ms for s in sent if s.event_id in collector.received]
+    result: dict[str, Any] = {
+        "rate": rate,
+        "events": len(sent),
+        "triggering": m.triggering,
+        "recommendations": m.answered,
+        "superseded": m.superseded,
+        "lost": m.lost,
+        **latency_summary(m.latencies_ms),
+        "achieved_rate": round(len(sent) / span, 1),
+        "recommendations_per_s": round(m.answered / span, 1),
+        "send_span_s": round(span, 2),
+        "worker_rss_mb": round(max(rss), 1) if rss else None,
+        "worker_rss_final_mb": round(rss[-1], 1) if rss else None,
+        "cpu_percent": cpu_percent,
+        "worker_event_to_emit": latency_summary([v for v in worker_side if v is not None]),
+        "lost_sample": m.lost_ids[:10],
+    }
+    result["_latencies"] = m  # for the plot; removed before writing JSON
+    return result
+
+
+def _broker_figures(session: Session) -> dict[str, Any]:
+    b, w = session.settings.broker, session.settings.worker
+    return {
+        "bootstrap_servers": b.bootstrap_servers, "flavor": b.flavor, "fetch_max_wait_ms": b.fetch_max_wait_ms,
+        "session_timeout_s": b.session_timeout_s, "rebalance_timeout_s": b.rebalance_timeout_s,
+        "heartbeat_interval_s": b.heartbeat_interval_s, "partitions": b.partitions,
+        "processing_guarantee": b.processing_guarantee, "producer_linger_ms": session.config.linger_ms,
+        "bench_consumer_fetch_max_wait_ms": b.fetch_max_wait_ms,
+        "worker_batch_max": w.batch_max, "worker_batch_within_ms": w.batch_within_ms,
+    }
+
+
+async def _drive(session: Session) -> dict[str, Any]:
+    from stream.topics import ensure_topics
+
+    cfg = session.config
+    await ensure_topics(session.settings)
+    collector = Collector(session.settings)
+    await collector.start()
+    try:
+        ready_s = await _warm_up(session, collector)
+        ready_rss = session.worker.rss_mb()
+        print(f"[e2e] worker ready after {ready_s:.1f} s of warm-up, RSS {ready_rss:.0f} MB", flush=True)
+        steps: list[dict[str, Any]] = []
+        rate: float | None = cfg.rate if not cfg.sweep else next_sweep_rate(
+            [], start=cfg.sweep_start, factor=cfg.sweep_factor, max_rate=cfg.sweep_max_rate, resolution=cfg.sweep_resolution)
+        start_row = 0
+        while rate is not None and len(steps) < (cfg.sweep_steps if cfg.sweep else 1):
+            result = await _run_step(session, collector, rate, len(steps), start_row)
+            start_row += result["events"]
+            result["ok"] = step_ok(result, cfg.p99_target_ms)
+            steps.append(result)
+            print(_format_step(result), flush=True)
+            if cfg.sweep:
+                rate = next_sweep_rate([(r["rate"], r["ok"]) for r in steps], start=cfg.sweep_start,
+                                       factor=cfg.sweep_factor, max_rate=cfg.sweep_max_rate, resolution=cfg.sweep_resolution)
+                if rate is not None:
+                    await _drain(collector)
+        final_rss = session.worker.rss_mb()
+        duplicates = collector.duplicates
+    finally:
+        await collector.stop()
+    return _report(session, steps, ready_s=ready_s, ready_rss=ready_rss, final_rss=final_rss, duplicates=duplicates)
+
+
+async def _drain(collector: Collector, quiet_s: float = 2.0, limit_s: float = 30.0) -> None:
+    """Wait until no recommendation arrived for ``quiet_s`` (a backlog from an overloaded step is served)."""
+    began, seen, last_change = time.monotonic(), len(collector.received), time.monotonic()
+    while time.monotonic() - last_change < quiet_s and time.monotonic() - began < limit_s:
+        await asyncio.sleep(0.2)
+        if len(collector.received) != seen:
+            seen, last_change = len(collector.received), time.monotonic()
+
+
+def _report(session: Session, steps: list[dict[str, Any]], *, ready_s: float, ready_rss: float, final_rss: float,
+            duplicates: int) -> dict[str, Any]:
+    cfg = session.config
+    good = [s for s in steps if s["ok"]]
+    headline = (max(good, key=lambda s: s["rate"]) if good else steps[0]) if cfg.sweep else steps[0]
+    report = {
+        **{k: v for k, v in headline.items() if k != "ok"},
+        "worker_rss_mb": round(max(session.rss_samples + [final_rss]), 1),
+        "worker_rss_final_mb": round(final_rss, 1),
+        "worker_rss_ready_mb": round(ready_rss, 1),
+        "duration_s": cfg.duration_s,
+        "source": cfg.source,
+        "duplicates": duplicates,
+        "worker_ready_s": round(ready_s, 1),
+        "broker": _broker_figures(session),
+        "stack": "embedded (own)" if session.stack_pids else "external",
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "run_dir": str(session.run_dir),
+        "worker_pid": session.worker.process.pid,
+    }
+    if cfg.sweep:
+        report.update(mode="sweep", p99_target_ms=cfg.p99_target_ms, best_rate=max((s["rate"] for s in good), default=None),
+                      steps=[dict(s) for s in steps])
+    return report
+
+
+def _format_step(r: Mapping[str, Any]) -> str:
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    return (f"[e2e] rate {r['rate']:>7g}/s  sent {r['events']:>6d} ({r['achieved_rate']:g}/s)  recs {r['recommendations']:>6d}  "
+            f"lost {r['lost']}  superseded {r['superseded']}  p50 {ms(r['p50_ms'])}  p95 {ms(r['p95_ms'])}  "
+            f"p99 {ms(r['p99_ms'])} ms  worker RSS {r['worker_rss_mb']} MB  cpu% {r['cpu_percent']}"
+            + ("" if "ok" not in r else f"  {'ok' if r['ok'] else 'FAIL'}"))
+
+
+# -- plots ---------------------------------------------------------------------------
+def plot(report: Mapping[str, Any], steps_latencies: Sequence[tuple[float, Match]], path: Path) -> None:
+    """Latency distribution and latency over time (one run), or percentiles by rate (sweep)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    if report.get("mode") == "sweep":
+        rates = [s["rate"] for s in report["steps"]]
+        for key in ("p50_ms", "p95_ms", "p99_ms"):
+            left.plot(rates, [s[key] if s[key] is not None else np.nan for s in report["steps"]], "o-", label=key[:3])
+        left.axhline(report["p99_target_ms"], color="red", ls="--", lw=1, label="p99 target")
+        left.set(xlabel="offered rate (events/s)", ylabel="send → recommendation (ms)", yscale="log",
+                 title=f"sweep: best rate {report['best_rate']} /s")
+        left.legend()
+        for rate, m in steps_latencies:
+            if m.latencies_ms.size:
+                right.plot(np.sort(m.latencies_ms), np.linspace(0, 1, m.latencies_ms.size), label=f"{rate:g}/s")
+        right.set(xscale="log", xlabel="latency (ms)", ylabel="CDF", title="latency CDF per step")
+        right.legend(fontsize=8)
+    else:
+        _, m = steps_latencies[0]
+        if m.latencies_ms.size:
+            lo, hi = max(m.latencies_ms.min(), 0.1), max(m.latencies_ms.max(), 1.0)
+            left.hist(m.latencies_ms, bins=np.geomspace(lo, hi * 1.01, 60), color="tab:blue")
+            for key, color in (("p50_ms", "green"), ("p95_ms", "orange"), ("p99_ms", "red")):
+                left.axvline(report[key], color=color, ls="--", lw=1, label=f"{key[:3]} {report[key]:.1f} ms")
+            right.scatter(m.send_s - m.send_s.min(), m.latencies_ms, s=2, alpha=0.5)
+        left.set(xscale="log", xlabel="send → recommendation (ms)", ylabel="events",
+                 title=f"{report['rate']:g} events/s for {report['duration_s']:g} s, lost {report['lost']}")
+        left.legend()
+        right.set(yscale="log", xlabel="send time (s since first event)", ylabel="latency (ms)", title="latency over the run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- entry points --------------------------------------------------------------------
+def run_e2e(config: E2EConfig, base: Settings) -> dict[str, Any]:
+    """Blocking: run the bench, write JSON (and a PNG beside it), return the report.
+
+    Stops every process it started (stack, worker, producer) on return, error or Ctrl-C.
+    """
+    from infra.stack import EmbeddedStack, StackConfig, free_port
+
+    run_id = uuid.uuid4().hex[:8]
+    run_dir = (config.json_path.parent / f"e2e-{run_id}").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as cleanup:
+        stack_pids: dict[str, int] = {}
+        if config.bootstrap_servers is None:
+            stack = EmbeddedStack(StackConfig(data_dir=run_dir / "stack", broker_port=free_port(), redis_port=free_port()))
+            cleanup.callback(stack.down)
+            stack_pids = {r.name: r.pid for r in stack.up()}
+            bootstrap, redis_url = stack.config.bootstrap_servers, stack.config.redis_url
+        else:
+            bootstrap, redis_url = config.bootstrap_servers, config.redis_url or ""
+        settings = bench_settings(base, bootstrap_servers=bootstrap, redis_url=redis_url, run_id=run_id,
+                                  data_dir=run_dir / "worker", partitions=config.partitions)
+        (run_dir / "worker").mkdir(exist_ok=True)
+        worker = WorkerProcess(settings, run_dir / "worker.log")
+        cleanup.callback(worker.stop)
+        print(f"[e2e] stack {bootstrap} / {redis_url}; worker pid {worker.process.pid}, log {worker.log}", flush=True)
+        session = Session(config, settings, worker, run_dir, run_id, stack_pids)
+        report = asyncio.run(_drive(session))
+    return _write(report, config.json_path)
+
+
+def _write(report: dict[str, Any], path: Path) -> dict[str, Any]:
+    latencies = [(report["rate"], report.pop("_latencies"))]
+    if "steps" in report:
+        latencies = [(s["rate"], s.pop("_latencies")) for s in report["steps"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png = path.with_suffix(".png")
+    report["plot"] = str(png)
+    path.write_text(json.dumps(report, indent=2))
+    plot(report, latencies, png)
+    return report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", type=float, default=500.0, help="events per second (default 500)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of load per run or sweep step (default 60)")
+    p.add_argument("--json", type=Path, default=Path("var/bench/e2e.json"), help="where to write the figures (a PNG goes beside it)")
+    p.add_argument("--source", choices=("movielens", "clicks"), default="movielens",
+                   help="MovieLens ratings in time order, or synthetic clicks/views over its catalogue")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds to wait for outstanding recommendations")
+    p.add_argument("--linger-ms", type=int, default=5, help="the load generator's producer linger")
+    p.add_argument("--partitions", type=int, help="partitions of the bench's topics (default: the setting)")
+    p.add_argument("--bootstrap", help="use this broker instead of starting a stack (needs --redis-url)")
+    p.add_argument("--redis-url", help="use this Redis instead of starting a stack (needs --bootstrap)")
+    p.add_argument("--sweep", action="store_true", help="find the highest rate with p99 <= --p99-target")
+    p.add_argument("--p99-target", type=float, default=250.0, help="ms (sweep)")
+    p.add_argument("--sweep-start", type=float, default=100.0)
+    p.add_argument("--sweep-max-rate", type=float, default=4000.0)
+    p.add_argument("--sweep-steps", type=int, default=7)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from(args: argparse.Namespace) -> E2EConfig:
+    return E2EConfig(rate=args.rate, duration_s=args.duration, json_path=args.json, source=args.source,
+                     grace_s=args.grace, linger_ms=args.linger_ms, partitions=args.partitions,
+                     bootstrap_servers=args.bootstrap, redis_url=args.redis_url, sweep=args.sweep,
+                     p99_target_ms=args.p99_target, sweep_start=args.sweep_start,
+                     sweep_max_rate=args.sweep_max_rate, sweep_steps=args.sweep_steps, progress=not args.quiet)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from stream.settings import load_settings
+
+    try:
+        config = config_from(args)
+    except ValidationError as exc:
+        print(f"streamrec bench e2e: {exc.errors(include_url=False)[0]['msg']}", file=sys.stderr)
+        return 2
+    base = load_settings()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        report = run_e2e(config, base)
+    except BenchError as exc:
+        print(f"streamrec bench e2e: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"[e2e] wrote {config.json_path} and {report['plot']}")
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``streamrec bench e2e``."""
+    p = bench_subparsers.add_parser("e2e", help="event-send → recommendation-received latency through the real stack")
+    add_arguments(p)
+    p.set_defaults(func=handle)
+
+
+def register(subparsers: argparse._SubParsersAction, bench_subparsers: argparse._SubParsersAction) -> None:
+    """The plugin hook of ``stream.cli`` (PLUGIN_MODULES)."""
+    register_bench(bench_subparsers)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m stream.bench_e2e", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    try:
+        sys.exit(handle(parser.parse_args()))
+    except KeyboardInterrupt:
+        sys.exit(130)
