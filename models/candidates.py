@@ -1,0 +1,169 @@
+"""Candidate generation for the recommend step: pure functions over values already read.
+
+Three sources, most personal first (that order is also the precedence when merging):
+
+``covisit``
+    Co-visitation neighbours of the user's ``recent_items`` newest items:
+    ``score(j) = Σ_r affinity(r) · w(r, j)`` over the recent items ``r`` whose
+    ``covisit_items`` row lists ``j`` with weight ``w(r, j)``.
+``embedding``
+    The nearest items (cosine) to the affinity-weighted mean of the recent items'
+    vectors in the ranker's item-embedding space (``models.item_vectors``).
+``popular``
+    Items by time-decayed popularity (the store's index), ``score = 1 / (1 + rank)``.
+
+Merging keeps, for an item that several sources propose, the most personal source
+(covisit > embedding > popular) and that source's score; each source contributes at
+most its quota of *new* items; what is left of ``max_candidates`` is topped up from
+the rest of the popular list.
+
+Exclusion: every item in the user's seen set (all interactions: views, clicks, carts,
+purchases, ratings — so purchased and rated items always). The online store keeps no
+narrower "bought or rated" index; excluding everything seen is the stricter choice
+and keeps a list from repeating what the user just looked at.
+
+Cold start: a user with no recent items gets popular items only, up to
+``max_candidates`` (so does a user whose recent items have no neighbours yet).
+Nothing here does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stream.schemas import ItemId
+
+Source: TypeAlias = Literal["covisit", "embedding", "popular"]
+SOURCES: tuple[Source, ...] = ("covisit", "embedding", "popular")
+Neighbours: TypeAlias = Mapping[ItemId, tuple[Sequence[ItemId], Sequence[float]]]
+
+
+class CandidateConfig(BaseModel):
+    """Sizes of each source and the exact/ANN switch (nested as ``STREAMREC_RECOMMEND__...``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recent_items: int = Field(10, ge=0, le=1000, description="Newest recent items whose neighbours are expanded.")
+    covisit: int = Field(100, ge=0, le=100_000, description="Most co-visitation candidates per request.")
+    embedding: int = Field(50, ge=0, le=100_000, description="Most embedding-neighbour candidates per request.")
+    popular: int = Field(50, ge=0, le=100_000, description="Popular candidates for a user with history.")
+    max_candidates: int = Field(200, ge=1, le=100_000, description="Candidates scored per request, at most.")
+    popular_depth: int = Field(500, ge=1, le=1_000_000, description="Popular items read per batch (fills and cold starts).")
+    exact_search_max_items: int = Field(
+        200_000, ge=0, description="Catalogues up to this size use exact numpy search; larger ones an HNSW index."
+    )
+    ann_connectivity: int = Field(16, ge=2, le=256, description="HNSW graph degree (usearch connectivity).")
+    ann_expansion_search: int = Field(128, ge=1, le=10_000, description="HNSW search breadth (recall vs time).")
+
+    @model_validator(mode="after")
+    def _depth_covers_fills(self) -> CandidateConfig:
+        if self.popular_depth < max(self.popular, self.max_candidates):
+            raise ValueError(
+                f"popular_depth ({self.popular_depth}) must be >= popular and max_candidates "
+                f"({max(self.popular, self.max_candidates)}) so cold starts get a full list"
+            )
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    item_id: ItemId
+    source: Source
+    score: float
+
+
+def covisit_candidates(recent: Sequence[tuple[ItemId, float]], neighbours: Neighbours) -> list[Candidate]:
+    """Neighbours of ``recent`` ((item, affinity) pairs) scored by Σ affinity · weight,
+    best first (ties: first reached); an item of ``recent`` itself is never proposed."""
+    own = {item for item, _ in recent}
+    scores: dict[ItemId, float] = {}
+    for item, affinity in recent:
+        items, weights = neighbours.get(item, ((), ()))
+        for other, weight in zip(items, weights):
+            if other not in own:
+                scores[other] = scores.get(other, 0.0) + affinity * weight
+    ranked = sorted(scores.items(), key=lambda pair: -pair[1])  # stable: ties keep first-reached order
+    return [Candidate(item, "covisit", score) for item, score in ranked]
+
+
+def popular_candidates(items: Sequence[ItemId]) -> list[Candidate]:
+    return [Candidate(item, "popular", 1.0 / (1 + rank)) for rank, item in enumerate(items)]
+
+
+def tagged(pairs: Iterable[tuple[ItemId, float]], source: Source) -> list[Candidate]:
+    return [Candidate(item, source, score) for item, score in pairs]
+
+
+def merge(
+    sources: Sequence[tuple[Sequence[Candidate], int]],
+    exclude: Collection[ItemId],
+    limit: int,
+    fill: Sequence[Candidate] = (),
+) -> list[Candidate]:
+    """De-duplicate ``sources`` (in precedence order, each best first, with its quota).
+
+    Each source adds at most its quota of items not excluded and not already taken by
+    an earlier source; then ``fill`` tops the list up to ``limit``. The result holds
+    each item once, none of ``exclude``, at most ``limit`` in all, in merge order.
+    """
+    taken: dict[ItemId, Candidate] = {}
+    for candidates, quota in sources:
+        added = 0
+        for candidate in candidates:
+            if added >= quota or len(taken) >= limit:
+                break
+            if candidate.item_id not in taken and candidate.item_id not in exclude:
+                taken[candidate.item_id] = candidate
+                added += 1
+    for candidate in fill:
+        if len(taken) >= limit:
+            break
+        if candidate.item_id not in taken and candidate.item_id not in exclude:
+            taken[candidate.item_id] = candidate
+    return list(taken.values())
+
+
+def generate(
+    cfg: CandidateConfig,
+    recent: Sequence[tuple[ItemId, float]],
+    neighbours: Neighbours,
+    popular: Sequence[Candidate],
+    seen: Collection[ItemId],
+    embedding: Sequence[tuple[ItemId, float]] = (),
+) -> list[Candidate]:
+    """One request's candidates. ``recent`` newest first (only the first
+    ``cfg.recent_items`` are expanded); ``popular`` from :func:`popular_candidates`
+    (built once per batch); ``embedding`` already ranked, best first."""
+    recent = recent[: cfg.recent_items]
+    exclude = set(seen).union(item for item, _ in recent)
+    by_popularity = popular
+    if not recent:
+        return merge([], exclude, cfg.max_candidates, fill=by_popularity)
+    sources = [
+        (covisit_candidates(recent, neighbours), cfg.covisit),
+        (tagged(embedding, "embedding"), cfg.embedding),
+        (by_popularity, cfg.popular),
+    ]
+    return merge(sources, exclude, cfg.max_candidates, fill=by_popularity)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores, best first; ties keep the lower index first.
+    NaN scores rank last. O(n + k log k)."""
+    n = len(scores)
+    k = min(max(k, 0), n)
+    if k == 0:
+        return np.zeros(0, np.int64)
+    keys = np.where(np.isnan(scores), -np.inf, scores).astype(np.float64)
+    if k < n:
+        threshold = np.partition(keys, n - k)[n - k]
+        pool = np.flatnonzero(keys >= threshold)
+    else:
+        pool = np.arange(n)
+    order = np.lexsort((pool, -keys[pool]))  # by score desc, then index asc
+    return pool[order][:k].astype(np.int64)

@@ -1,0 +1,137 @@
+"""Item vectors from the ranker's artifact, and nearest-neighbour search over them.
+
+The ranker's item embeddings (``mf.item_vec``, the vectors of its p_u·q_i term) are
+stored in the fp32 ONNX file of every artifact as the initializer
+:data:`ITEM_VECTORS_INITIALIZER`; row 0 is the reserved cold-start index, row ``i``
+the item ``metadata["items"][i - 1]``. :func:`load_item_vectors` reads them through
+the registry (sha256 verified), with onnx only (no torch). An artifact without that
+initializer (seed model, another architecture) has no vectors: the embedding source
+is then skipped.
+
+Search is by cosine similarity (vectors are L2-normalised at load). Two indexes behind
+one protocol: :class:`ExactIndex` (numpy, one matrix-vector product + partition) and
+:class:`HnswIndex` (usearch HNSW, approximate). :func:`build_index` picks by catalogue
+size (``CandidateConfig.exact_search_max_items``); ``models/ann_bench.py`` measured
+where the crossover is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from models.candidates import CandidateConfig
+from stream.schemas import ItemId
+
+ITEM_VECTORS_INITIALIZER = "mf.item_vec.weight"
+
+
+@dataclass(frozen=True)
+class ItemVectors:
+    """Unit-length float32 vectors, row ``r`` for ``ids[r]``."""
+
+    ids: list[ItemId]
+    matrix: np.ndarray
+    index_of: dict[ItemId, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.matrix.ndim != 2 or len(self.ids) != len(self.matrix):
+            raise ValueError(f"{len(self.ids)} ids for a matrix of shape {self.matrix.shape}")
+        object.__setattr__(self, "index_of", {item: row for row, item in enumerate(self.ids)})
+
+    @classmethod
+    def normalised(cls, ids: Sequence[ItemId], vectors: np.ndarray) -> ItemVectors:
+        matrix = np.asarray(vectors, np.float32)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        return cls(list(ids), np.ascontiguousarray(matrix / np.maximum(norms, 1e-12)))
+
+    def query(self, recent: Sequence[tuple[ItemId, float]]) -> np.ndarray | None:
+        """The affinity-weighted mean of the known recent items' vectors, unit length;
+        ``None`` when no recent item has a vector (or every weight is 0)."""
+        rows = [(self.index_of[item], max(weight, 0.0)) for item, weight in recent if item in self.index_of]
+        weights = np.array([w for _, w in rows], np.float32)
+        if not rows or weights.sum() <= 0:
+            return None
+        mean = weights @ self.matrix[[r for r, _ in rows]]
+        norm = float(np.linalg.norm(mean))
+        return mean / norm if norm > 0 else None
+
+
+def load_item_vectors(registry: Any, version: str) -> ItemVectors | None:
+    """The artifact's item vectors (``None`` when it has none). Blocking; reads the
+    verified fp32 file. Raises the registry's ``ArtifactError`` on a bad file."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(registry.verified_path(version, "fp32")), load_external_data=False)
+    table = next((t for t in model.graph.initializer if t.name == ITEM_VECTORS_INITIALIZER), None)
+    items = registry.metadata(version).get("items", [])
+    if table is None or not items:
+        return None
+    vectors = numpy_helper.to_array(table)
+    if vectors.shape[0] != len(items) + 1:
+        raise ValueError(f"{ITEM_VECTORS_INITIALIZER} has {vectors.shape[0]} rows for {len(items)} items (+1 unknown)")
+    return ItemVectors.normalised([str(i) for i in items], vectors[1:])
+
+
+class VectorIndex(Protocol):
+    kind: str
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Up to ``k`` (row, cosine similarity) pairs for one unit query, best first. Blocking."""
+        ...
+
+
+class ExactIndex:
+    """Exact cosine top-k: O(n·d) per query."""
+
+    kind = "exact"
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        self._matrix = matrix
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        sims = self._matrix @ query.astype(np.float32, copy=False)
+        k = min(k, len(sims))
+        if k <= 0:
+            return []
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return [(int(r), float(sims[r])) for r in top]
+
+
+class HnswIndex:
+    """Approximate cosine top-k with usearch's HNSW (inner product on unit vectors)."""
+
+    kind = "hnsw"
+
+    def __init__(self, matrix: np.ndarray, connectivity: int = 16, expansion_search: int = 128, threads: int = 0) -> None:
+        from usearch.index import Index
+
+        self._index = Index(ndim=matrix.shape[1], metric="ip", dtype="f32", connectivity=connectivity,
+                            expansion_search=expansion_search)
+        self._index.add(np.arange(len(matrix), dtype=np.uint64), matrix, threads=threads)
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        found = self._index.search(query.astype(np.float32, copy=False), k)
+        # usearch's "ip" distance is 1 - dot
+        return [(int(key), 1.0 - float(dist)) for key, dist in zip(found.keys, found.distances)]
+
+
+def build_index(vectors: ItemVectors, cfg: CandidateConfig) -> VectorIndex:
+    """Exact search up to ``cfg.exact_search_max_items`` items, HNSW above. Blocking."""
+    if len(vectors.ids) <= cfg.exact_search_max_items:
+        return ExactIndex(vectors.matrix)
+    return HnswIndex(vectors.matrix, cfg.ann_connectivity, cfg.ann_expansion_search)
+
+
+def embedding_neighbours(vectors: ItemVectors, index: VectorIndex, recent: Sequence[tuple[ItemId, float]], k: int) -> list[tuple[ItemId, float]]:
+    """Items nearest to the user's recent items, best first (the recent items included:
+    the merge excludes them)."""
+    query = vectors.query(recent)
+    if query is None or k <= 0:
+        return []
+    return [(vectors.ids[row], sim) for row, sim in index.search(query, k + len(recent))]

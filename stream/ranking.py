@@ -1,0 +1,445 @@
+"""The ranking recommender: candidates → batched feature read → ONNX ranker → top-K.
+
+Per ``recommend_many`` batch (all requests together), two Redis round trips:
+
+1. :class:`CandidateReader`: the ``covisit_items``/``covisit_weights`` of every
+   request's recent items, the popularity index (``popular_depth`` items, once for the
+   batch) and every user's seen set, in ONE pipelined round trip;
+2. ``store.read_many``: the users' rows and every candidate's item row, only the
+   features the model reads, in ONE pipelined round trip.
+
+Candidates come from :func:`models.candidates.generate` (co-visitation, embedding
+neighbours in the ranker's item space, popular; minus everything the user has seen).
+All rows of the batch are scored in ONE ``Scorer.score`` call (``batch_scoring=False``
+scores per request instead; ``python -m stream.ranking --bench`` measures both).
+
+The scorer comes from a :class:`models.watcher.ModelWatcher`: every
+``poll_interval_s`` a background thread checks the registry's CURRENT file and swaps
+in a newly promoted version (with its item vectors and search index) without a
+restart; ``model_version`` names the version that scored the last batch. With no
+model promoted (or a scoring failure) the list is ranked by the documented
+heuristic — merge order: co-visitation by weight, then embedding neighbours, then
+popularity — and ``model_version`` is ``"none"``. Model problems never raise; Redis
+errors do (the worker cannot do anything useful without its store).
+
+``Ranked.stage_ms`` holds the batch's ``candidates`` / ``features`` / ``scoring``
+wall times in ms (every request of a batch waited for all of them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from features import codec, resp
+from features.batching import MicroBatchWriter
+from features.config import FeatureConfig
+from features.indexes import IndexKeys
+from features.item_state import ItemState, ItemUpdate, apply_item_event
+from features.online import FeatureDict, OnlineFeatureStore, ReadRequest, RedisFeatureStore
+from features.schema import ITEM_KEY, ITEM_VIEW, USER_VIEW, VIEWS
+from features.user_state import UserState, UserUpdate, apply_user_event
+from models.candidates import Candidate, CandidateConfig, generate, popular_candidates, top_k
+from models.config import ModelConfig
+from models.item_vectors import ItemVectors, VectorIndex, build_index, embedding_neighbours, load_item_vectors
+from models.scorer import ScoreBatch, Scorer
+from models.watcher import ModelWatcher, NoModelError
+from stream.recommend import Ranked, RecommendRequest
+from stream.schemas import ClickEvent, EventType, ItemId, RecommendedItem, UserId
+
+log = logging.getLogger(__name__)
+
+NO_MODEL = "none"
+COVISIT_FIELDS = ("covisit_items", "covisit_weights")
+
+
+@dataclass
+class CandidateInputs:
+    neighbours: dict[ItemId, tuple[list[ItemId], list[float]]]
+    popular: list[ItemId]
+    seen: dict[UserId, set[ItemId]]
+
+
+class CandidateReader:
+    """Candidate-generation inputs for a batch in one pipelined Redis round trip.
+
+    Reads the Feast layout and the indexes that ``features.online.RedisFeatureStore``
+    writes (same project). Coroutine; raises on Redis errors.
+    """
+
+    def __init__(self, client: aioredis.Redis, cfg: FeatureConfig) -> None:
+        self._client = client
+        self._project = cfg.project
+        self._keys = IndexKeys(cfg.project)
+        fields = b"".join(resp.bulk(codec.field_key(ITEM_VIEW, name)) for name in COVISIT_FIELDS)
+        self._hmget_tail = fields
+
+    @classmethod
+    def from_url(cls, redis_url: str, cfg: FeatureConfig) -> CandidateReader:
+        return cls(aioredis.Redis.from_url(redis_url, decode_responses=False), cfg)
+
+    async def read(self, items: Sequence[ItemId], users: Sequence[UserId], popular_depth: int) -> CandidateInputs:
+        head = resp.header(2 + len(COVISIT_FIELDS), b"HMGET")
+        commands = [head + resp.bulk(codec.entity_key(ITEM_KEY, item, self._project)) + self._hmget_tail for item in items]
+        commands.append(resp.command(b"ZREVRANGE", self._keys.item_popularity.encode(), b"0", b"%d" % (popular_depth - 1)))
+        commands.extend(resp.command(b"SMEMBERS", self._keys.seen(user).encode()) for user in users)
+        replies = await resp.round_trip(self._client, commands)
+        neighbours = {}
+        for item, (raw_items, raw_weights) in zip(items, replies[: len(items)]):
+            found = codec.decode_value(raw_items) or []
+            weights = codec.decode_value(raw_weights) or []
+            neighbours[item] = (list(found), list(weights))  # type: ignore[arg-type]
+        popular = [item.decode() for item in replies[len(items)]]
+        seen = {user: {item.decode() for item in reply} for user, reply in zip(users, replies[len(items) + 1 :])}
+        return CandidateInputs(neighbours, popular, seen)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class FeaturePlan:
+    """The model's dense columns (``<view>:<feature>``, the online names) split by view.
+
+    Raises ``ValueError`` at model load for a name the online store does not hold,
+    so a model/feature mismatch refuses the model instead of scoring garbage.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self.user: list[tuple[int, str]] = []
+        self.item: list[tuple[int, str]] = []
+        for col, name in enumerate(self.names):
+            view, _, feature = name.partition(":")
+            if view not in (USER_VIEW, ITEM_VIEW) or feature not in VIEWS[view].feature_names:
+                raise ValueError(f"model feature {name!r} is not an online {USER_VIEW}/{ITEM_VIEW} feature")
+            if VIEWS[view].dtype(feature) not in ("float64", "int64"):
+                raise ValueError(f"model feature {name!r} is not numeric")
+            (self.user if view == USER_VIEW else self.item).append((col, feature))
+
+    def requests(self, users: Sequence[UserId], items: Sequence[ItemId]) -> list[ReadRequest]:
+        return [ReadRequest(USER_VIEW, users, [f for _, f in self.user] or None),
+                ReadRequest(ITEM_VIEW, items, [f for _, f in self.item] or None)]
+
+    def dense(self, user_rows: list[FeatureDict], item_rows: list[FeatureDict], user_of: np.ndarray, item_of: np.ndarray) -> np.ndarray:
+        """float32 [rows, F]: row r has the features of user ``user_of[r]`` and item
+        ``item_of[r]`` (indices into the row lists); NaN where a value is missing."""
+        out = np.empty((len(item_of), len(self.names)), np.float32)
+        for columns, rows, index in ((self.user, user_rows, user_of), (self.item, item_rows, item_of)):
+            if columns:
+                table = np.array([[_number(row.get(f)) for _, f in columns] for row in rows], np.float32).reshape(len(rows), len(columns))
+                out[:, [c for c, _ in columns]] = table[index]
+        return out
+
+
+def _number(value: object) -> float:
+    return float("nan") if value is None else float(value)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """One loaded model version with what ranking needs beside the scorer."""
+
+    scorer: Scorer
+    version: str
+    plan: FeaturePlan
+    vectors: ItemVectors | None
+    index: VectorIndex | None
+
+    @classmethod
+    def load(cls, scorer: Scorer, version: str, watcher: ModelWatcher, cfg: CandidateConfig) -> Serving:
+        """Blocking: reads the item vectors and builds their index."""
+        plan = FeaturePlan(scorer.feature_names)
+        try:
+            vectors = load_item_vectors(watcher.registry, version)
+        except Exception as exc:  # vectors are optional: rank without the embedding source
+            log.warning("model %s: no item vectors (%s); embedding candidates off", version, exc)
+            vectors = None
+        index = build_index(vectors, cfg) if vectors is not None else None
+        return cls(scorer, version, plan, vectors, index)
+
+
+class RankingRecommender:
+    """Implements ``stream.recommend.Recommender``. Not thread-safe; one per worker."""
+
+    def __init__(
+        self,
+        store: OnlineFeatureStore,
+        reader: CandidateReader,
+        watcher: ModelWatcher | None,
+        cfg: CandidateConfig,
+        *,
+        top_k: int,
+        poll_interval_s: float = 2.0,
+        batch_scoring: bool = True,
+    ) -> None:
+        self._store, self._reader, self._watcher, self.cfg = store, reader, watcher, cfg
+        self._top_k, self._poll_interval_s, self.batch_scoring = top_k, poll_interval_s, batch_scoring
+        self._serving: Serving | None = None
+        self._next_poll = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
+        self._last_version = NO_MODEL
+        self.scoring_errors = 0
+
+    @property
+    def model_version(self) -> str:
+        """The version that ranked the last batch (``"none"``: the heuristic did)."""
+        return self._last_version
+
+    @property
+    def provider(self) -> str:
+        serving = self._serving
+        return f"{serving.scorer.providers[0]}:{serving.scorer.variant}" if serving else NO_MODEL
+
+    async def start(self) -> None:
+        """Load the promoted model now (if any), so the first batch is ranked by it."""
+        if self._watcher is not None:
+            await self._refresh()
+        self._next_poll = time.monotonic() + self._poll_interval_s
+        if self._serving is not None:
+            self._last_version = self._serving.version
+
+    async def close(self) -> None:
+        if self._refreshing is not None:
+            await asyncio.gather(self._refreshing, return_exceptions=True)
+        await self._reader.close()
+
+    def _maybe_refresh(self) -> None:
+        now = time.monotonic()
+        if self._watcher is None or now < self._next_poll or (self._refreshing and not self._refreshing.done()):
+            return
+        self._next_poll = now + self._poll_interval_s
+        self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        try:
+            self._serving = await asyncio.to_thread(self._poll_blocking, self._serving)
+        except Exception:  # a failed refresh keeps the serving model
+            log.exception("model refresh failed; keeping %s", self._serving.version if self._serving else NO_MODEL)
+
+    def _poll_blocking(self, serving: Serving | None) -> Serving | None:
+        assert self._watcher is not None
+        self._watcher.poll()
+        try:
+            scorer, version = self._watcher.current()
+        except NoModelError:
+            return serving
+        if serving is not None and serving.version == version:
+            return serving
+        try:
+            return Serving.load(scorer, version, self._watcher, self.cfg)
+        except ValueError as exc:
+            log.error("refusing model %s: %s", version, exc)
+            return serving
+
+    async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[Ranked]:
+        began = time.perf_counter()
+        if not requests:
+            return []
+        self._maybe_refresh()
+        serving = self._serving
+        lists = await self._candidates(requests, serving)
+        fetched = time.perf_counter()
+        stages = {"candidates": (fetched - began) * 1000, "features": 0.0, "scoring": 0.0}
+        if serving is not None:
+            try:
+                return await self._rank(requests, lists, serving, stages, fetched)
+            except Exception:  # the worker keeps serving the heuristic list
+                self.scoring_errors += 1
+                log.exception("scoring with model %s failed; heuristic ranking for this batch", serving.version)
+        self._last_version = NO_MODEL
+        return [Ranked([_item(c, c.score) for c in cands[: self._top_k]], dict(stages)) for cands in lists]
+
+    async def _candidates(self, requests: Sequence[RecommendRequest], serving: Serving | None) -> list[list[Candidate]]:
+        recents = [[(r.item_id, r.affinity) for r in request.state.recent[: self.cfg.recent_items]] for request in requests]
+        expand = list(dict.fromkeys(item for recent in recents for item, _ in recent))
+        users = list(dict.fromkeys(request.user_id for request in requests))
+        inputs = await self._reader.read(expand, users, self.cfg.popular_depth)
+        popular = popular_candidates(inputs.popular)
+        out = []
+        for request, recent in zip(requests, recents):
+            seen = inputs.seen.get(request.user_id, set()).union(r.item_id for r in request.state.recent)
+            near = []
+            if serving is not None and serving.vectors is not None and serving.index is not None and self.cfg.embedding:
+                near = embedding_neighbours(serving.vectors, serving.index, recent, self.cfg.embedding)
+            out.append(generate(self.cfg, recent, inputs.neighbours, popular, seen, near))
+        return out
+
+    async def _rank(self, requests: Sequence[RecommendRequest], lists: list[list[Candidate]], serving: Serving,
+                    stages: dict[str, float], fetched: float) -> list[Ranked]:
+        users = list(dict.fromkeys(r.user_id for r in requests))
+        items = list(dict.fromkeys(c.item_id for cands in lists for c in cands))
+        user_rows, item_rows = await self._store.read_many(serving.plan.requests(users, items))
+        user_pos = {u: i for i, u in enumerate(users)}
+        item_pos = {it: i for i, it in enumerate(items)}
+        sizes = [len(cands) for cands in lists]
+        user_of = np.repeat([user_pos[r.user_id] for r in requests], sizes).astype(np.int64)
+        item_of = np.fromiter((item_pos[c.item_id] for cands in lists for c in cands), np.int64, count=sum(sizes))
+        dense = serving.plan.dense(user_rows, item_rows, user_of, item_of)
+        scored = time.perf_counter()
+        stages["features"] = (scored - fetched) * 1000
+        row_users = [r.user_id for r, n in zip(requests, sizes) for _ in range(n)]
+        row_items = [c.item_id for cands in lists for c in cands]
+        scores = self._score(serving.scorer, row_users, row_items, dense, sizes)
+        out, start = [], 0
+        for cands, n in zip(lists, sizes):
+            mine = scores[start : start + n]
+            out.append([_item(cands[i], float(mine[i])) for i in top_k(mine, self._top_k)])
+            start += n
+        stages["scoring"] = (time.perf_counter() - scored) * 1000
+        self._last_version = serving.version
+        return [Ranked(items_, dict(stages)) for items_ in out]
+
+    def _score(self, scorer: Scorer, users: list[str], items: list[str], dense: np.ndarray, sizes: list[int]) -> np.ndarray:
+        if self.batch_scoring or len(sizes) == 1:
+            return scorer.score(ScoreBatch(users, items, dense))
+        parts, start = [], 0
+        for n in sizes:
+            parts.append(scorer.score(ScoreBatch(users[start], items[start : start + n], dense[start : start + n])) if n else np.zeros(0, np.float32))
+            start += n
+        return np.concatenate(parts)
+
+
+def _item(candidate: Candidate, score: float) -> RecommendedItem:
+    return RecommendedItem(item_id=candidate.item_id, score=score, source=candidate.source)
+
+
+# -- loading a store from events, and the micro-benchmark ------------------------------
+async def replay_events(store: OnlineFeatureStore, events: Sequence[ClickEvent], cfg: FeatureConfig) -> dict[UserId, UserState]:
+    """Apply ``events`` with the worker's pure update functions (user side, then each
+    item message) and write every row through the micro-batching writer, as the worker
+    would. Returns each user's final state (what the worker's table would hold)."""
+    users: dict[UserId, UserState] = {}
+    items: dict[ItemId, ItemState] = {}
+    writer = MicroBatchWriter(store, batch_size=1000, flush_ms=50.0)
+    for event in events:
+        update = apply_user_event(users.setdefault(event.user_id, UserState()), event, cfg)
+        if not isinstance(update, UserUpdate):
+            continue
+        rows = [update.row]
+        for msg in update.item_messages:
+            result = apply_item_event(items.setdefault(msg.item_id, ItemState()), msg, cfg)
+            if isinstance(result, ItemUpdate):
+                rows.append(result.row)
+        await writer.submit(rows)
+    await writer.close()
+    return users
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 3)
+
+
+async def _timed(recommender: RankingRecommender, batches: list[list[RecommendRequest]], gathered: bool) -> dict[str, float]:
+    """Latency per batch (ms): one ``recommend_many`` for the whole batch, or (``gathered``)
+    one call per request, all concurrent."""
+    latencies, stages = [], {"candidates": [], "features": [], "scoring": []}  # type: dict[str, list[float]]
+    for batch in batches:
+        began = time.perf_counter()
+        if gathered:
+            results = [r[0] for r in await asyncio.gather(*(recommender.recommend_many([q]) for q in batch))]
+        else:
+            results = await recommender.recommend_many(batch)
+        latencies.append((time.perf_counter() - began) * 1000)
+        for stage, values in stages.items():
+            values.append(results[0].stage_ms.get(stage, 0.0))
+    out = {"p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99), "batches": float(len(batches))}
+    out.update({f"{stage}_p50_ms": _percentile(values, 50) for stage, values in stages.items()})
+    return out
+
+
+def bench_events(frame: Any) -> list[ClickEvent]:
+    """Rating events from an interaction frame (user_id, item_id, rating, ts in epoch s)."""
+    return [ClickEvent(event_id=f"bench-{i}", user_id=str(row.user_id), item_id=str(row.item_id), type=EventType.RATING,
+                       rating=float(row.rating), ts=int(row.ts)) for i, row in enumerate(frame.itertuples(index=False))]
+
+
+async def run_bench(redis_url: str, model_cfg: ModelConfig, events: int, iterations: int, seed: int = 0) -> dict[str, object]:
+    """recommend_many latency for 1 and 32 requests of 200 candidates each on a real
+    store (the last ``events`` MovieLens ratings replayed) and the promoted model
+    (trained on MovieLens first if none is promoted). Imports torch: never in a worker."""
+    from models.datasets import load_dataset
+    from models.pipeline import ensure_default_model
+
+    version = await asyncio.to_thread(ensure_default_model, model_cfg)
+    feature_cfg = FeatureConfig(project=f"bench_ranking_{seed}")
+    store = RedisFeatureStore.from_url(redis_url, feature_cfg)
+    frame = load_dataset("movielens").interactions.sort_values("ts").tail(events)
+    states = await replay_events(store, bench_events(frame), feature_cfg)
+    cfg = CandidateConfig(max_candidates=200)
+    watcher = ModelWatcher(model_cfg)
+    results: dict[str, object] = {"model_version": version, "events": events, "candidates": cfg.max_candidates}
+    rng = np.random.default_rng(seed)
+    requests = [RecommendRequest(u, s, ClickEvent(event_id=f"c-{u}", user_id=u, item_id=s.recent[0].item_id,
+                                                  type=EventType.CLICK, ts=0)) for u, s in states.items() if s.recent]
+    for batch_scoring in (True, False):
+        recommender = RankingRecommender(store, CandidateReader.from_url(redis_url, feature_cfg), watcher, cfg,
+                                         top_k=10, poll_interval_s=3600, batch_scoring=batch_scoring)
+        await recommender.start()
+        results["provider"] = recommender.provider
+        for size in (1, 32):
+            batches = [[requests[i] for i in rng.choice(len(requests), size, replace=False)] for _ in range(iterations)]
+            await _timed(recommender, batches[:5], gathered=False)  # warm-up
+            key = f"batch{size}_{'one_call' if batch_scoring else 'per_request_calls'}"
+            results[key] = await _timed(recommender, batches, gathered=False)
+            if size > 1 and batch_scoring:
+                results[f"concurrent{size}_separate_recommend_many"] = await _timed(recommender, batches, gathered=True)
+        await recommender.close()
+    await store.close()
+    return results
+
+
+def _private_redis() -> tuple[subprocess.Popen[bytes], str]:
+    from infra.stack import free_port
+
+    port = free_port()
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
+                return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark RankingRecommender.recommend_many on a real store and model.")
+    parser.add_argument("--bench", action="store_true", help="run the micro-benchmark")
+    parser.add_argument("--redis-url", help="a Redis to use (default: start a private redis-server)")
+    parser.add_argument("--registry", type=Path, default=ModelConfig().registry_dir, help="model registry dir")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--json", type=Path, default=Path("var/bench/ranking.json"))
+    args = parser.parse_args(argv)
+    if not args.bench:
+        parser.print_help()
+        return 2
+    process, url = (None, args.redis_url) if args.redis_url else _private_redis()
+    try:
+        result = asyncio.run(run_bench(url, ModelConfig(registry_dir=args.registry), args.events, args.iterations))
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""RankingRecommender on a real redis-server, features written by the worker's own
+update functions and writer, and a small real ranker trained, exported and promoted
+through the models package."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.config import FeatureConfig
+from features.online import RedisFeatureStore
+from features.schema import ITEM_VIEW, USER_VIEW
+from features.user_state import UserState
+from models.candidates import CandidateConfig
+from models.config import ModelConfig, TrainConfig
+from models.datasets import synthetic
+from models.item_vectors import load_item_vectors
+from models.pipeline import train_and_publish
+from models.registry import METADATA, ModelRegistry
+from models.scorer import ScoreBatch
+from models.watcher import ModelWatcher
+from stream.ranking import CandidateReader, RankingRecommender, bench_events, replay_events
+from stream.recommend import RecommendRequest
+from stream.schemas import ClickEvent, EventType
+
+pytestmark = pytest.mark.integration
+
+FAST = TrainConfig(epochs=3, embedding_dim=8, hidden=(16,), batch_size=256, threads=1, patience=2)
+T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass
+class World:
+    redis_url: str
+    features: FeatureConfig
+    models: ModelConfig
+    version: str
+    item_vectors: np.ndarray  # the trained model's item embedding table
+    states: dict[str, UserState]
+
+
+def click(user: str, item: str, minute: int) -> ClickEvent:
+    return ClickEvent(event_id=f"{user}-{item}-{minute}", user_id=user, item_id=item, type=EventType.CLICK, ts=T0 + timedelta(minutes=minute))
+
+
+@pytest.fixture(scope="module")
+def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> World:
+    data = synthetic(n_users=80, n_items=60, n_events=3000, seed=5)
+    models = ModelConfig(registry_dir=tmp_path_factory.mktemp("registry"), train=FAST)
+    trained = train_and_publish(data, models, promote=True, progress=False)
+    features = FeatureConfig(project=f"rank_{uuid.uuid4().hex[:8]}", top_min_count=1)
+    # bob and carol each visit another item, then i1: i1 learns them as co-visitors
+    crafted = [click("bob", "i7", 0), click("bob", "i1", 1), click("carol", "i9", 2), click("carol", "i1", 3), click("alice", "i1", 10)]
+
+    async def load() -> dict[str, UserState]:
+        store = RedisFeatureStore.from_url(redis_url, features)
+        try:
+            return await replay_events(store, bench_events(data.interactions) + crafted, features)
+        finally:
+            await store.close()
+
+    states = asyncio.run(load())
+    table = trained.model.net.mf.item_vec.weight.detach().numpy()
+    return World(redis_url, features, models, trained.version, table, states)
+
+
+def request(world: World, user: str) -> RecommendRequest:
+    state = world.states.get(user, UserState())
+    item = state.recent[0].item_id if state.recent else "i0"
+    return RecommendRequest(user, state, ClickEvent(event_id=f"cause-{user}", user_id=user, item_id=item, type=EventType.VIEW, ts=T0))
+
+
+@dataclass
+class Parts:
+    """A store for the test and a factory of recommenders, all closed at teardown."""
+
+    world: World
+    store: RedisFeatureStore
+    made: list[RankingRecommender]
+
+    async def recommender(self, models: ModelConfig | None = None, **options: object) -> RankingRecommender:
+        cfg = CandidateConfig(max_candidates=30, covisit=10, embedding=10, popular=10, popular_depth=60)
+        reader = CandidateReader.from_url(self.world.redis_url, self.world.features)
+        made = RankingRecommender(self.store, reader, ModelWatcher(models or self.world.models), cfg, top_k=30, **options)  # type: ignore[arg-type]
+        self.made.append(made)
+        await made.start()
+        return made
+
+
+@pytest.fixture()
+async def parts(world: World) -> AsyncIterator[Parts]:
+    made = Parts(world, RedisFeatureStore.from_url(world.redis_url, world.features), [])
+    yield made
+    for ranking in made.made:
+        await ranking.close()
+    await made.store.close()
+
+
+async def test_covisitation_neighbours_are_ranked_by_the_promoted_model(world: World, parts: Parts) -> None:
+    ranking = await parts.recommender()
+
+    [ranked] = await ranking.recommend_many([request(world, "alice")])
+
+    sources = {item.item_id: item.source for item in ranked.items}
+    assert sources.get("i7") == sources.get("i9") == "covisit"
+    assert "i1" not in sources  # seen
+    assert ranking.model_version == world.version
+    assert ranking.provider.startswith("CPUExecutionProvider")
+    assert set(ranked.stage_ms) == {"candidates", "features", "scoring"} and min(ranked.stage_ms.values()) > 0
+    expected = await independent_scores(world, parts.store, "alice", [item.item_id for item in ranked.items])
+    scores = [item.score for item in ranked.items]
+    assert np.allclose(scores, expected, atol=1e-5)
+    assert scores == sorted(scores, reverse=True)
+
+
+async def independent_scores(world: World, store: RedisFeatureStore, user: str, items: list[str]) -> np.ndarray:
+    """The promoted model's scores, from whole feature rows read view by view."""
+    watcher = ModelWatcher(world.models)
+    watcher.poll()
+    scorer, _ = watcher.current()
+    [user_row] = await store.read_batch(USER_VIEW, [user])
+    item_rows = await store.read_batch(ITEM_VIEW, items)
+    prefixed = [{f"{ITEM_VIEW}:{k}": v for k, v in row.items()} for row in item_rows]
+    batch = ScoreBatch.for_user(user, items, {f"{USER_VIEW}:{k}": v for k, v in user_row.items()}, prefixed, scorer.feature_names)
+    return scorer.score(batch)
+
+
+async def test_a_batch_is_ranked_per_request_in_order_and_batch_scoring_changes_nothing(world: World, parts: Parts) -> None:
+    users = ["alice", "u1", "u2", "newcomer", "u1"]
+    one_call, per_request = await parts.recommender(), await parts.recommender(batch_scoring=False)
+
+    together = await one_call.recommend_many([request(world, u) for u in users])
+    apart = await per_request.recommend_many([request(world, u) for u in users])
+
+    assert len(together) == len(users)
+    for mine, theirs in zip(together, apart):
+        assert [i.item_id for i in mine.items] == [i.item_id for i in theirs.items]
+        assert np.allclose([i.score for i in mine.items], [i.score for i in theirs.items], atol=1e-5)
+    assert together[1].items == together[4].items
+    seen = await parts.made[0]._reader.read([], ["u1"], 1)
+    assert not {i.item_id for i in together[1].items} & seen.seen["u1"]
+
+
+async def test_a_new_user_gets_popular_candidates_ranked_by_the_model(world: World, parts: Parts) -> None:
+    ranking = await parts.recommender()
+
+    [ranked] = await ranking.recommend_many([request(world, "newcomer")])
+
+    assert len(ranked.items) == 30
+    assert {item.source for item in ranked.items} == {"popular"}
+    assert ranking.model_version == world.version
+
+
+async def test_without_a_promoted_model_the_heuristic_ranks_and_the_version_is_none(world: World, parts: Parts, tmp_path: Path) -> None:
+    ranking = await parts.recommender(ModelConfig(registry_dir=tmp_path / "empty"))
+
+    [ranked] = await ranking.recommend_many([request(world, "alice")])
+
+    assert ranking.model_version == "none" and ranking.provider == "none"
+    assert [item.source for item in ranked.items[:2]] == ["covisit", "covisit"]
+    assert ranked.stage_ms["features"] == 0.0
+
+
+async def test_a_promoted_version_is_picked_up_without_a_restart(world: World, parts: Parts, tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    shutil.copytree(world.models.registry_dir, root)
+    registry = ModelRegistry(root)
+    ranking = await parts.recommender(ModelConfig(registry_dir=root), poll_interval_s=0.01)
+    second = world.version + "-b"
+    shutil.copytree(root / "versions" / world.version, root / "versions" / second)
+    meta = root / "versions" / second / METADATA
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": second}))
+
+    registry.promote(second)
+    for _ in range(200):
+        await ranking.recommend_many([request(world, "alice")])
+        if ranking.model_version == second:
+            break
+        await asyncio.sleep(0.02)
+
+    assert ranking.model_version == second
+
+
+def test_item_vectors_come_from_the_artifact_in_the_metadata_item_order(world: World) -> None:
+    registry = ModelRegistry(world.models.registry_dir)
+
+    vectors = load_item_vectors(registry, world.version)
+
+    assert vectors is not None
+    assert vectors.ids == registry.metadata(world.version)["items"]
+    table = world.item_vectors[1:]
+    assert np.allclose(vectors.matrix, table / np.linalg.norm(table, axis=1, keepdims=True), atol=1e-6)
