@@ -45,6 +45,10 @@ class StreamrecApp(faust.App):
             await self.processor.stop()
         await super().on_stop()
 
+    def before_commit(self) -> None:
+        if self.processor is not None:
+            self.processor.flush_state()
+
     def run_worker(self, *, loglevel: str = "warning") -> int:
         """Blocking: run this app in a Faust worker until SIGINT/SIGTERM."""
         worker = faust.Worker(self, loglevel=loglevel, quiet=True)
@@ -93,6 +97,14 @@ def build_app(settings: Settings) -> StreamrecApp:
     processor = EventProcessor(settings, users=users, shards=shards, items=items,
                                dlq=dlq, by_item=by_item, recommendations=recommendations)
     app.processor = processor
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        processor.forget_state()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        processor.forget_state()
 
     # An unexpected error (Redis gone, a bug) stops the worker rather than one agent silently:
     # it restarts from the committed offsets and the idempotent updates absorb the redelivery.

@@ -98,7 +98,8 @@ class Sent:
 @dataclass(frozen=True)
 class Received:
     recv_s: float  # epoch seconds
-    event_to_emit_ms: float | None = None  # the worker's own figure
+    event_to_emit_ms: float | None = None  # the worker's own figures, from the message
+    recommend_ms: float | None = None
 
 
 @dataclass
@@ -283,7 +284,8 @@ class Collector:
                     if cause in self.received:
                         self.duplicates += 1
                         continue
-                    self.received[cause] = Received(now, (message.get("latency_ms") or {}).get("event_to_emit"))
+                    stages = message.get("latency_ms") or {}
+                    self.received[cause] = Received(now, stages.get("event_to_emit"), stages.get("total"))
 
 
 # -- one bench session ---------------------------------------------------------------
@@ -416,7 +418,9 @@ async def _run_step(session: Session, collector: Collector, rate: float, step: i
 def _step_result(session: Session, rate: float, sent: list[Sent], collector: Collector, rss: list[float],
                  cpu_percent: dict[str, float], span: float) -> dict[str, Any]:
     m = match(sent, collector.received)
-    worker_side = [collector.received[s.event_id].event_to_emit_ms for s in sent if s.event_id in collector.received]
+    answered = [(s, collector.received[s.event_id]) for s in sent if s.event_id in collector.received]
+    to_emit = [r.event_to_emit_ms for _, r in answered if r.event_to_emit_ms is not None]
+    out_hop = [(r.recv_s - s.send_s) * 1000 - r.event_to_emit_ms for s, r in answered if r.event_to_emit_ms is not None]
     result: dict[str, Any] = {
         "rate": rate,
         "events": len(sent),
@@ -431,7 +435,13 @@ def _step_result(session: Session, rate: float, sent: list[Sent], collector: Col
         "worker_rss_mb": round(max(rss), 1) if rss else None,
         "worker_rss_final_mb": round(rss[-1], 1) if rss else None,
         "cpu_percent": cpu_percent,
-        "worker_event_to_emit": latency_summary([v for v in worker_side if v is not None]),
+        # where the time goes: send → emit inside the worker (producer linger, broker hop in,
+        # queueing, processing), emit → received here (worker producer, broker hop out), ranking alone
+        "breakdown": {
+            "send_to_emit": latency_summary(to_emit),
+            "emit_to_received": latency_summary(out_hop),
+            "recommend_step": latency_summary([r.recommend_ms for _, r in answered if r.recommend_ms is not None]),
+        },
         "lost_sample": m.lost_ids[:10],
     }
     result["_latencies"] = m  # for the plot; removed before writing JSON
@@ -653,6 +663,9 @@ def handle(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"streamrec bench e2e: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("[e2e] interrupted: stopped the producer, the worker and the stack it started", file=sys.stderr)
+        return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(f"[e2e] wrote {config.json_path} and {report['plot']}")

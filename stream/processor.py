@@ -95,6 +95,16 @@ class EventProcessor:
         if self.store is not None:
             await self.store.close()
 
+    def flush_state(self) -> int:
+        """Write changed states to their tables' changelogs; call before committing offsets."""
+        return self.users.flush() + self.shards.flush() + self.items.flush()
+
+    def forget_state(self) -> None:
+        """After a rebalance: flush, then drop decoded states another worker may now own."""
+        self.flush_state()
+        for table in (self.users, self.shards, self.items):
+            table.forget()
+
     # -- clickstream -----------------------------------------------------------------
     async def on_clickstream(self, batch: Sequence[tuple[RawMessage, int, int]]) -> None:
         """Process (message, partition, offset) triples from ``clickstream``."""
@@ -125,9 +135,7 @@ class EventProcessor:
                 item_updates[item_partition(update.item_id, partitions)].append(update)
             if parsed.type.value in self.triggers:
                 to_rank.append(RecommendRequest(parsed.user_id, state, parsed))
-        rows.extend(shard.row(key) for key, shard in self.shards.changed())
-        self.users.flush()
-        self.shards.flush()
+        rows.extend(shard.row(key) for key, shard in self.shards.dirty())
         assert self.writer is not None
         await self.writer.submit(rows)
         for partition, updates in item_updates.items():
@@ -187,7 +195,6 @@ class EventProcessor:
                     continue
                 self.items.mark(update.item_id, state, partition)
                 changed[update.item_id] = result.row
-        self.items.flush()
         assert self.writer is not None
         await self.writer.submit(list(changed.values()))
         if n:

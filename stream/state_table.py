@@ -1,14 +1,18 @@
-"""Decoded state objects over a Faust table, written back once per batch.
+"""Decoded state objects over a Faust table, written back before each offset commit.
 
-Faust sends a changelog message on every ``table[key] = value``; at several updates
-per event that is most of a worker's work. ``StateTable`` hands out decoded state
-objects, remembers which ones changed, and ``flush`` writes each changed key once:
-into the table's local store and to its changelog partition, which the caller names
-(the partition of the message that owns the key), so it also works outside Faust's
-per-event context (batches from ``take_events``).
+Faust sends a changelog message, and the state is encoded, on every
+``table[key] = value``; at several updates per event that is most of a worker's
+work. ``StateTable`` keeps decoded state objects in memory, remembers which ones
+changed, and ``flush`` writes each changed key once: into the table's local store
+and to its changelog partition, which the caller names (the partition of the
+message that owns the key), so it works outside Faust's per-event context too.
 
-``flush`` must run before the batch's events are acknowledged: Faust flushes its
-producer before committing offsets, so a committed offset implies a sent changelog.
+Correctness under at-least-once delivery: the worker calls ``flush`` before every
+offset commit (``StreamrecApp.before_commit``), and Faust flushes its producer before
+committing, so a committed offset always implies a sent changelog. A crash loses
+only uncommitted work, which is redelivered and re-applied. On a rebalance the
+worker flushes and then ``forget``s the decoded objects, since another worker may
+own those keys next.
 """
 
 from __future__ import annotations
@@ -26,28 +30,36 @@ class StateTable(Generic[S]):
         decode: Callable[[dict[str, Any]], S],
         encode: Callable[[S], dict[str, Any]],
         factory: Callable[[], S],
+        *,
+        max_live: int = 200_000,
     ) -> None:
         self.table = table
         self._decode = decode
         self._encode = encode
         self._factory = factory
-        self._dirty: dict[str, tuple[S, int]] = {}
+        self._max_live = max_live
+        self._live: dict[str, S] = {}
+        self._dirty: dict[str, int] = {}  # key -> changelog partition
 
     def get(self, key: str) -> S:
         """The current state for ``key`` (a new one when absent); changes need ``mark``."""
-        pending = self._dirty.get(key)
-        if pending is not None:
-            return pending[0]
-        stored = self.table.data.get(key)
-        return self._decode(stored) if stored is not None else self._factory()
+        state = self._live.get(key)
+        if state is None:
+            stored = self.table.data.get(key)
+            state = self._decode(stored) if stored is not None else self._factory()
+            if len(self._live) >= self._max_live:
+                self._evict_clean()
+            self._live[key] = state
+        return state
 
     def mark(self, key: str, state: S, partition: int) -> None:
         """Record that ``state`` (from ``get``) changed; it is written on the next flush."""
-        self._dirty[key] = (state, partition)
+        self._live[key] = state
+        self._dirty[key] = partition
 
-    def changed(self) -> list[tuple[str, S]]:
-        """The keys and states marked since the last flush."""
-        return [(key, state) for key, (state, _) in self._dirty.items()]
+    def dirty(self) -> list[tuple[str, S]]:
+        """The keys and states changed since the last flush."""
+        return [(key, self._live[key]) for key in self._dirty]
 
     @property
     def pending(self) -> int:
@@ -55,10 +67,19 @@ class StateTable(Generic[S]):
 
     def flush(self) -> int:
         """Write every changed key once (local store + changelog); returns how many."""
-        for key, (state, partition) in self._dirty.items():
-            value = self._encode(state)
+        for key, partition in self._dirty.items():
+            value = self._encode(self._live[key])
             self.table.data[key] = value
             self.table.send_changelog(partition, key, value)
         written = len(self._dirty)
         self._dirty.clear()
         return written
+
+    def forget(self) -> None:
+        """Drop the decoded objects (after a flush): the next ``get`` reads the table."""
+        if self._dirty:
+            raise RuntimeError("forget() with unflushed changes; flush first")
+        self._live.clear()
+
+    def _evict_clean(self) -> None:
+        self._live = {key: self._live[key] for key in self._dirty}

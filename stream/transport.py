@@ -4,7 +4,8 @@ faust-streaming 0.15.3 hard-codes ``fetch_max_wait_ms=1500`` when it builds the
 worker's ``AIOKafkaConsumer``. Apache Kafka answers a fetch as soon as data arrives,
 so the constant is harmless there; Tansu holds every fetch for about that long even
 when data waits, which made end-to-end p50 ~1.4 s (ENVIRONMENT.md). These subclasses
-set the wait from ``Settings.broker.fetch_max_wait_ms`` without touching faust's files.
+set the wait from ``Settings.broker.fetch_max_wait_ms`` without touching faust's files,
+and call ``app.before_commit()`` before each offset commit (write-behind state).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _TunedConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        # Write-behind state must reach its changelog before the offsets that produced it
+        # are committed; Faust flushes the producer right before committing.
+        before_commit = getattr(self.app, "before_commit", None)
+        if before_commit is not None:
+            before_commit()
+        return await super().force_commit(topics, start_new_transaction=start_new_transaction)
 
 
 class TunedTransport(faust_aiokafka.Transport):

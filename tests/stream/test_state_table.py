@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stream.state_table import StateTable
+
+
+class FakeChangelogTable:
+    """Stands in for a Faust table's two touch points: its local store and its changelog."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.changelog: list[tuple[int, str, Any]] = []
+
+    def send_changelog(self, partition: int, key: str, value: Any) -> None:
+        self.changelog.append((partition, key, value))
+
+
+def counter_table(table: FakeChangelogTable) -> StateTable[list[int]]:
+    return StateTable(table, decode=lambda d: list(d["n"]), encode=lambda s: {"n": list(s)}, factory=list)
+
+
+def test_many_changes_to_one_key_write_one_changelog_message_on_flush() -> None:
+    table = FakeChangelogTable()
+    states = counter_table(table)
+    for n in range(5):
+        state = states.get("k")
+        state.append(n)
+        states.mark("k", state, partition=2)
+    assert table.changelog == []
+    assert states.flush() == 1
+    assert table.changelog == [(2, "k", {"n": [0, 1, 2, 3, 4]})]
+    assert table.data["k"] == {"n": [0, 1, 2, 3, 4]}
+
+
+def test_unmarked_changes_are_not_written_and_flush_twice_writes_once() -> None:
+    table = FakeChangelogTable()
+    states = counter_table(table)
+    states.get("a").append(1)
+    assert states.flush() == 0
+    states.mark("b", [7], partition=0)
+    states.flush()
+    states.flush()
+    assert len(table.changelog) == 1
+
+
+def test_forget_reads_the_table_again_and_refuses_unflushed_changes() -> None:
+    table = FakeChangelogTable()
+    states = counter_table(table)
+    states.mark("k", [1], partition=0)
+    with pytest.raises(RuntimeError):
+        states.forget()
+    states.flush()
+    table.data["k"] = {"n": [9]}  # e.g. recovered from the changelog after a rebalance
+    states.forget()
+    assert states.get("k") == [9]
+
+
+def test_eviction_keeps_dirty_states() -> None:
+    table = FakeChangelogTable()
+    states = StateTable(table, decode=lambda d: list(d["n"]), encode=lambda s: {"n": s}, factory=list, max_live=2)
+    states.mark("dirty", [1], partition=0)
+    for key in ("x", "y", "z"):
+        states.get(key)
+    assert states.dirty() == [("dirty", [1])]
+    states.flush()
+    assert table.data["dirty"] == {"n": [1]}
