@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +78,7 @@ class E2EConfig(BaseModel):
     sweep_max_rate: float = Field(default=4000.0, gt=0)
     sweep_steps: int = Field(default=7, ge=1, le=30)
     sweep_resolution: float = Field(default=0.1, gt=0, lt=1)
+    profile: bool = False  # py-spy flame graph of the worker per step
     progress: bool = True
 
     @model_validator(mode="after")
@@ -183,9 +185,10 @@ def step_ok(result: Mapping[str, Any], p99_target_ms: float) -> bool:
 
 
 # -- processes -----------------------------------------------------------------------
-def _stop(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 20.0, first: signal.Signals = signal.SIGTERM) -> None:
+    """Signal ``process`` (SIGTERM unless told), wait ``grace_s``, then kill it."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(first)
         try:
             process.wait(grace_s)
         except subprocess.TimeoutExpired:
@@ -382,6 +385,8 @@ async def _run_step(session: Session, collector: Collector, rate: float, step: i
     processes = {"worker": session.worker.ps, "bench": psutil.Process(), **{
         name: psutil.Process(pid) for name, pid in session.stack_pids.items() if psutil.pid_exists(pid)}}
     producer, sent_path = await _start_producer(session, rate, step, start_row)
+    profiler = _start_profiler(session, step) if cfg.profile else None
+    load_before = os.getloadavg()[0]
     cpu = CpuWindow(processes)
     cpu.start()
     rss: list[float] = []
@@ -408,11 +413,28 @@ async def _run_step(session: Session, collector: Collector, rate: float, step: i
         _stop(producer)
         if producer.stdout is not None:
             producer.stdout.close()
+        if profiler is not None:
+            _stop(profiler, first=signal.SIGINT)  # py-spy writes its file on SIGINT
     cpu_percent = cpu.stop()
     span = max(sent[-1].send_s - sent[0].send_s, 1e-9) if len(sent) > 1 else cfg.duration_s
     cpu_percent["producer"] = round(100 * producer_cpu_s / span, 1)
     session.rss_samples.extend(rss)
-    return _step_result(session, rate, sent, collector, rss, cpu_percent, span)
+    result = _step_result(session, rate, sent, collector, rss, cpu_percent, span)
+    result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    if profiler is not None:
+        result["worker_profile"] = str(session.run_dir / f"worker-profile-{step}.svg")
+    return result
+
+
+def _start_profiler(session: Session, step: int) -> subprocess.Popen[bytes]:
+    """``py-spy record`` on the worker (py-spy is not a dependency: install it to use ``--profile``)."""
+    binary = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if binary is None:
+        raise BenchError("--profile needs py-spy (pip install py-spy==0.4.3)")
+    out = session.run_dir / f"worker-profile-{step}.svg"
+    with open(session.run_dir / f"profiler-{step}.log", "ab") as log:
+        return subprocess.Popen([binary, "record", "-p", str(session.worker.process.pid), "-o", str(out), "-r", "100"],
+                                stdout=log, stderr=subprocess.STDOUT)
 
 
 def _step_result(session: Session, rate: float, sent: list[Sent], collector: Collector, rss: list[float],
@@ -637,6 +659,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-start", type=float, default=100.0)
     p.add_argument("--sweep-max-rate", type=float, default=4000.0)
     p.add_argument("--sweep-steps", type=int, default=7)
+    p.add_argument("--profile", action="store_true", help="record a py-spy flame graph of the worker per step")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -645,7 +668,8 @@ def config_from(args: argparse.Namespace) -> E2EConfig:
                      grace_s=args.grace, linger_ms=args.linger_ms, partitions=args.partitions,
                      bootstrap_servers=args.bootstrap, redis_url=args.redis_url, sweep=args.sweep,
                      p99_target_ms=args.p99_target, sweep_start=args.sweep_start,
-                     sweep_max_rate=args.sweep_max_rate, sweep_steps=args.sweep_steps, progress=not args.quiet)
+                     sweep_max_rate=args.sweep_max_rate, sweep_steps=args.sweep_steps, profile=args.profile,
+                     progress=not args.quiet)
 
 
 def handle(args: argparse.Namespace) -> int:
