@@ -30,7 +30,7 @@ class StreamrecApp(faust.App):
         self.settings = settings
         self.fetch_max_wait_ms = settings.broker.fetch_max_wait_ms
         self.processor: EventProcessor | None = None
-        super().__init__(settings.worker.app_id, **kwargs)
+        super().__init__(**kwargs)
 
     def _new_transport(self) -> TunedTransport:
         return TunedTransport(self.conf.broker_consumer, self)
@@ -60,9 +60,18 @@ class StreamrecApp(faust.App):
 
 
 def build_app(settings: Settings) -> StreamrecApp:
+    """The Faust app for ``settings.worker.role``.
+
+    ``all`` runs every stage in one consumer group. ``features`` (ingest, state,
+    feature writes) and ``recommend`` (ranking) run as separate consumer groups
+    joined by the ``to_recommend`` topic, so each scales with its own partitions
+    and recommending can run where the GPUs are.
+    """
     b, w, t = settings.broker, settings.worker, settings.topics
+    group = w.app_id if w.role == "all" else f"{w.app_id}-{w.role}"
     app = StreamrecApp(
         settings,
+        id=group,
         broker=b.url,
         store="memory://",
         processing_guarantee=b.processing_guarantee,
@@ -88,38 +97,45 @@ def build_app(settings: Settings) -> StreamrecApp:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                          partitions=b.partitions)
 
-    clickstream, by_item = raw_topic(t.clickstream), raw_topic(t.by_item)
     dlq, recommendations, metrics = raw_topic(t.dlq), raw_topic(t.recommendations), raw_topic(t.metrics)
-    users = app.Table("user_state", partitions=b.partitions)
-    shards = app.Table("global_shard", partitions=b.partitions)
-    items = app.Table("item_state", partitions=b.partitions)
-
-    processor = EventProcessor(settings, users=users, shards=shards, items=items,
-                               dlq=dlq, by_item=by_item, recommendations=recommendations)
+    by_item, to_recommend = raw_topic(t.by_item), raw_topic(t.to_recommend)
+    tables: dict[str, Any] = {"users": {}, "shards": {}, "items": {}}
+    if w.role != "recommend":
+        tables = {name: app.Table(table, partitions=b.partitions)
+                  for name, table in (("users", "user_state"), ("shards", "global_shard"), ("items", "item_state"))}
+    processor = EventProcessor(settings, **tables, dlq=dlq, by_item=by_item, recommendations=recommendations,
+                               to_recommend=to_recommend if w.role == "features" else None)
     app.processor = processor
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        processor.forget_state()
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
-        processor.forget_state()
-
-    # An unexpected error (Redis gone, a bug) stops the worker rather than one agent silently:
-    # it restarts from the committed offsets and the idempotent updates absorb the redelivery.
     # Batches amortise Faust's per-message cost; a batch waits at most batch_within_ms.
     take = {"max_": w.batch_max, "within": w.batch_within_ms / 1000.0}
 
-    @app.agent(clickstream, name="ingest", supervisor_strategy=CrashingSupervisor)
-    async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(**take):
-            await processor.on_clickstream([(e, e.message.partition, e.message.offset) for e in events])
+    if w.role != "recommend":
+        @app.on_partitions_revoked.connect
+        async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+            processor.forget_state()
 
-    @app.agent(by_item, name="item-state", supervisor_strategy=CrashingSupervisor)
-    async def item_state(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(**take):
-            await processor.on_item_batch([(e, e.message.partition, e.message.offset) for e in events])
+        @app.on_partitions_assigned.connect
+        async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+            processor.forget_state()
+
+        # An unexpected error (Redis gone, a bug) stops the worker rather than one agent silently:
+        # it restarts from the committed offsets and the idempotent updates absorb the redelivery.
+        @app.agent(raw_topic(t.clickstream), name="ingest", supervisor_strategy=CrashingSupervisor)
+        async def ingest(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(**take):
+                await processor.on_clickstream([(e, e.message.partition, e.message.offset) for e in events])
+
+        @app.agent(by_item, name="item-state", supervisor_strategy=CrashingSupervisor)
+        async def item_state(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(**take):
+                await processor.on_item_batch([(e, e.message.partition, e.message.offset) for e in events])
+
+    if w.role == "recommend":
+        @app.agent(to_recommend, name="recommend", supervisor_strategy=CrashingSupervisor)
+        async def recommend(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(**take):
+                await processor.on_recommend_tasks(events)
 
     @app.timer(interval=w.metrics_interval_s)
     async def publish_metrics() -> None:

@@ -512,7 +512,10 @@ async def _drive(session: Session) -> dict[str, Any]:
         duplicates = collector.duplicates
     finally:
         await collector.stop()
-    return _report(session, steps, ready_s=ready_s, ready_rss=ready_rss, final_rss=final_rss, duplicates=duplicates)
+    report = _report(session, steps, ready_s=ready_s, ready_rss=ready_rss, final_rss=final_rss, duplicates=duplicates)
+    if cfg.sweep:
+        report["sweep_converged"] = rate is None  # False: stopped by --sweep-steps before the bracket closed
+    return report
 
 
 async def _drain(collector: Collector, quiet_s: float = 2.0, limit_s: float = 30.0) -> None:

@@ -93,6 +93,8 @@ def _stack(args: argparse.Namespace) -> int:
 # -- worker --------------------------------------------------------------------------
 def _add_worker(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run a Faust worker (ingest, features, recommendations, metrics)")
+    p.add_argument("--role", choices=("all", "features", "recommend"),
+                   help="all stages (default), or one side of a split deployment (STREAMREC_WORKER__ROLE)")
     p.add_argument("--loglevel", default="warning")
     p.set_defaults(func=_worker)
 
@@ -100,7 +102,10 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
 def _worker(args: argparse.Namespace) -> int:
     from stream.runtime import run_worker
 
-    return run_worker(load_settings(), loglevel=args.loglevel)
+    settings = load_settings()
+    if args.role:
+        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"role": args.role})})
+    return run_worker(settings, loglevel=args.loglevel)
 
 
 # -- replay --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from stream.histogram import LatencyHistogram
 from stream.schemas import MetricsSnapshot, Percentiles
 
-STAGES = ("validate", "user_update", "item_update", "candidates", "features", "scoring", "recommend_total", "event_to_emit")
+STAGES = ("user_update", "item_update", "handover", "candidates", "features", "scoring", "recommend_total", "event_to_emit")
 
 
 class WorkerMetrics:

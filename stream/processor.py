@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from features.batching import MicroBatchWriter
 from features.global_state import GlobalShard, shard_id
@@ -32,13 +32,21 @@ from features.schema import USER_VIEW, FeatureRow
 from features.user_state import ItemMsg, Skipped, UserState, apply_user_event
 from stream.metrics import WorkerMetrics
 from stream.recommend import RecommendRequest, Recommender, TopMeanRecommender
-from stream.schemas import DeadLetter, Recommendation, Rejection, StageLatency, parse_event
+from stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_event
 from stream.settings import Settings
 from stream.state_table import StateTable
 
 log = logging.getLogger(__name__)
 
 ITEM_BATCH = TypeAdapter(list[ItemMsg])
+
+
+class RecommendTask(BaseModel):
+    """A triggering event and its user's state, from the features role to the recommend role."""
+
+    cause: ClickEvent
+    state: dict[str, Any]
+    enqueued_at: float
 
 
 class Sink(Protocol):
@@ -68,6 +76,7 @@ class EventProcessor:
         dlq: Sink,
         by_item: Sink,
         recommendations: Sink,
+        to_recommend: Sink | None = None,
     ) -> None:
         self.settings = settings
         self.cfg = settings.features
@@ -75,6 +84,7 @@ class EventProcessor:
         self.shards = StateTable(shards, GlobalShard.from_dict, GlobalShard.to_dict, GlobalShard)
         self.items = StateTable(items, ItemState.from_dict, ItemState.to_dict, ItemState)
         self.dlq, self.by_item, self.recommendations = dlq, by_item, recommendations
+        self.to_recommend = to_recommend  # set in the features role: ranking happens in another process
         self.metrics = WorkerMetrics(settings.worker.id)
         self.triggers = frozenset(settings.recommend.trigger_types)
         self.store: RedisFeatureStore | None = None
@@ -100,7 +110,7 @@ class EventProcessor:
         return self.users.flush() + self.shards.flush() + self.items.flush()
 
     def forget_state(self) -> None:
-        """After a rebalance: flush, then drop decoded states another worker may now own."""
+        """Around a rebalance: flush, then drop decoded states another worker may now own."""
         self.flush_state()
         for table in (self.users, self.shards, self.items):
             table.forget()
@@ -142,8 +152,26 @@ class EventProcessor:
             await self.by_item.send(value=ITEM_BATCH.dump_json(updates, exclude_none=True), partition=partition)
         self.metrics.count("events_valid", sum(1 for r in rows if r.view == USER_VIEW))
         self.metrics.observe("user_update", (time.perf_counter() - began) * 1000 / len(batch))
-        if to_rank:
+        if to_rank and self.to_recommend is not None:
+            await self._hand_over(to_rank)
+        elif to_rank:
             await self._recommend(to_rank)
+
+    async def _hand_over(self, requests: list[RecommendRequest]) -> None:
+        assert self.to_recommend is not None
+        now = time.time()
+        for r in requests:
+            task = RecommendTask(cause=r.cause, state=r.state.to_dict(), enqueued_at=now)
+            await self.to_recommend.send(key=r.user_id.encode(), value=task.model_dump_json().encode())
+        self.metrics.count("handed_over", len(requests))
+
+    async def on_recommend_tasks(self, batch: Sequence[RawMessage]) -> None:
+        """The recommend role: rank for tasks that the features role handed over."""
+        tasks = [RecommendTask.model_validate_json(m.value) for m in batch]
+        now = time.time()
+        for task in tasks:
+            self.metrics.observe("handover", (now - task.enqueued_at) * 1000)
+        await self._recommend([RecommendRequest(t.cause.user_id, UserState.from_dict(t.state), t.cause) for t in tasks])
 
     async def _dead_letter(self, message: RawMessage, rejection: Rejection, partition: int, offset: int) -> None:
         letter = DeadLetter.build(message.value or b"", rejection, source_topic=self.settings.topics.clickstream,

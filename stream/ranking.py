@@ -51,7 +51,7 @@ from features.item_state import ItemState, ItemUpdate, apply_item_event
 from features.online import FeatureDict, OnlineFeatureStore, ReadRequest, RedisFeatureStore
 from features.schema import ITEM_KEY, ITEM_VIEW, USER_VIEW, VIEWS
 from features.user_state import UserState, UserUpdate, apply_user_event
-from models.candidates import Candidate, CandidateConfig, generate, popular_candidates, top_k
+from models.candidates import Candidate, CandidateConfig, generate, popular_scores, top_k
 from models.config import ModelConfig
 from models.item_vectors import ItemVectors, VectorIndex, build_index, embedding_neighbours, load_item_vectors
 from models.scorer import ScoreBatch, Scorer
@@ -266,7 +266,7 @@ class RankingRecommender:
         expand = list(dict.fromkeys(item for recent in recents for item, _ in recent))
         users = list(dict.fromkeys(request.user_id for request in requests))
         inputs = await self._reader.read(expand, users, self.cfg.popular_depth)
-        popular = popular_candidates(inputs.popular)
+        popular = popular_scores(inputs.popular)
         out = []
         for request, recent in zip(requests, recents):
             seen = inputs.seen.get(request.user_id, set()).union(r.item_id for r in request.state.recent)

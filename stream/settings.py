@@ -85,6 +85,7 @@ class TopicSettings(BaseModel):
     recommendations: str = "recommendations"
     metrics: str = "metrics"
     control: str = "streamrec.control"
+    to_recommend: str = "streamrec.to-recommend"
 
 
 class RedisSettings(BaseModel):
@@ -133,6 +134,7 @@ class WorkerSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    role: Literal["all", "features", "recommend"] = "all"
     app_id: str = "streamrec"
     data_dir: Path = Path("var/worker")
     web_port: int = Field(default=6066, ge=0, le=65535)

@@ -22,7 +22,7 @@ class TopicMismatch(RuntimeError):
 
 def topic_names(settings: Settings) -> list[str]:
     t = settings.topics
-    return [t.clickstream, t.dlq, t.by_item, t.recommendations, t.metrics, t.control]
+    return [t.clickstream, t.dlq, t.by_item, t.recommendations, t.metrics, t.control, t.to_recommend]
 
 
 async def ensure_topics(settings: Settings) -> dict[str, int]:

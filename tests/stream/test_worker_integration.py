@@ -91,7 +91,7 @@ def run(worker: RunningWorker) -> dict[str, object]:
     def all_users_served(values: list[bytes]) -> bool:
         return {Recommendation.model_validate_json(v).user_id for v in values} >= users
 
-    recs = asyncio.run(collect(worker, t.recommendations, all_users_served, 120))
+    recs = asyncio.run(collect(worker, t.recommendations, all_users_served, 240))
     asyncio.run(collect(worker, t.dlq, lambda v: len(v) >= len(MALFORMED), 60))
     dlq = asyncio.run(collect(worker, t.dlq, lambda v: False, 3))  # then read it all again: no more than M
     metrics = asyncio.run(collect(worker, t.metrics, lambda v: len(v) >= 2, 15))
@@ -183,3 +183,35 @@ def test_a_standard_kafka_client_gets_a_recommendation(run: dict, worker: Runnin
         inbox.close()
     assert found is not None, worker.log_tail()
     assert found.user_id == "standard-client" and found.items
+
+
+@pytest.fixture
+def split_workers(bootstrap_servers: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from tests.stream.conftest import start_worker, stop_worker, worker_settings
+
+    data_dir = tmp_path_factory.mktemp("split")
+    base = worker_settings(bootstrap_servers, redis_url, data_dir)
+    procs = []
+    for role in ("features", "recommend"):
+        settings = base.model_copy(update={"worker": base.worker.model_copy(update={"role": role, "id": f"{base.worker.id}-{role}"})})
+        procs.append(RunningWorker(settings, start_worker(settings, data_dir / f"{role}.log"), data_dir / f"{role}.log"))
+    try:
+        yield procs
+    finally:
+        for w in procs:
+            stop_worker(w.process)
+
+
+def test_features_and_recommend_roles_in_separate_processes_serve_every_user(split_workers: list[RunningWorker]) -> None:
+    features_worker, recommend_worker = split_workers
+    events = make_events()[:60]
+    asyncio.run(produce(features_worker, events))
+    users = {e.user_id for e in events}
+
+    def all_users_served(values: list[bytes]) -> bool:
+        return {Recommendation.model_validate_json(v).user_id for v in values} >= users
+
+    recs = [Recommendation.model_validate_json(v)
+            for v in asyncio.run(collect(recommend_worker, features_worker.settings.topics.recommendations, all_users_served, 240))]
+    assert {r.user_id for r in recs} >= users, features_worker.log_tail() + recommend_worker.log_tail()
+    assert {r.worker_id for r in recs} == {recommend_worker.settings.worker.id}
