@@ -33,7 +33,7 @@ class TrainConfig(BaseModel):
     patience: int = Field(default=3, ge=1)
     val_fraction: float = Field(default=0.05, gt=0.0, lt=0.5)
     negatives: int = Field(default=4, ge=1, description="sampled negatives per positive (implicit)")
-    threads: int = Field(default=2, ge=1, description="torch intra-op threads while training")
+    threads: int = Field(default=1, ge=1, description="torch intra-op threads while training (1: no spinning on a shared 2-core box)")
 
     @field_validator("hidden")
     @classmethod

@@ -63,7 +63,7 @@ class ModelRegistry:
         new version; fills version, created and the sha256 fields. Returns the version."""
         created = datetime.now(timezone.utc)
         fp32 = staging / metadata["variants"]["fp32"]["file"]
-        version = f"{created:%Y%m%dT%H%M%S}Z-{sha256_of(fp32)[:8]}"
+        version = f"{created:%Y%m%dT%H%M%S%f}Z-{sha256_of(fp32)[:8]}"
         for info in metadata["variants"].values():
             info["sha256"] = sha256_of(staging / info["file"])
             info["bytes"] = (staging / info["file"]).stat().st_size

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from models.artifact import publish_model
 from models.config import ModelConfig, TrainConfig
 from models.datasets import synthetic
 from models.recommenders import NeuralRecommender
+from models.registry import ModelRegistry
 
 FAST = TrainConfig(epochs=6, embedding_dim=8, hidden=(16,), batch_size=256, threads=1, patience=2)
 
@@ -34,3 +37,28 @@ def ranker(split: tuple[pd.DataFrame, pd.DataFrame]) -> NeuralRecommender:
 @pytest.fixture()
 def model_config(tmp_path: Path) -> ModelConfig:
     return ModelConfig(registry_dir=tmp_path / "registry", train=FAST)
+
+
+@pytest.fixture(scope="session")
+def artifact(ranker: NeuralRecommender, split: tuple[pd.DataFrame, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One real export (parity-checked) with every variant, published once per session:
+    exporting is the slow step, so tests copy this registry instead of exporting again."""
+    root = tmp_path_factory.mktemp("template") / "models"
+    cfg = ModelConfig(registry_dir=root, train=FAST)
+    version = publish_model(ranker, ModelRegistry(root), cfg, ranker.encoder.encode(split[1]), {"dataset": "synthetic"}, {"rmse": 0.0})
+    return root, version
+
+
+@pytest.fixture()
+def registry(artifact: tuple[Path, str], model_config: ModelConfig) -> ModelRegistry:
+    """A private copy of the session's registry (nothing promoted yet)."""
+    shutil.copytree(artifact[0], model_config.registry_dir)
+    return ModelRegistry(model_config.registry_dir)
+
+
+def republish(registry: ModelRegistry, version: str, tmp_path: Path) -> str:
+    """A new version with the same files: what a retrain would publish, minus the training."""
+    staging = tmp_path / f"staging-{len(registry.versions())}"
+    shutil.copytree(registry.root / "versions" / version, staging)
+    metadata = registry.metadata(version)
+    return registry.publish(staging, {k: v for k, v in metadata.items() if k not in ("version", "created", "sha256")})
