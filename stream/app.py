@@ -137,12 +137,46 @@ def build_app(settings: Settings) -> StreamrecApp:
             async for events in stream.take_events(**take):
                 await processor.on_recommend_tasks(events)
 
+    if settings.recommend.debounce_ms > 0 and w.role != "features":
+        @app.timer(interval=settings.recommend.debounce_ms / 2000.0)
+        async def release_debounced() -> None:
+            await processor.release_debounced()
+
     @app.timer(interval=w.metrics_interval_s)
     async def publish_metrics() -> None:
+        processor.metrics.lag = consumer_lag(app)
         snapshot = processor.metrics.snapshot()
         await metrics.send(key=w.id.encode(), value=snapshot.to_bytes())
 
     return app
 
 
-__all__ = ["StreamrecApp", "build_app"]
+def consumer_lag(app: StreamrecApp) -> dict[str, int]:
+    """Messages not yet read, per input topic, summed over this worker's partitions.
+
+    highwater − (last read offset + 1). On Tansu the high watermark is the base offset
+    of the last batch + 1 (ENVIRONMENT.md), so lag reads low by up to one producer
+    batch per partition; on Apache Kafka it is exact.
+    """
+    consumer = app.consumer
+    lag: dict[str, int] = {}
+    try:
+        assigned = consumer.assignment()
+    except Exception:  # not yet assigned (starting, rebalancing)
+        return lag
+    for tp in assigned:
+        if tp.topic.endswith("-changelog"):
+            continue
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:
+            continue
+        read = consumer._read_offset.get(tp)
+        if highwater is None:
+            continue
+        behind = highwater - (read + 1 if read is not None else 0)
+        lag[tp.topic] = lag.get(tp.topic, 0) + max(0, behind)
+    return lag
+
+
+__all__ = ["StreamrecApp", "build_app", "consumer_lag"]

@@ -196,6 +196,13 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float = 20.0, first: signal
             process.wait()
 
 
+def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        _stop(process, grace_s=5.0)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 class WorkerProcess:
     """One ``python -m stream.cli worker`` child with the given settings in its environment."""
 
@@ -300,6 +307,7 @@ class Session:
     run_dir: Path
     run_id: str
     stack_pids: dict[str, int]
+    children: list[subprocess.Popen[bytes]]  # producers and profilers: stopped on exit whatever happens
     rss_samples: list[float] = field(default_factory=list)
 
 
@@ -363,6 +371,7 @@ async def _start_producer(session: Session, rate: float, step: int, start_row: i
     log = open(session.run_dir / f"producer-{step}.log", "ab")  # noqa: SIM115 - the child writes to it
     env = {**os.environ, **settings_env(session.settings)}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env)
+    session.children.append(proc)
     log.close()
     assert proc.stdout is not None
     line = await asyncio.to_thread(proc.stdout.readline)
@@ -433,8 +442,10 @@ def _start_profiler(session: Session, step: int) -> subprocess.Popen[bytes]:
         raise BenchError("--profile needs py-spy (pip install py-spy==0.4.3)")
     out = session.run_dir / f"worker-profile-{step}.svg"
     with open(session.run_dir / f"profiler-{step}.log", "ab") as log:
-        return subprocess.Popen([binary, "record", "-p", str(session.worker.process.pid), "-o", str(out), "-r", "100"],
+        proc = subprocess.Popen([binary, "record", "-p", str(session.worker.process.pid), "-o", str(out), "-r", "100"],
                                 stdout=log, stderr=subprocess.STDOUT)
+    session.children.append(proc)
+    return proc
 
 
 def _step_result(session: Session, rate: float, sent: list[Sent], collector: Collector, rss: list[float],
@@ -628,8 +639,10 @@ def run_e2e(config: E2EConfig, base: Settings) -> dict[str, Any]:
         (run_dir / "worker").mkdir(exist_ok=True)
         worker = WorkerProcess(settings, run_dir / "worker.log")
         cleanup.callback(worker.stop)
+        children: list[subprocess.Popen[bytes]] = []
+        cleanup.callback(_stop_all, children)  # runs first: producers before the worker before the stack
         print(f"[e2e] stack {bootstrap} / {redis_url}; worker pid {worker.process.pid}, log {worker.log}", flush=True)
-        session = Session(config, settings, worker, run_dir, run_id, stack_pids)
+        session = Session(config, settings, worker, run_dir, run_id, stack_pids, children)
         report = asyncio.run(_drive(session))
     return _write(report, config.json_path)
 
@@ -700,7 +713,8 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    # SIGTERM takes Ctrl-C's path: inside asyncio.run that cancels the main task cleanly
+    signal.raise_signal(signal.SIGINT)
 
 
 def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:

@@ -30,6 +30,7 @@ from features.item_state import ItemState, apply_item_event
 from features.online import RedisFeatureStore
 from features.schema import USER_VIEW, FeatureRow
 from features.user_state import ItemMsg, Skipped, UserState, apply_user_event
+from stream.debounce import Debouncer
 from stream.metrics import WorkerMetrics
 from stream.recommend import RecommendRequest, Recommender, TopMeanRecommender
 from stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_event
@@ -87,6 +88,7 @@ class EventProcessor:
         self.to_recommend = to_recommend  # set in the features role: ranking happens in another process
         self.metrics = WorkerMetrics(settings.worker.id)
         self.triggers = frozenset(settings.recommend.trigger_types)
+        self.debouncer: Debouncer[RecommendRequest] = Debouncer(settings.recommend.debounce_ms / 1000.0)
         self.store: RedisFeatureStore | None = None
         self.writer: MicroBatchWriter | None = None
         self.recommender: Recommender | None = None
@@ -181,6 +183,19 @@ class EventProcessor:
         self.metrics.count(f"dlq_{rejection.reason}")
 
     async def _recommend(self, requests: list[RecommendRequest]) -> None:
+        now = time.monotonic()
+        ready = [r for r in requests if self.debouncer.offer(r.user_id, r, now) is not None]
+        self.metrics.count("debounced", len(requests) - len(ready))
+        if ready:
+            await self._rank_and_send(ready)
+
+    async def release_debounced(self) -> None:
+        """Rank the held requests whose debounce window has ended (called by a timer)."""
+        due = self.debouncer.due(time.monotonic())
+        if due:
+            await self._rank_and_send(due)
+
+    async def _rank_and_send(self, requests: list[RecommendRequest]) -> None:
         assert self.recommender is not None
         began = time.perf_counter()
         ranked = await self.recommender.recommend_many(requests)

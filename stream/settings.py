@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.config import FeatureConfig
+from stream.schemas import EVENT_TYPES
 from models.config import ModelConfig
 
 ENV_PREFIX = "STREAMREC_"
@@ -128,6 +129,15 @@ class RecommendSettings(BaseModel):
     top_k: int = Field(default=10, ge=1, le=1000)
     candidates: int = Field(default=200, ge=1, le=100_000)
     trigger_types: list[str] = ["view", "click", "add_to_cart", "purchase", "rating"]
+    debounce_ms: float = Field(default=0.0, ge=0, le=60_000)
+
+    @field_validator("trigger_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - set(EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}")
+        return value
 
 
 class WorkerSettings(BaseModel):

@@ -88,7 +88,7 @@ class Parts:
     made: list[RankingRecommender]
 
     async def recommender(self, models: ModelConfig | None = None, **options: object) -> RankingRecommender:
-        cfg = CandidateConfig(max_candidates=30, covisit=10, embedding=10, popular=10, popular_depth=60)
+        cfg = CandidateConfig(max_candidates=30, covisit=10, embedding=10, popular_depth=60)
         reader = CandidateReader.from_url(self.world.redis_url, self.world.features)
         made = RankingRecommender(self.store, reader, ModelWatcher(models or self.world.models), cfg, top_k=30, **options)  # type: ignore[arg-type]
         self.made.append(made)
