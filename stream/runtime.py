@@ -71,6 +71,15 @@ def _repo_digest(settings: Settings) -> str:
     return h.hexdigest()
 
 
+def prepare_model(settings: Settings) -> str:
+    """The promoted model version, training and promoting a default first if there is none (child process)."""
+    env = {**os.environ, **settings_env(settings)}
+    result = subprocess.run([sys.executable, "-m", "stream.prepare_model"], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"preparing the model failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment variables that rebuild ``settings`` in a child process."""
     env: dict[str, str] = {}
@@ -114,6 +123,10 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
     asyncio.run(ensure_topics(settings))
     apply_feature_repo(settings)
     print(f"feature repo applied in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
+    if settings.worker.role != "features":
+        began = time.monotonic()
+        version = prepare_model(settings)
+        print(f"model {version} ready in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
     from stream.app import build_app  # after the checks: building the app declares topics
 
     app = build_app(settings)

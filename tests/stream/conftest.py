@@ -30,7 +30,7 @@ class RunningWorker:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def worker_settings(bootstrap_servers: str, redis_url: str, data_dir: Path, **overrides: object) -> Settings:
+def worker_settings(bootstrap_servers: str, redis_url: str, data_dir: Path, registry_dir: Path, **overrides: object) -> Settings:
     run = uuid.uuid4().hex[:8]
     base = redis_url.rpartition("/")[0]
     return load_settings(
@@ -39,6 +39,7 @@ def worker_settings(bootstrap_servers: str, redis_url: str, data_dir: Path, **ov
         topics={name: f"it-{run}.{name}" for name in ("clickstream", "dlq", "by_item", "recommendations", "metrics", "control")},
         worker={"app_id": f"it-{run}", "data_dir": str(data_dir), "metrics_interval_s": 1.0, "id": f"w-{run}"},
         features={"project": f"it_{run}", "top_min_count": 1},
+        models={"registry_dir": str(registry_dir)},
         **overrides,
     )
 
@@ -60,10 +61,21 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+@pytest.fixture(scope="session")
+def model_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with a promoted default model, trained once per test session."""
+    from models.config import ModelConfig
+    from models.pipeline import ensure_default_model
+
+    root = tmp_path_factory.mktemp("models")
+    ensure_default_model(ModelConfig(registry_dir=root))
+    return root
+
+
 @pytest.fixture(scope="module")
-def worker(bootstrap_servers: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningWorker]:
+def worker(bootstrap_servers: str, redis_url: str, model_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningWorker]:
     data_dir = tmp_path_factory.mktemp("worker")
-    settings = worker_settings(bootstrap_servers, redis_url, data_dir)
+    settings = worker_settings(bootstrap_servers, redis_url, data_dir, model_registry)
     log = data_dir / "worker.log"
     process = start_worker(settings, log)
     try:

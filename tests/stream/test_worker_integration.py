@@ -186,11 +186,11 @@ def test_a_standard_kafka_client_gets_a_recommendation(run: dict, worker: Runnin
 
 
 @pytest.fixture
-def split_workers(bootstrap_servers: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def split_workers(bootstrap_servers: str, redis_url: str, model_registry, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from tests.stream.conftest import start_worker, stop_worker, worker_settings
 
     data_dir = tmp_path_factory.mktemp("split")
-    base = worker_settings(bootstrap_servers, redis_url, data_dir)
+    base = worker_settings(bootstrap_servers, redis_url, data_dir, model_registry)
     procs = []
     for role in ("features", "recommend"):
         settings = base.model_copy(update={"worker": base.worker.model_copy(update={"role": role, "id": f"{base.worker.id}-{role}"})})
