@@ -13,9 +13,10 @@ Three sources, most personal first (that order is also the precedence when mergi
     Items by time-decayed popularity (the store's index), ``score = 1 / (1 + rank)``.
 
 Merging keeps, for an item that several sources propose, the most personal source
-(covisit > embedding > popular) and that source's score; each source contributes at
-most its quota of *new* items; what is left of ``max_candidates`` is topped up from
-the rest of the popular list.
+(covisit > embedding > popular) and that source's score; co-visitation and embedding
+contribute at most ``covisit`` and ``embedding`` *new* items; popular items fill the
+rest of ``max_candidates`` (so at least ``max_candidates - covisit - embedding``
+of them, and whatever the personal sources could not supply).
 
 Exclusion: every item in the user's seen set (all interactions: views, clicks, carts,
 purchases, ratings — so purchased and rated items always). The online store keeps no
@@ -29,7 +30,7 @@ Nothing here does I/O or reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -51,8 +52,7 @@ class CandidateConfig(BaseModel):
     recent_items: int = Field(10, ge=0, le=1000, description="Newest recent items whose neighbours are expanded.")
     covisit: int = Field(100, ge=0, le=100_000, description="Most co-visitation candidates per request.")
     embedding: int = Field(50, ge=0, le=100_000, description="Most embedding-neighbour candidates per request.")
-    popular: int = Field(50, ge=0, le=100_000, description="Popular candidates for a user with history.")
-    max_candidates: int = Field(200, ge=1, le=100_000, description="Candidates scored per request, at most.")
+    max_candidates: int = Field(200, ge=1, le=100_000, description="Candidates per request; popular items fill the rest.")
     popular_depth: int = Field(500, ge=1, le=1_000_000, description="Popular items read per batch (fills and cold starts).")
     exact_search_max_items: int = Field(
         200_000, ge=0, description="Catalogues up to this size use exact numpy search; larger ones an HNSW index."
@@ -62,10 +62,10 @@ class CandidateConfig(BaseModel):
 
     @model_validator(mode="after")
     def _depth_covers_fills(self) -> CandidateConfig:
-        if self.popular_depth < max(self.popular, self.max_candidates):
+        if self.popular_depth < self.max_candidates:
             raise ValueError(
-                f"popular_depth ({self.popular_depth}) must be >= popular and max_candidates "
-                f"({max(self.popular, self.max_candidates)}) so cold starts get a full list"
+                f"popular_depth ({self.popular_depth}) must be >= max_candidates ({self.max_candidates}) "
+                "so that a cold start gets a full list"
             )
         return self
 
@@ -77,7 +77,10 @@ class Candidate:
     score: float
 
 
-def covisit_candidates(recent: Sequence[tuple[ItemId, float]], neighbours: Neighbours) -> list[Candidate]:
+Scored: TypeAlias = Sequence[tuple[ItemId, float]]  # (item, score), best first
+
+
+def covisit_scores(recent: Scored, neighbours: Neighbours) -> list[tuple[ItemId, float]]:
     """Neighbours of ``recent`` ((item, affinity) pairs) scored by Σ affinity · weight,
     best first (ties: first reached); an item of ``recent`` itself is never proposed."""
     own = {item for item, _ in recent}
@@ -87,69 +90,52 @@ def covisit_candidates(recent: Sequence[tuple[ItemId, float]], neighbours: Neigh
         for other, weight in zip(items, weights):
             if other not in own:
                 scores[other] = scores.get(other, 0.0) + affinity * weight
-    ranked = sorted(scores.items(), key=lambda pair: -pair[1])  # stable: ties keep first-reached order
-    return [Candidate(item, "covisit", score) for item, score in ranked]
+    return sorted(scores.items(), key=lambda pair: -pair[1])  # stable: ties keep first-reached order
 
 
-def popular_candidates(items: Sequence[ItemId]) -> list[Candidate]:
-    return [Candidate(item, "popular", 1.0 / (1 + rank)) for rank, item in enumerate(items)]
+def popular_scores(items: Sequence[ItemId]) -> list[tuple[ItemId, float]]:
+    """Popularity order as scores ``1 / (1 + rank)``."""
+    return [(item, 1.0 / (1 + rank)) for rank, item in enumerate(items)]
 
 
-def tagged(pairs: Iterable[tuple[ItemId, float]], source: Source) -> list[Candidate]:
-    return [Candidate(item, source, score) for item, score in pairs]
-
-
-def merge(
-    sources: Sequence[tuple[Sequence[Candidate], int]],
-    exclude: Collection[ItemId],
-    limit: int,
-    fill: Sequence[Candidate] = (),
-) -> list[Candidate]:
-    """De-duplicate ``sources`` (in precedence order, each best first, with its quota).
+def merge(sources: Sequence[tuple[Source, Scored, int]], exclude: Collection[ItemId], limit: int) -> list[Candidate]:
+    """De-duplicate ``sources`` ((name, scored items best first, quota), in precedence order).
 
     Each source adds at most its quota of items not excluded and not already taken by
-    an earlier source; then ``fill`` tops the list up to ``limit``. The result holds
-    each item once, none of ``exclude``, at most ``limit`` in all, in merge order.
+    an earlier source. The result holds each item once, none of ``exclude``, at most
+    ``limit`` in all, in merge order.
     """
     taken: dict[ItemId, Candidate] = {}
-    for candidates, quota in sources:
+    for source, scored, quota in sources:
         added = 0
-        for candidate in candidates:
+        for item, score in scored:
             if added >= quota or len(taken) >= limit:
                 break
-            if candidate.item_id not in taken and candidate.item_id not in exclude:
-                taken[candidate.item_id] = candidate
+            if item not in taken and item not in exclude:
+                taken[item] = Candidate(item, source, score)
                 added += 1
-    for candidate in fill:
-        if len(taken) >= limit:
-            break
-        if candidate.item_id not in taken and candidate.item_id not in exclude:
-            taken[candidate.item_id] = candidate
     return list(taken.values())
 
 
 def generate(
     cfg: CandidateConfig,
-    recent: Sequence[tuple[ItemId, float]],
+    recent: Scored,
     neighbours: Neighbours,
-    popular: Sequence[Candidate],
+    popular: Scored,
     seen: Collection[ItemId],
-    embedding: Sequence[tuple[ItemId, float]] = (),
+    embedding: Scored = (),
 ) -> list[Candidate]:
     """One request's candidates. ``recent`` newest first (only the first
-    ``cfg.recent_items`` are expanded); ``popular`` from :func:`popular_candidates`
+    ``cfg.recent_items`` are expanded); ``popular`` from :func:`popular_scores`
     (built once per batch); ``embedding`` already ranked, best first."""
     recent = recent[: cfg.recent_items]
     exclude = set(seen).union(item for item, _ in recent)
-    by_popularity = popular
-    if not recent:
-        return merge([], exclude, cfg.max_candidates, fill=by_popularity)
-    sources = [
-        (covisit_candidates(recent, neighbours), cfg.covisit),
-        (tagged(embedding, "embedding"), cfg.embedding),
-        (by_popularity, cfg.popular),
+    sources: list[tuple[Source, Scored, int]] = [
+        ("covisit", covisit_scores(recent, neighbours), cfg.covisit),
+        ("embedding", embedding, cfg.embedding),
+        ("popular", popular, cfg.max_candidates),
     ]
-    return merge(sources, exclude, cfg.max_candidates, fill=by_popularity)
+    return merge(sources if recent else sources[2:], exclude, cfg.max_candidates)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

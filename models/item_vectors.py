@@ -84,6 +84,10 @@ class VectorIndex(Protocol):
         """Up to ``k`` (row, cosine similarity) pairs for one unit query, best first. Blocking."""
         ...
 
+    def search_many(self, queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """:meth:`search` for each row of ``queries`` [q, d], in one call."""
+        ...
+
 
 class ExactIndex:
     """Exact cosine top-k: O(n·d) per query."""
@@ -94,13 +98,20 @@ class ExactIndex:
         self._matrix = matrix
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        sims = self._matrix @ query.astype(np.float32, copy=False)
-        k = min(k, len(sims))
+        return self.search_many(query[None, :], k)[0]
+
+    def search_many(self, queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        sims = queries.astype(np.float32, copy=False) @ self._matrix.T  # one BLAS call for the batch
+        n = sims.shape[1]
+        k = min(k, n)
         if k <= 0:
-            return []
-        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
-        top = top[np.argsort(-sims[top], kind="stable")]
-        return [(int(r), float(sims[r])) for r in top]
+            return [[] for _ in range(len(queries))]
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(sims), 1))
+        out = []
+        for row, picks in zip(sims, top):
+            picks = picks[np.argsort(-row[picks], kind="stable")]
+            out.append(list(zip(picks.tolist(), row[picks].tolist())))
+        return out
 
 
 class HnswIndex:
@@ -116,9 +127,16 @@ class HnswIndex:
         self._index.add(np.arange(len(matrix), dtype=np.uint64), matrix, threads=threads)
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        found = self._index.search(query.astype(np.float32, copy=False), k)
-        # usearch's "ip" distance is 1 - dot
-        return [(int(key), 1.0 - float(dist)) for key, dist in zip(found.keys, found.distances)]
+        return self.search_many(query[None, :], k)[0]
+
+    def search_many(self, queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        queries = queries.astype(np.float32, copy=False)
+        # usearch's "ip" distance is 1 - dot; one query gives Matches, several BatchMatches
+        if len(queries) == 1:
+            one = self._index.search(queries[0], k)
+            return [list(zip(one.keys.tolist(), (1.0 - one.distances).tolist()))]
+        found = self._index.search(queries, k)
+        return [list(zip(found.keys[q, :c].tolist(), (1.0 - found.distances[q, :c]).tolist())) for q, c in enumerate(found.counts.tolist())]
 
 
 def build_index(vectors: ItemVectors, cfg: CandidateConfig) -> VectorIndex:
@@ -128,10 +146,17 @@ def build_index(vectors: ItemVectors, cfg: CandidateConfig) -> VectorIndex:
     return HnswIndex(vectors.matrix, cfg.ann_connectivity, cfg.ann_expansion_search)
 
 
-def embedding_neighbours(vectors: ItemVectors, index: VectorIndex, recent: Sequence[tuple[ItemId, float]], k: int) -> list[tuple[ItemId, float]]:
-    """Items nearest to the user's recent items, best first (the recent items included:
-    the merge excludes them)."""
-    query = vectors.query(recent)
-    if query is None or k <= 0:
-        return []
-    return [(vectors.ids[row], sim) for row, sim in index.search(query, k + len(recent))]
+def embedding_neighbours(
+    vectors: ItemVectors, index: VectorIndex, recents: Sequence[Sequence[tuple[ItemId, float]]], k: int
+) -> list[list[tuple[ItemId, float]]]:
+    """For each user's recent items, the items nearest to them, best first, in one
+    search call (the recent items themselves may appear: the merge excludes them).
+    Empty for a user none of whose recent items has a vector."""
+    queries = [vectors.query(recent) if k > 0 else None for recent in recents]
+    asked = [q for q in queries if q is not None]
+    if not asked:
+        return [[] for _ in recents]
+    depth = k + max(len(recent) for recent in recents)
+    found = iter(index.search_many(np.stack(asked), depth))
+    ids = vectors.ids
+    return [[(ids[row], sim) for row, sim in next(found)] if q is not None else [] for q in queries]

@@ -267,13 +267,13 @@ class RankingRecommender:
         users = list(dict.fromkeys(request.user_id for request in requests))
         inputs = await self._reader.read(expand, users, self.cfg.popular_depth)
         popular = popular_scores(inputs.popular)
+        near: list[list[tuple[ItemId, float]]] = [[] for _ in requests]
+        if serving is not None and serving.vectors is not None and serving.index is not None and self.cfg.embedding:
+            near = embedding_neighbours(serving.vectors, serving.index, recents, self.cfg.embedding)
         out = []
-        for request, recent in zip(requests, recents):
+        for request, recent, nearby in zip(requests, recents, near):
             seen = inputs.seen.get(request.user_id, set()).union(r.item_id for r in request.state.recent)
-            near = []
-            if serving is not None and serving.vectors is not None and serving.index is not None and self.cfg.embedding:
-                near = embedding_neighbours(serving.vectors, serving.index, recent, self.cfg.embedding)
-            out.append(generate(self.cfg, recent, inputs.neighbours, popular, seen, near))
+            out.append(generate(self.cfg, recent, inputs.neighbours, popular, seen, nearby))
         return out
 
     async def _rank(self, requests: Sequence[RecommendRequest], lists: list[list[Candidate]], serving: Serving,

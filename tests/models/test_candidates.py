@@ -8,24 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from models.candidates import (
-    Candidate,
-    CandidateConfig,
-    covisit_candidates,
-    generate,
-    merge,
-    popular_candidates,
-    top_k,
-)
+from models.candidates import SOURCES, CandidateConfig, Source, covisit_scores, generate, merge, popular_scores, top_k
 from models.item_vectors import ExactIndex, HnswIndex, ItemVectors, build_index, embedding_neighbours
 
 ITEMS = st.sampled_from([f"i{n}" for n in range(30)])
 SOURCE_LISTS = st.lists(st.lists(ITEMS, max_size=15, unique=True), min_size=3, max_size=3)
 
 
-def as_sources(lists: list[list[str]], quotas: list[int]) -> list[tuple[list[Candidate], int]]:
-    names = ("covisit", "embedding", "popular")
-    return [([Candidate(i, name, 1.0) for i in items], q) for name, items, q in zip(names, lists, quotas)]  # type: ignore[arg-type]
+def as_sources(lists: list[list[str]], quotas: list[int]) -> list[tuple[Source, list[tuple[str, float]], int]]:
+    return [(name, [(i, 1.0) for i in items], q) for name, items, q in zip(SOURCES, lists, quotas)]
 
 
 @given(SOURCE_LISTS, st.lists(st.integers(0, 10), min_size=3, max_size=3), st.sets(ITEMS), st.integers(1, 40))
@@ -35,7 +26,7 @@ def test_merge_takes_each_item_once_never_excluded_within_quota_and_limit(lists,
     ids = [c.item_id for c in merged]
     assert len(ids) == len(set(ids)) <= limit
     assert not set(ids) & exclude
-    for name, quota in zip(("covisit", "embedding", "popular"), quotas):
+    for name, quota in zip(SOURCES, quotas):
         assert sum(c.source == name for c in merged) <= quota
 
 
@@ -44,16 +35,16 @@ def test_an_item_keeps_the_most_personal_source_that_offers_it(lists, exclude) -
     merged = merge(as_sources(lists, [100, 100, 100]), exclude, 1000)
 
     for candidate in merged:
-        first = next(name for name, items in zip(("covisit", "embedding", "popular"), lists) if candidate.item_id in items)
+        first = next(name for name, items in zip(SOURCES, lists) if candidate.item_id in items)
         assert candidate.source == first
     assert {c.item_id for c in merged} == set().union(*lists) - exclude
 
 
 @given(SOURCE_LISTS, st.sets(ITEMS), st.integers(1, 40))
-def test_fill_tops_up_to_the_limit_when_sources_run_short(lists, exclude, limit) -> None:
-    fill = popular_candidates([f"i{n}" for n in range(30)])
+def test_popular_items_fill_the_list_up_to_the_limit(lists, exclude, limit) -> None:
+    sources = as_sources(lists[:2], [2, 2]) + [("popular", popular_scores([f"i{n}" for n in range(30)]), limit)]
 
-    merged = merge(as_sources(lists, [2, 2, 2]), exclude, limit, fill=fill)
+    merged = merge(sources, exclude, limit)
 
     assert len(merged) == min(limit, 30 - len(exclude))
 
@@ -62,24 +53,23 @@ def test_covisit_scores_sum_affinity_times_weight_and_skip_the_recent_items() ->
     recent = [("a", 2.0), ("b", 1.0)]
     neighbours = {"a": (["x", "b", "y"], [3.0, 9.0, 1.0]), "b": (["y", "a"], [4.0, 9.0])}
 
-    found = covisit_candidates(recent, neighbours)
+    found = covisit_scores(recent, neighbours)
 
-    assert [(c.item_id, c.score) for c in found] == [("x", 6.0), ("y", 6.0)]  # y: 2*1 + 1*4; tie keeps x first
-    assert {c.source for c in found} == {"covisit"}
+    assert found == [("x", 6.0), ("y", 6.0)]  # y: 2*1 + 1*4; the tie keeps x (reached first) first
 
 
 def test_generate_excludes_seen_items_and_labels_sources() -> None:
-    cfg = CandidateConfig(covisit=5, embedding=5, popular=5, max_candidates=10, popular_depth=10)
+    cfg = CandidateConfig(covisit=5, embedding=5, max_candidates=10, popular_depth=10)
     neighbours = {"a": (["bought", "x"], [5.0, 1.0])}
 
-    found = generate(cfg, [("a", 1.0)], neighbours, popular_candidates(["p1", "x", "bought"]), {"bought"}, [("e1", 0.9), ("x", 0.8)])
+    found = generate(cfg, [("a", 1.0)], neighbours, popular_scores(["p1", "x", "bought"]), {"bought"}, [("e1", 0.9), ("x", 0.8)])
 
     assert [(c.item_id, c.source) for c in found] == [("x", "covisit"), ("e1", "embedding"), ("p1", "popular")]
 
 
 def test_a_new_user_gets_popular_items_up_to_max_candidates() -> None:
-    cfg = CandidateConfig(popular=2, max_candidates=4, popular_depth=10)
-    popular = popular_candidates([f"p{n}" for n in range(10)])
+    cfg = CandidateConfig(max_candidates=4, popular_depth=10)
+    popular = popular_scores([f"p{n}" for n in range(10)])
 
     found = generate(cfg, [], {}, popular, {"p0"})
 
@@ -88,7 +78,7 @@ def test_a_new_user_gets_popular_items_up_to_max_candidates() -> None:
 
 
 def test_only_the_configured_number_of_recent_items_is_expanded() -> None:
-    cfg = CandidateConfig(recent_items=1, popular=0, max_candidates=10, popular_depth=10)
+    cfg = CandidateConfig(recent_items=1, max_candidates=10, popular_depth=10)
     neighbours = {"new": (["n1"], [1.0]), "old": (["o1"], [1.0])}
 
     found = generate(cfg, [("new", 1.0), ("old", 1.0)], neighbours, [], set())
@@ -99,6 +89,8 @@ def test_only_the_configured_number_of_recent_items_is_expanded() -> None:
 def test_bad_sizes_fail_with_the_setting_name() -> None:
     with pytest.raises(ValidationError, match="popular_depth"):
         CandidateConfig(max_candidates=300, popular_depth=100)
+    with pytest.raises(ValidationError, match="max_candidates"):
+        CandidateConfig(max_candidates=0)
     with pytest.raises(ValidationError, match="covisit"):
         CandidateConfig(covisit=-1)
 
@@ -150,7 +142,19 @@ def test_index_kind_follows_the_catalogue_size_threshold() -> None:
 def test_embedding_neighbours_start_from_the_recent_items_and_ignore_unknown_ones() -> None:
     v = vectors(100)
 
-    found = embedding_neighbours(v, ExactIndex(v.matrix), [("i5", 1.0), ("unknown", 3.0)], 3)
+    index = ExactIndex(v.matrix)
 
-    assert found[0] == ("i5", pytest.approx(1.0, abs=1e-6))
-    assert embedding_neighbours(v, ExactIndex(v.matrix), [("unknown", 1.0)], 3) == []
+    known, unknown = embedding_neighbours(v, index, [[("i5", 1.0), ("unknown", 3.0)], [("unknown", 1.0)]], 3)
+
+    assert known[0] == ("i5", pytest.approx(1.0, abs=1e-6))
+    assert [item for item, _ in known] == [v.ids[r] for r, _ in index.search(v.matrix[5], len(known))]
+    assert unknown == []
+
+
+def test_batched_search_equals_one_query_at_a_time() -> None:
+    v = vectors(500)
+
+    for index in (ExactIndex(v.matrix), HnswIndex(v.matrix)):
+        together, apart = index.search_many(v.matrix[:4], 5), [index.search(q, 5) for q in v.matrix[:4]]
+        assert [[r for r, _ in found] for found in together] == [[r for r, _ in found] for found in apart]
+        assert np.allclose([[s for _, s in found] for found in together], [[s for _, s in found] for found in apart], atol=1e-5)
