@@ -4,7 +4,8 @@ The lead wires :func:`register` into ``streamrec``: it adds ``train``, ``evaluat
 and ``models list|promote`` to the main subparsers and ``scoring`` to ``bench``.
 Each handler takes the parsed args and returns an exit code. Settings come from
 ``args.model_config`` (a :class:`ModelConfig`) when the caller sets it with
-``set_defaults``, else from defaults; ``--registry-dir`` overrides either.
+``set_defaults``, else from the environment through ``stream.settings`` (its
+``models`` section, ``STREAMREC_MODELS__*``); ``--registry-dir`` overrides either.
 Run standalone with ``python -m models.cli ...``.
 """
 
@@ -19,8 +20,14 @@ from typing import Any
 from models.config import ModelConfig
 
 
+def _settings() -> ModelConfig:
+    from stream.settings import load_settings
+
+    return load_settings().models
+
+
 def _config(args: argparse.Namespace) -> ModelConfig:
-    cfg: ModelConfig = getattr(args, "model_config", None) or ModelConfig()
+    cfg: ModelConfig = getattr(args, "model_config", None) or _settings()
     updates: dict[str, Any] = {}
     if getattr(args, "registry_dir", None):
         updates["registry_dir"] = Path(args.registry_dir)
