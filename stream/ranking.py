@@ -190,6 +190,7 @@ class RankingRecommender:
         self._next_poll = 0.0
         self._refreshing: asyncio.Task[None] | None = None
         self._last_version = NO_MODEL
+        self._refused: str | None = None
         self.scoring_errors = 0
 
     @property
@@ -209,6 +210,13 @@ class RankingRecommender:
         self._next_poll = time.monotonic() + self._poll_interval_s
         if self._serving is not None:
             self._last_version = self._serving.version
+
+    async def refresh(self) -> str:
+        """Pick up the watcher's current version now (e.g. after a control-topic
+        announcement); returns the version that will rank the next batch."""
+        if self._watcher is not None:
+            await self._refresh()
+        return self._serving.version if self._serving else NO_MODEL
 
     async def close(self) -> None:
         if self._refreshing is not None:
@@ -235,11 +243,12 @@ class RankingRecommender:
             scorer, version = self._watcher.current()
         except NoModelError:
             return serving
-        if serving is not None and serving.version == version:
+        if (serving is not None and serving.version == version) or version == self._refused:
             return serving
         try:
             return Serving.load(scorer, version, self._watcher, self.cfg)
-        except ValueError as exc:
+        except ValueError as exc:  # e.g. a feature the online store lacks: keep the old one
+            self._refused = version
             log.error("refusing model %s: %s", version, exc)
             return serving
 

@@ -170,17 +170,23 @@ async def test_without_a_promoted_model_the_heuristic_ranks_and_the_version_is_n
     assert ranked.stage_ms["features"] == 0.0
 
 
+def copy_version(world: World, root: Path, suffix: str, **changes: object) -> str:
+    """A second version in ``root``: the world's artifact under another name (same files)."""
+    if not root.exists():
+        shutil.copytree(world.models.registry_dir, root)
+    version = world.version + suffix
+    shutil.copytree(root / "versions" / world.version, root / "versions" / version)
+    meta = root / "versions" / version / METADATA
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": version, **changes}))
+    return version
+
+
 async def test_a_promoted_version_is_picked_up_without_a_restart(world: World, parts: Parts, tmp_path: Path) -> None:
     root = tmp_path / "registry"
-    shutil.copytree(world.models.registry_dir, root)
-    registry = ModelRegistry(root)
+    second = copy_version(world, root, "-b")
     ranking = await parts.recommender(ModelConfig(registry_dir=root), poll_interval_s=0.01)
-    second = world.version + "-b"
-    shutil.copytree(root / "versions" / world.version, root / "versions" / second)
-    meta = root / "versions" / second / METADATA
-    meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": second}))
 
-    registry.promote(second)
+    ModelRegistry(root).promote(second)
     for _ in range(200):
         await ranking.recommend_many([request(world, "alice")])
         if ranking.model_version == second:
@@ -199,3 +205,17 @@ def test_item_vectors_come_from_the_artifact_in_the_metadata_item_order(world: W
     assert vectors.ids == registry.metadata(world.version)["items"]
     table = world.item_vectors[1:]
     assert np.allclose(vectors.matrix, table / np.linalg.norm(table, axis=1, keepdims=True), atol=1e-6)
+
+
+async def test_a_model_reading_features_the_store_lacks_is_refused_and_the_old_one_serves(world: World, parts: Parts, tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    features = ModelRegistry(world.models.registry_dir).metadata(world.version)["features"]
+    bad = copy_version(world, root, "-bad", features=features[:-1] + ["item_features:no_such_feature"])
+    ranking = await parts.recommender(ModelConfig(registry_dir=root))
+
+    ModelRegistry(root).promote(bad)
+    now = await ranking.refresh()
+    [ranked] = await ranking.recommend_many([request(world, "alice")])
+
+    assert now == world.version == ranking.model_version
+    assert ranked.items and ranked.stage_ms["scoring"] > 0
