@@ -66,7 +66,7 @@ class E2EConfig(BaseModel):
     json_path: Path = Path("var/bench/e2e.json")
     source: Literal["movielens", "clicks"] = "movielens"
     grace_s: float = Field(default=10.0, ge=0, le=600)
-    warmup_timeout_s: float = Field(default=180.0, gt=0)
+    warmup_timeout_s: float = Field(default=300.0, gt=0)  # the worker's start: Feast apply, model, group join
     linger_ms: int = Field(default=5, ge=0, le=1000)
     partitions: int | None = Field(default=None, ge=1, le=1024)
     bootstrap_servers: str | None = None
@@ -666,6 +666,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", choices=("movielens", "clicks"), default="movielens",
                    help="MovieLens ratings in time order, or synthetic clicks/views over its catalogue")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to wait for outstanding recommendations")
+    p.add_argument("--warmup-timeout", type=float, default=300.0, help="seconds the worker may take to answer a first event")
     p.add_argument("--linger-ms", type=int, default=5, help="the load generator's producer linger")
     p.add_argument("--partitions", type=int, help="partitions of the bench's topics (default: the setting)")
     p.add_argument("--bootstrap", help="use this broker instead of starting a stack (needs --redis-url)")
@@ -681,7 +682,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from(args: argparse.Namespace) -> E2EConfig:
     return E2EConfig(rate=args.rate, duration_s=args.duration, json_path=args.json, source=args.source,
-                     grace_s=args.grace, linger_ms=args.linger_ms, partitions=args.partitions,
+                     grace_s=args.grace, warmup_timeout_s=args.warmup_timeout, linger_ms=args.linger_ms, partitions=args.partitions,
                      bootstrap_servers=args.bootstrap, redis_url=args.redis_url, sweep=args.sweep,
                      p99_target_ms=args.p99_target, sweep_start=args.sweep_start,
                      sweep_max_rate=args.sweep_max_rate, sweep_steps=args.sweep_steps, profile=args.profile,
@@ -697,7 +698,9 @@ def handle(args: argparse.Namespace) -> int:
         print(f"streamrec bench e2e: {exc.errors(include_url=False)[0]['msg']}", file=sys.stderr)
         return 2
     base = load_settings()
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM takes Ctrl-C's path; SIGINT gets its default handler back even where the shell
+    # started us with it ignored (a background job), so that asyncio.run can install its own.
+    previous = signal.signal(signal.SIGTERM, _interrupt), signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         report = run_e2e(config, base)
     except BenchError as exc:
@@ -707,13 +710,14 @@ def handle(args: argparse.Namespace) -> int:
         print("[e2e] interrupted: stopped the producer, the worker and the stack it started", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
     print(f"[e2e] wrote {config.json_path} and {report['plot']}")
     return 0
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    # SIGTERM takes Ctrl-C's path: inside asyncio.run that cancels the main task cleanly
+    # inside asyncio.run, SIGINT cancels the main task cleanly; elsewhere it raises KeyboardInterrupt
     signal.raise_signal(signal.SIGINT)
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +212,28 @@ def test_a_short_run_through_a_real_worker_answers_every_event(bootstrap_servers
     assert written["worker_rss_mb"] > 20 and not math.isnan(written["worker_rss_mb"])
     assert (tmp_path / "e2e.png").exists()
     assert not psutil.pid_exists(report["worker_pid"]), "the worker was left running"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_sigterm_stops_the_worker_and_the_stack_the_bench_started(tmp_path: Path) -> None:
+    bench = subprocess.Popen([sys.executable, "-m", "stream.bench_e2e", "--rate", "10", "--duration", "5",
+                              "--json", str(tmp_path / "e2e.json"), "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = bench.stdout.readline() if bench.stdout else ""
+        worker_pid = int(re.search(r"worker pid (\d+)", first).group(1))  # type: ignore[union-attr]
+        stack_file = next(tmp_path.glob("e2e-*/stack/stack.json"))
+        started = [worker_pid] + [r["pid"] for r in json.loads(stack_file.read_text())]
+        time.sleep(2)  # the bench is waiting for the worker's first answer
+
+        bench.send_signal(signal.SIGTERM)
+        code = bench.wait(60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        if bench.stdout:
+            bench.stdout.close()
+
+    assert code == 130
+    assert [pid for pid in started if psutil.pid_exists(pid)] == []
