@@ -3,8 +3,9 @@
 For each catalogue size: seeded synthetic unit vectors (a Gaussian mixture, so that
 neighbourhoods exist as in a trained embedding), queries shaped like the recommend
 step's (the mean of a few catalogue vectors), one query per call as the worker
-issues them. Measures build time, per-query latency p50/p99 of both, and HNSW
-recall@k against the exact answer. Prints a table, writes JSON and a plot.
+issued them one by one, and 32 at a time as the batched recommend step does.
+Measures build time, latency p50/p99 of both, and HNSW recall@k against the
+exact answer. Prints a table, writes JSON and a plot.
 
     python -m models.ann_bench --sizes 10000 100000 1000000 --json var/bench/ann.json
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -37,31 +39,48 @@ def queries(vectors: ItemVectors, count: int, per_query: int = 5, seed: int = 1)
     return means / np.linalg.norm(means, axis=1, keepdims=True)
 
 
-def _latencies(index: VectorIndex, qs: np.ndarray, k: int) -> tuple[list[float], list[list[int]]]:
-    times, found = [], []
+def _latencies(index: VectorIndex, qs: np.ndarray, k: int) -> tuple[list[float], list[float], list[list[int]]]:
+    """Wall and CPU (process) ms per single query, and the rows found."""
+    wall, cpu, found = [], [], []
     for q in qs:
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         rows = index.search(q, k)
-        times.append((time.perf_counter() - began) * 1000)
+        wall.append((time.perf_counter() - began) * 1000)
+        cpu.append((time.process_time() - began_cpu) * 1000)
         found.append([r for r, _ in rows])
-    return times, found
+    return wall, cpu, found
 
 
-def measure(n: int, dim: int, k: int, n_queries: int, connectivity: int, expansion_search: int) -> dict[str, Any]:
+def _batched(index: VectorIndex, qs: np.ndarray, k: int, batch: int) -> tuple[list[float], list[float]]:
+    wall, cpu = [], []
+    for start in range(0, len(qs) - batch + 1, batch):
+        began, began_cpu = time.perf_counter(), time.process_time()
+        index.search_many(qs[start : start + batch], k)
+        wall.append((time.perf_counter() - began) * 1000)
+        cpu.append((time.process_time() - began_cpu) * 1000)
+    return wall, cpu
+
+
+def measure(n: int, dim: int, k: int, n_queries: int, connectivity: int, expansion_search: int, batch: int = 32) -> dict[str, Any]:
     vectors = synthetic_vectors(n, dim)
     qs = queries(vectors, n_queries)
     exact = ExactIndex(vectors.matrix)
     began = time.perf_counter()
     hnsw = HnswIndex(vectors.matrix, connectivity, expansion_search)
     build_s = time.perf_counter() - began
-    _latencies(exact, qs[:10], k), _latencies(hnsw, qs[:10], k)  # warm caches
-    exact_ms, truth = _latencies(exact, qs, k)
-    hnsw_ms, approx = _latencies(hnsw, qs, k)
+    _latencies(exact, qs[:10], k), _latencies(hnsw, qs[:10], k)  # warm up
+    exact_ms, exact_cpu, truth = _latencies(exact, qs, k)
+    hnsw_ms, hnsw_cpu, approx = _latencies(hnsw, qs, k)
     recall = float(np.mean([len(set(t) & set(a)) / k for t, a in zip(truth, approx)]))
+    (exact_batch, exact_batch_cpu), (hnsw_batch, hnsw_batch_cpu) = _batched(exact, qs, k, batch), _batched(hnsw, qs, k, batch)
+    median = lambda values: float(np.median(values))  # noqa: E731
     return {
-        "items": n, "dim": dim, "k": k, "queries": n_queries,
-        "exact_p50_ms": float(np.median(exact_ms)), "exact_p99_ms": float(np.percentile(exact_ms, 99)),
-        "hnsw_p50_ms": float(np.median(hnsw_ms)), "hnsw_p99_ms": float(np.percentile(hnsw_ms, 99)),
+        "items": n, "dim": dim, "k": k, "queries": n_queries, "batch": batch,
+        "exact_p50_ms": median(exact_ms), "exact_p99_ms": float(np.percentile(exact_ms, 99)),
+        "hnsw_p50_ms": median(hnsw_ms), "hnsw_p99_ms": float(np.percentile(hnsw_ms, 99)),
+        "exact_cpu_p50_ms": median(exact_cpu), "hnsw_cpu_p50_ms": median(hnsw_cpu),
+        "exact_batch_p50_ms": median(exact_batch), "hnsw_batch_p50_ms": median(hnsw_batch),
+        "exact_batch_cpu_p50_ms": median(exact_batch_cpu), "hnsw_batch_cpu_p50_ms": median(hnsw_batch_cpu),
         "hnsw_build_s": build_s, "hnsw_recall_at_k": recall,
         "hnsw_connectivity": connectivity, "hnsw_expansion_search": expansion_search,
     }
@@ -100,11 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     for n in tqdm(args.sizes, desc="catalogue sizes"):
         rows.append(measure(n, args.dim, args.k, args.queries, args.connectivity, args.expansion_search))
         row = rows[-1]
-        tqdm.write(f"{n:>9} items  exact p50 {row['exact_p50_ms']:.3f} ms p99 {row['exact_p99_ms']:.3f} ms | "
-                   f"hnsw p50 {row['hnsw_p50_ms']:.3f} ms p99 {row['hnsw_p99_ms']:.3f} ms "
-                   f"recall@{args.k} {row['hnsw_recall_at_k']:.3f} build {row['hnsw_build_s']:.1f} s")
+        tqdm.write(f"{n:>9} items | one query: exact p50 {row['exact_p50_ms']:.3f} ms (cpu {row['exact_cpu_p50_ms']:.3f}) "
+                   f"p99 {row['exact_p99_ms']:.3f} | hnsw p50 {row['hnsw_p50_ms']:.3f} ms (cpu {row['hnsw_cpu_p50_ms']:.3f}) "
+                   f"p99 {row['hnsw_p99_ms']:.3f} | recall@{args.k} {row['hnsw_recall_at_k']:.3f} build {row['hnsw_build_s']:.1f} s | "
+                   f"{row['batch']} per call: exact {row['exact_batch_p50_ms']:.2f} ms (cpu {row['exact_batch_cpu_p50_ms']:.2f}), "
+                   f"hnsw {row['hnsw_batch_p50_ms']:.2f} ms (cpu {row['hnsw_batch_cpu_p50_ms']:.2f})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"results": rows}, indent=1))
+    load = os.getloadavg()[0]
+    args.json.write_text(json.dumps({"results": rows, "load_average_1m": load, "cpus": os.cpu_count()}, indent=1))
     plot(rows, args.json.with_suffix(".png"))
     print(f"wrote {args.json} and {args.json.with_suffix('.png')}")
     return 0

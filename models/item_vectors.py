@@ -119,12 +119,12 @@ class HnswIndex:
 
     kind = "hnsw"
 
-    def __init__(self, matrix: np.ndarray, connectivity: int = 16, expansion_search: int = 128, threads: int = 0) -> None:
+    def __init__(self, matrix: np.ndarray, connectivity: int = 16, expansion_search: int = 128, build_threads: int = 0) -> None:
         from usearch.index import Index
 
         self._index = Index(ndim=matrix.shape[1], metric="ip", dtype="f32", connectivity=connectivity,
                             expansion_search=expansion_search)
-        self._index.add(np.arange(len(matrix), dtype=np.uint64), matrix, threads=threads)
+        self._index.add(np.arange(len(matrix), dtype=np.uint64), matrix, threads=build_threads)
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         return self.search_many(query[None, :], k)[0]
@@ -135,7 +135,7 @@ class HnswIndex:
         if len(queries) == 1:
             one = self._index.search(queries[0], k)
             return [list(zip(one.keys.tolist(), (1.0 - one.distances).tolist()))]
-        found = self._index.search(queries, k)
+        found = self._index.search(queries, k, threads=1)  # the worker's cores belong to the event loop
         return [list(zip(found.keys[q, :c].tolist(), (1.0 - found.distances[q, :c]).tolist())) for q, c in enumerate(found.counts.tolist())]
 
 
