@@ -268,6 +268,7 @@ class Collector:
         self.client = consumer(settings.broker, settings.topics.recommendations, auto_offset_reset="earliest")
         self.received: dict[str, Received] = {}
         self.duplicates = 0
+        self.model_versions: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -294,6 +295,7 @@ class Collector:
                     if cause in self.received:
                         self.duplicates += 1
                         continue
+                    self.model_versions.add(str(message.get("model_version")))
                     stages = message.get("latency_ms") or {}
                     self.received[cause] = Received(now, stages.get("event_to_emit"), stages.get("total"))
 
@@ -309,6 +311,7 @@ class Session:
     stack_pids: dict[str, int]
     children: list[subprocess.Popen[bytes]]  # producers and profilers: stopped on exit whatever happens
     rss_samples: list[float] = field(default_factory=list)
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 def bench_settings(base: Settings, *, bootstrap_servers: str, redis_url: str, run_id: str, data_dir: Path,
@@ -524,6 +527,7 @@ async def _drive(session: Session) -> dict[str, Any]:
     finally:
         await collector.stop()
     report = _report(session, steps, ready_s=ready_s, ready_rss=ready_rss, final_rss=final_rss, duplicates=duplicates)
+    report["model_versions"] = sorted(collector.model_versions)
     if cfg.sweep:
         report["sweep_converged"] = rate is None  # False: stopped by --sweep-steps before the bracket closed
     return report
@@ -554,7 +558,7 @@ def _report(session: Session, steps: list[dict[str, Any]], *, ready_s: float, re
         "worker_ready_s": round(ready_s, 1),
         "broker": _broker_figures(session),
         "stack": "embedded (own)" if session.stack_pids else "external",
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": session.started_at,
         "cpus": os.cpu_count(),
         "run_dir": str(session.run_dir),
         "worker_pid": session.worker.process.pid,
