@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     _add_tail(sub)
     _add_demo(sub)
+    _add_recommendations(sub)
     _add_settings(sub)
     for name in PLUGIN_MODULES:
         module = importlib.import_module(name)
@@ -172,6 +173,33 @@ def _demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
 
     return run_demo(load_settings(), duration_s=args.duration, rate=args.rate, dataset=args.dataset)
+
+
+# -- cached recommendations ----------------------------------------------------------
+def _add_recommendations(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recommendations", help="print a user's cached recommendation list")
+    p.add_argument("user_id")
+    p.set_defaults(func=_recommendations)
+
+
+def _recommendations(args: argparse.Namespace) -> int:
+    from stream.rec_cache import RecommendationCache
+
+    settings = load_settings()
+
+    async def read() -> object:
+        cache = RecommendationCache.from_url(settings.redis.effective_url, settings.features.project, settings.recommend.cache_ttl_s)
+        try:
+            return await cache.get(args.user_id)
+        finally:
+            await cache.close()
+
+    rec = asyncio.run(read())
+    if rec is None:
+        print(f"no cached list for user {args.user_id} (none yet, or a new event of theirs is being ranked)")
+        return 1
+    print(rec.model_dump_json(indent=2))  # type: ignore[attr-defined]
+    return 0
 
 
 # -- settings ------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from features.schema import USER_VIEW, FeatureRow
 from features.user_state import ItemMsg, Skipped, UserState, apply_user_event
 from stream.debounce import Debouncer
 from stream.metrics import WorkerMetrics
+from stream.rec_cache import RecommendationCache
 from stream.recommend import RecommendRequest, Recommender, TopMeanRecommender
 from stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_event
 from stream.settings import Settings
@@ -92,12 +93,15 @@ class EventProcessor:
         self.store: RedisFeatureStore | None = None
         self.writer: MicroBatchWriter | None = None
         self.recommender: Recommender | None = None
+        self.cache: RecommendationCache | None = None
 
     async def start(self) -> None:
         self.store = RedisFeatureStore.from_url(self.settings.redis.effective_url, self.cfg)
         self.writer = MicroBatchWriter(self.store, batch_size=self.cfg.batch_size, flush_ms=self.cfg.flush_ms)
         rec = self.settings.recommend
         self.recommender = TopMeanRecommender(self.store, top_k=rec.top_k, candidates=rec.candidates)
+        if rec.cache_ttl_s > 0:
+            self.cache = RecommendationCache.from_url(self.settings.redis.effective_url, self.cfg.project, rec.cache_ttl_s)
         self.metrics.model_version = self.recommender.model_version
         self.metrics.provider = self.recommender.provider
 
@@ -106,6 +110,8 @@ class EventProcessor:
             await self.writer.close()  # flushes what is pending
         if self.store is not None:
             await self.store.close()
+        if self.cache is not None:
+            await self.cache.close()
 
     def flush_state(self) -> int:
         """Write changed states to their tables' changelogs; call before committing offsets."""
@@ -152,7 +158,10 @@ class EventProcessor:
         await self.writer.submit(rows)
         for partition, updates in item_updates.items():
             await self.by_item.send(value=ITEM_BATCH.dump_json(updates, exclude_none=True), partition=partition)
-        self.metrics.count("events_valid", sum(1 for r in rows if r.view == USER_VIEW))
+        accepted_users = [r.entity_id for r in rows if r.view == USER_VIEW]
+        if self.cache is not None:
+            await self.cache.invalidate_many(accepted_users)  # their cached lists are stale now
+        self.metrics.count("events_valid", len(accepted_users))
         self.metrics.observe("user_update", (time.perf_counter() - began) * 1000 / len(batch))
         if to_rank and self.to_recommend is not None:
             await self._hand_over(to_rank)
@@ -202,6 +211,7 @@ class EventProcessor:
         per_request_ms = (time.perf_counter() - began) * 1000
         now = datetime.now(timezone.utc)
         version = self.recommender.model_version
+        emitted = []
         for request, result in zip(requests, ranked):
             cause = request.cause
             latency = StageLatency(
@@ -216,7 +226,10 @@ class EventProcessor:
                 event_ts=cause.ts, emitted_at=now, latency_ms=latency, worker_id=self.settings.worker.id,
             )
             await self.recommendations.send(key=cause.user_id.encode(), value=message.to_bytes())
+            emitted.append(message)
             self.metrics.observe("event_to_emit", latency.event_to_emit or 0.0)
+        if self.cache is not None:
+            await self.cache.store_many(emitted)
         for stage in ("candidates", "features", "scoring"):
             self.metrics.observe(stage, ranked[0].stage_ms.get(stage, 0.0) if ranked else 0.0)
         self.metrics.observe("recommend_total", per_request_ms)

@@ -130,6 +130,7 @@ class RecommendSettings(BaseModel):
     candidates: int = Field(default=200, ge=1, le=100_000)
     trigger_types: list[str] = ["view", "click", "add_to_cart", "purchase", "rating"]
     debounce_ms: float = Field(default=0.0, ge=0, le=60_000)
+    cache_ttl_s: int = Field(default=3600, ge=0, description="per-user cache of the last list; 0 turns it off")
 
     @field_validator("trigger_types")
     @classmethod

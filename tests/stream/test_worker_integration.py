@@ -215,3 +215,22 @@ def test_features_and_recommend_roles_in_separate_processes_serve_every_user(spl
             for v in asyncio.run(collect(recommend_worker, features_worker.settings.topics.recommendations, all_users_served, 240))]
     assert {r.user_id for r in recs} >= users, features_worker.log_tail() + recommend_worker.log_tail()
     assert {r.worker_id for r in recs} == {recommend_worker.settings.worker.id}
+
+
+def test_cache_holds_each_users_list_for_their_latest_event(run: dict, worker: RunningWorker) -> None:
+    from stream.rec_cache import RecommendationCache
+
+    events: list[ClickEvent] = run["events"]
+    last_event = {e.user_id: e.event_id for e in events}
+
+    async def read_all() -> tuple[dict[str, str | None], float]:
+        cache = RecommendationCache.from_url(worker.settings.redis.effective_url, worker.settings.features.project, 60)
+        try:
+            got = {u: (await cache.get(u)) for u in last_event}
+            return {u: (r.cause_event_id if r else None) for u, r in got.items()}, cache.hit_rate
+        finally:
+            await cache.close()
+
+    cached, hit_rate = asyncio.run(read_all())
+    assert cached == last_event
+    assert hit_rate == 1.0
