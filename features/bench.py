@@ -89,22 +89,25 @@ async def _measure(settings: Any, options: BenchOptions, tmp: Path) -> dict[str,
         began = time.perf_counter()
         await wait_ready(settings, store, worker, tmp / "worker.log")
         ready_s = time.perf_counter() - began
-        throughput = await _throughput(settings, store, _events(rows.iloc[: options.events], "tp"), worker)
+        ledger = Ledger()
+        throughput = await _throughput(settings, store, _events(rows.iloc[: options.events], "tp"), worker, ledger)
         fresh_events = _events(rows.iloc[options.events : options.events + fresh_n], "fr")
-        freshness = await _freshness(settings, store, fresh_events, options.rate, options.duration_s)
+        freshness = await _freshness(settings, store, fresh_events, options.rate, options.duration_s, ledger)
+        freshness["freshness_backlog_drain_s"] = round(await ledger.drain(store, worker), 2)
         samples = freshness.pop("samples_ms")
         sustainable = throughput["update_events_per_s"] * 0.5
         if sustainable < options.rate:
             # the requested rate overloads the worker: also show freshness where it keeps up
             extra = await _freshness(settings, store, _events(rows.iloc[options.events + fresh_n :], "fs"),
-                                     sustainable, options.duration_s)
+                                     sustainable, options.duration_s, ledger)
+            await ledger.drain(store, worker)
             extra.pop("samples_ms")
             freshness.update({k.replace("freshness_", "freshness_sustainable_"): v for k, v in extra.items()})
         worker_rss_mb = _rss_mb(worker.pid)
     finally:
         stop_worker(worker)
     inprocess = await _inprocess(settings.redis.effective_url, cfg, _events(rows.iloc[: options.events], "ip"))
-    reads = await _reads(settings, store, rows, options.reads)
+    reads = await _reads(settings, store, rows.iloc[: options.events], options.reads)
     await store.close()
     _plot(samples, options.plot_path, options.rate)
     return {
@@ -150,33 +153,55 @@ def _rss_mb(pid: int) -> float | None:
         return None
 
 
+class Ledger:
+    """Ratings sent per item, to tell when the item side has applied all of them."""
+
+    def __init__(self) -> None:
+        self.expected: dict[str, int] = defaultdict(int)
+
+    def add(self, events: list[ClickEvent]) -> None:
+        for event in events:
+            self.expected[event.item_id] += 1  # type: ignore[index]
+
+    async def caught_up(self, store: RedisFeatureStore) -> bool:
+        items = list(self.expected)
+        rows = await store.read_batch(ITEM_VIEW, items, ["n_rating"])
+        return all(int(r["n_rating"] or 0) >= self.expected[i] for i, r in zip(items, rows))  # type: ignore[arg-type]
+
+    async def drain(self, store: RedisFeatureStore, worker: subprocess.Popen[bytes], timeout_s: float = 600) -> float:
+        """Wait until the worker has applied everything sent; returns the seconds waited."""
+        began = time.perf_counter()
+        while not await self.caught_up(store):
+            if worker.poll() is not None or time.perf_counter() - began > timeout_s:
+                raise RuntimeError("the worker did not catch up")
+            await asyncio.sleep(0.1)
+        return time.perf_counter() - began
+
+
 # -- 1. throughput ----------------------------------------------------------------------
 async def _throughput(
-    settings: Any, store: RedisFeatureStore, events: list[ClickEvent], worker: subprocess.Popen[bytes]
+    settings: Any, store: RedisFeatureStore, events: list[ClickEvent], worker: subprocess.Popen[bytes], ledger: Ledger
 ) -> dict[str, Any]:
     shards = [f"p{p}" for p in range(settings.broker.partitions)]
     base = await _global_events(store, shards)
-    ratings_per_item: dict[str, int] = defaultdict(int)
-    for e in events:
-        ratings_per_item[e.item_id] += 1  # type: ignore[index]
-    items = sorted(ratings_per_item)
-    before = {i: r["n_rating"] or 0 for i, r in zip(items, await store.read_batch(ITEM_VIEW, items, ["n_rating"]))}
+    ledger.add(events)
     began = time.perf_counter()
     await produce(settings, events)
     produced_s = time.perf_counter() - began
     user_done = items_done = None
     bar = tqdm(total=len(events), desc="throughput (user side)", unit="ev")
+    deadline = time.perf_counter() + 900
     while items_done is None:
         if worker.poll() is not None:
             raise RuntimeError("worker exited during the throughput run")
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the worker did not apply every event within 15 minutes")
         seen = await _global_events(store, shards) - base
         bar.update(seen - bar.n)
         if user_done is None and seen >= len(events):
             user_done = time.perf_counter() - began
-        if user_done is not None:
-            rows = await store.read_batch(ITEM_VIEW, items, ["n_rating"])
-            if all((r["n_rating"] or 0) - before[i] >= ratings_per_item[i] for i, r in zip(items, rows)):
-                items_done = time.perf_counter() - began
+        if user_done is not None and await ledger.caught_up(store):
+            items_done = time.perf_counter() - began
         await asyncio.sleep(0.05)
     bar.close()
     return {
@@ -189,12 +214,12 @@ async def _throughput(
 
 async def _global_events(store: RedisFeatureStore, shards: list[str]) -> int:
     rows = await store.read_batch(GLOBAL_VIEW, shards, ["event_count"])
-    return sum(int(r["event_count"] or 0) for r in rows)  # type: ignore[arg-type]
+    return sum(int(r["event_count"] or 0) for r in rows)  # type: ignore[arg-type, misc]
 
 
 # -- 2. freshness -----------------------------------------------------------------------
 async def _freshness(
-    settings: Any, store: RedisFeatureStore, events: list[ClickEvent], rate: float, duration_s: float
+    settings: Any, store: RedisFeatureStore, events: list[ClickEvent], rate: float, duration_s: float, ledger: Ledger
 ) -> dict[str, Any]:
     from stream.kafka import producer
 
@@ -233,6 +258,7 @@ async def _freshness(
                 break
             event = event.model_copy(update={"ts": datetime.now(timezone.utc)})
             pending[event.user_id].append((epoch_ms(event.ts), time.perf_counter()))
+            ledger.add([event])
             await client.send(settings.topics.clickstream, event.to_bytes(), key=event.user_id.encode())
             sent += 1
         await client.flush()
@@ -292,7 +318,7 @@ async def _reads(settings: Any, store: RedisFeatureStore, rows: Any, reads: int)
 
     repo = next(feature_repo_dir(settings).glob("**/feature_store.yaml")).parent
     feast = feature_store(repo)
-    user = str(rows["user_id"].value_counts().index[0])
+    user = str(rows["user_id"].value_counts().index[0])  # rows: the events sent in the throughput run
     popular = [str(i) for i in rows["item_id"].value_counts().index[:300]]
     written = await store.read_batch(ITEM_VIEW, popular, ["event_count"])
     items = [i for i, r in zip(popular, written) if r["event_count"] is not None][:100]
@@ -309,7 +335,7 @@ async def _reads(settings: Any, store: RedisFeatureStore, rows: Any, reads: int)
         t2 = time.perf_counter()
         fast_ms.append((t1 - t0) * 1000)
         feast_ms.append((t2 - t1) * 1000)
-    identical = _identical(fast, feast_response, len(items))  # type: ignore[arg-type]
+    mismatches = _mismatches(fast, feast_response, items)  # type: ignore[arg-type]
     fast_p50, feast_p50 = statistics.median(fast_ms), statistics.median(feast_ms)
     return {
         "read_fast_p50_ms": round(fast_p50, 3),
@@ -318,16 +344,24 @@ async def _reads(settings: Any, store: RedisFeatureStore, rows: Any, reads: int)
         "read_feast_p99_ms": _pct(feast_ms, 99),
         "read_speedup": round(feast_p50 / fast_p50, 2),
         "read_entities": {"users": 1, "items": len(items), "features": len(refs)},
-        "values_identical": identical,
+        "values_identical": not mismatches,
+        "value_mismatches": mismatches[:20],
     }
 
 
-def _identical(fast: list[list[dict[str, Any]]], feast: dict[str, list[Any]], n_items: int) -> bool:
-    users, items = fast
-    expected_user = {n: feast[f"{USER_VIEW}__{n}"][0] for n in VIEWS[USER_VIEW].feature_names}
-    expected_items = [{n: feast[f"{ITEM_VIEW}__{n}"][k] for n in VIEWS[ITEM_VIEW].feature_names} for k in range(n_items)]
-    has_values = users[0]["event_count"] is not None and all(i["event_count"] is not None for i in items)
-    return has_values and users[0] == expected_user and items == expected_items
+def _mismatches(fast: list[list[dict[str, Any]]], feast: dict[str, list[Any]], items: list[str]) -> list[str]:
+    """Every (entity, feature) where the two readers disagree, or that has no value."""
+    users, item_rows = fast
+    out = []
+    for name in VIEWS[USER_VIEW].feature_names:
+        if users[0][name] is None or users[0][name] != feast[f"{USER_VIEW}__{name}"][0]:
+            out.append(f"user {name}: fast={users[0][name]!r} feast={feast[f'{USER_VIEW}__{name}'][0]!r}")
+    for k, item in enumerate(items):
+        for name in VIEWS[ITEM_VIEW].feature_names:
+            ours, theirs = item_rows[k][name], feast[f"{ITEM_VIEW}__{name}"][k]
+            if ours is None or ours != theirs:
+                out.append(f"item {item} {name}: fast={ours!r} feast={theirs!r}")
+    return out
 
 
 # -- output -----------------------------------------------------------------------------

@@ -33,31 +33,31 @@ class FeatureConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    project: str = Field("streamrec", description="Feast project name; also prefixes the helper Redis keys.")
-    recent_items: int = Field(20, ge=1, le=1000, description="How many distinct recent items a user keeps.")
-    dedup_max_ids: int = Field(128, ge=1, le=100_000, description="Most event ids an entity remembers.")
+    project: str = Field(default="streamrec", description="Feast project name; also prefixes the helper Redis keys.")
+    recent_items: int = Field(default=20, ge=1, le=1000, description="How many distinct recent items a user keeps.")
+    dedup_max_ids: int = Field(default=128, ge=1, le=100_000, description="Most event ids an entity remembers.")
     allowed_lateness_s: float = Field(
-        3600.0, ge=0, description="Events older than an entity's newest event by more than this are dropped."
+        default=3600.0, ge=0, description="Events older than an entity's newest event by more than this are dropped."
     )
-    batch_size: int = Field(256, ge=1, le=100_000, description="Writer flushes at this many pending rows.")
-    flush_ms: float = Field(5.0, gt=0, le=60_000, description="Writer flushes this long after the first pending row.")
-    half_life_s: float = Field(86_400.0, gt=0, description="Half-life of the decayed item popularity.")
+    batch_size: int = Field(default=256, ge=1, le=100_000, description="Writer flushes at this many pending rows.")
+    flush_ms: float = Field(default=5.0, gt=0, le=60_000, description="Writer flushes this long after the first pending row.")
+    half_life_s: float = Field(default=86_400.0, gt=0, description="Half-life of the decayed item popularity.")
     affinity_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_AFFINITY_WEIGHTS))
-    session_gap_s: float = Field(1800.0, gt=0, description="A pause longer than this starts a new session.")
-    ratio_prior_weight: float = Field(10.0, ge=0, description="Pseudo-views behind the smoothed ratios.")
-    click_view_prior: float = Field(0.1, ge=0, le=1, description="Prior click/view ratio (smoothing).")
-    purchase_view_prior: float = Field(0.01, ge=0, le=1, description="Prior purchase/view ratio (smoothing).")
-    covisit_window_items: int = Field(5, ge=0, le=100, description="Recent items an event co-visits with.")
+    session_gap_s: float = Field(default=1800.0, gt=0, description="A pause longer than this starts a new session.")
+    ratio_prior_weight: float = Field(default=10.0, ge=0, description="Pseudo-views behind the smoothed ratios.")
+    click_view_prior: float = Field(default=0.1, ge=0, le=1, description="Prior click/view ratio (smoothing).")
+    purchase_view_prior: float = Field(default=0.01, ge=0, le=1, description="Prior purchase/view ratio (smoothing).")
+    covisit_window_items: int = Field(default=5, ge=0, le=100, description="Recent items an event co-visits with.")
     covisit_symmetric: bool = Field(
-        False,
+        default=False,
         description="Also update each co-visited recent item (one more item message per co-visit); "
         "off: only the event's item learns its co-visitors (one item message per event).",
     )
-    covisit_window_s: float = Field(3600.0, ge=0, description="Only recent items this close in time co-visit.")
-    covisit_max_neighbours: int = Field(30, ge=1, le=10_000, description="Neighbours kept per item (bounded).")
-    covisit_publish: int = Field(20, ge=1, le=10_000, description="Neighbours written to the item feature row.")
-    top_min_count: int = Field(5, ge=1, description="Ratings an item needs to enter the top-by-mean index.")
-    registry_cache_ttl_s: int = Field(60, ge=0, description="Feast registry cache TTL for SDK readers.")
+    covisit_window_s: float = Field(default=3600.0, ge=0, description="Only recent items this close in time co-visit.")
+    covisit_max_neighbours: int = Field(default=30, ge=1, le=10_000, description="Neighbours kept per item (bounded).")
+    covisit_publish: int = Field(default=20, ge=1, le=10_000, description="Neighbours written to the item feature row.")
+    top_min_count: int = Field(default=5, ge=1, description="Ratings an item needs to enter the top-by-mean index.")
+    registry_cache_ttl_s: int = Field(default=60, ge=0, description="Feast registry cache TTL for SDK readers.")
 
     @field_validator("project")
     @classmethod

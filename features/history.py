@@ -36,9 +36,9 @@ def feature_history(events: Iterable[ClickEvent], cfg: FeatureConfig, stats: His
     users: dict[str, UserState] = {}
     items: dict[str, ItemState] = {}
     shard = GlobalShard()
-    for event in events:
+    for offset, event in enumerate(events):
         stats.events += 1
-        update = apply_user_event(users.setdefault(event.user_id, UserState()), event, cfg)
+        update = apply_user_event(users.setdefault(event.user_id, UserState()), event, cfg, source=(0, offset))
         if not isinstance(update, UserUpdate):
             stats.skipped[update.reason] = stats.skipped.get(update.reason, 0) + 1
             continue

@@ -56,6 +56,7 @@ class ItemState:
     updated_ms: int = 0
     popularity: DecayedSum = field(default_factory=DecayedSum)
     neighbours: Neighbours = field(default_factory=Neighbours)
+    applied: dict[str, int] = field(default_factory=dict)  # source partition -> highest offset applied
 
     def features(self, cfg: FeatureConfig) -> dict[str, FeatureValue]:
         """The ``item_features`` row; ``popularity`` is as of ``popularity_ref_ms``."""
@@ -83,6 +84,7 @@ class ItemState:
             "updated_ms": self.updated_ms,
             "popularity": [self.popularity.value, self.popularity.ref_ms],
             "neighbours": dict(self.neighbours.weights),
+            "applied": dict(self.applied),
         }
 
     @classmethod
@@ -94,24 +96,39 @@ class ItemState:
             updated_ms=int(data["updated_ms"]),
             popularity=DecayedSum(float(value), int(ref_ms)),
             neighbours=Neighbours({str(k): float(v) for k, v in data["neighbours"].items()}),
+            applied={str(k): int(v) for k, v in data.get("applied", {}).items()},
         )
 
 
 def apply_item_event(state: ItemState, msg: ItemMsg, cfg: FeatureConfig) -> ItemUpdate | Skipped:
     """Apply one item message to ``state`` in place, unless already applied or too late.
 
-    Idempotent on ``msg.msg_id``; counts, the rating mean, first/last seen and
-    popularity do not depend on arrival order within the allowed lateness.
+    Idempotent: a message with a ``source`` is applied once per (partition,
+    offset), whatever its event time (messages from one source partition arrive in
+    offset order); one without is deduplicated by ``msg_id`` within the allowed
+    lateness, like the user side. Counts, the rating mean, first/last seen and
+    popularity do not depend on arrival order.
     """
-    verdict = state.window.check(msg.msg_id, msg.ts_ms)
-    if verdict != "new":
-        return Skipped(verdict)
+    skipped = _check(state, msg)
+    if skipped is not None:
+        return skipped
     if msg.event_type is not None:
         _accumulate(state, msg, cfg)
     state.neighbours.add(msg.covisited, cfg.covisit_max_neighbours)
     state.updated_ms = max(state.updated_ms, msg.ts_ms)
-    state.window.remember(msg.msg_id, msg.ts_ms, state.updated_ms, cfg.allowed_lateness_ms, cfg.dedup_max_ids)
+    if msg.source is not None:
+        state.applied[str(msg.source[0])] = msg.source[1]
+    else:
+        state.window.remember(msg.msg_id, msg.ts_ms, state.updated_ms, cfg.allowed_lateness_ms, cfg.dedup_max_ids)
     return ItemUpdate(FeatureRow(ITEM_VIEW, msg.item_id, state.features(cfg), state.updated_ms))
+
+
+def _check(state: ItemState, msg: ItemMsg) -> Skipped | None:
+    if msg.source is not None:
+        partition, offset = msg.source
+        return Skipped("duplicate") if offset <= state.applied.get(str(partition), -1) else None
+    verdict = state.window.check(msg.msg_id, msg.ts_ms)
+    return None if verdict == "new" else Skipped(verdict)
 
 
 def _accumulate(state: ItemState, msg: ItemMsg, cfg: FeatureConfig) -> None:

@@ -115,11 +115,11 @@ class RedisFeatureStore(OnlineFeatureStore):
         plans = []
         for request in requests:
             spec = VIEWS[request.view]
-            names = tuple(request.features or spec.feature_names)
-            head = resp.header(2 + len(names), b"HMGET")
-            tail = self._hmget_tail(spec.name, names)
+            wanted = tuple(request.features or spec.feature_names)
+            head = resp.header(2 + len(wanted), b"HMGET")
+            tail = self._hmget_tail(spec.name, wanted)
             commands.extend(head + resp.bulk(self._key(spec, e)) + tail for e in request.entity_ids)
-            plans.append((list(names), len(request.entity_ids)))
+            plans.append((list(wanted), len(request.entity_ids)))
         replies = await resp.round_trip(self._client, commands)
         out: list[list[FeatureDict]] = []
         pos = 0
@@ -131,11 +131,9 @@ class RedisFeatureStore(OnlineFeatureStore):
     async def read_row_timestamps(self, view: str, entity_ids: Sequence[str]) -> list[int | None]:
         """Each entity's ``_ts:<view>`` in UTC ms (``None`` if never written)."""
         spec = VIEWS[view]
-        ts_field = codec.timestamp_field(view)
-        async with self._client.pipeline(transaction=False) as pipe:
-            for entity_id in entity_ids:
-                pipe.hget(self._key(spec, entity_id), ts_field)
-            replies = await pipe.execute()
+        ts_field = resp.bulk(codec.timestamp_field(view))
+        head = resp.header(3, b"HGET")
+        replies = await resp.round_trip(self._client, [head + resp.bulk(self._key(spec, e)) + ts_field for e in entity_ids])
         return [codec.decode_timestamp_ms(r) for r in replies]
 
     async def top_items_by_mean(self, k: int) -> list[tuple[str, float]]:
@@ -150,7 +148,8 @@ class RedisFeatureStore(OnlineFeatureStore):
 
     async def seen_items(self, user_id: str) -> set[str]:
         """Every item the user interacted with (views, clicks, carts, purchases, ratings)."""
-        return {item.decode() for item in await self._client.smembers(self.keys.seen(user_id))}
+        members = await self._client.smembers(self.keys.seen(user_id))  # type: ignore[misc]
+        return {item.decode() for item in members}
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -29,8 +29,13 @@ class ItemMsg(BaseModel):
     co-visits with ``covisited``, the user's recent items); it is ``None`` for a
     co-visit-only message to one of those recent items (``covisit_symmetric``),
     whose ``covisited`` is the event's item.
-    ``msg_id`` is the event id: each item gets at most one message per event, so
-    it is the item side's idempotency key.
+    ``msg_id`` is the event id: each item gets at most one message per event.
+    ``source`` is the (partition, offset) of the ``clickstream`` record it came
+    from, when the caller passed it to :func:`apply_user_event`. The item side
+    then deduplicates by a per-source-partition high-water mark: exact under any
+    redelivery, in constant memory, and never drops a message for arriving late
+    (messages of different partitions interleave freely on the item side).
+    Without ``source`` the item side falls back to the event-id window.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -41,6 +46,7 @@ class ItemMsg(BaseModel):
     event_type: EventType | None = None
     rating: float | None = None
     covisited: list[ItemId] = Field(default_factory=list)
+    source: tuple[int, int] | None = None
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
@@ -130,8 +136,13 @@ class UserState:
         )
 
 
-def apply_user_event(state: UserState, event: ClickEvent, cfg: FeatureConfig) -> UserUpdate | Skipped:
+def apply_user_event(
+    state: UserState, event: ClickEvent, cfg: FeatureConfig, source: tuple[int, int] | None = None
+) -> UserUpdate | Skipped:
     """Apply one event to ``state`` in place, unless already applied or too late.
+
+    ``source`` is the event's (partition, offset) on ``clickstream``; pass it so
+    that the item side can deduplicate exactly without a lateness bound.
 
     Idempotent: applying the same ``event_id`` again returns ``Skipped("duplicate")``
     (or ``"late"``) and leaves ``state`` unchanged. Events may arrive out of order
@@ -149,7 +160,7 @@ def apply_user_event(state: UserState, event: ClickEvent, cfg: FeatureConfig) ->
     state.window.remember(event.event_id, ts_ms, newest_ms, cfg.allowed_lateness_ms, cfg.dedup_max_ids)
     touched = (event.item_id,) if event.item_id is not None and event.type is not EventType.SEARCH else ()
     row = FeatureRow(USER_VIEW, event.user_id, state.features(), newest_ms, touched)
-    return UserUpdate(row, _item_messages(event, ts_ms, covisited, cfg.covisit_symmetric))
+    return UserUpdate(row, _item_messages(event, ts_ms, covisited, cfg.covisit_symmetric, source))
 
 
 def _accumulate(state: UserState, event: ClickEvent, ts_ms: int, cfg: FeatureConfig) -> None:
@@ -182,7 +193,9 @@ def _covisited(state: UserState, item_id: ItemId, ts_ms: int, cfg: FeatureConfig
     return near[: cfg.covisit_window_items]
 
 
-def _item_messages(event: ClickEvent, ts_ms: int, covisited: list[ItemId], symmetric: bool) -> list[ItemMsg]:
+def _item_messages(
+    event: ClickEvent, ts_ms: int, covisited: list[ItemId], symmetric: bool, source: tuple[int, int] | None
+) -> list[ItemMsg]:
     if event.item_id is None or event.type is EventType.SEARCH:
         return []
     own = ItemMsg(
@@ -192,10 +205,12 @@ def _item_messages(event: ClickEvent, ts_ms: int, covisited: list[ItemId], symme
         event_type=event.type,
         rating=event.rating,
         covisited=covisited,
+        source=source,
     )
     if not symmetric:
         return [own]
     others = [
-        ItemMsg(msg_id=event.event_id, item_id=other, ts_ms=ts_ms, covisited=[event.item_id]) for other in covisited
+        ItemMsg(msg_id=event.event_id, item_id=other, ts_ms=ts_ms, covisited=[event.item_id], source=source)
+        for other in covisited
     ]
     return [own, *others]

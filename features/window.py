@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Verdict = Literal["new", "duplicate", "late"]
 
@@ -56,11 +56,11 @@ class EventWindow:
             self._ids.discard(event_id)
         del self.entries[:cut]
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {"floor_ms": self.floor_ms, "entries": [[ts, eid] for ts, eid in self.entries]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> EventWindow:
+    def from_dict(cls, data: dict[str, Any]) -> EventWindow:
         floor = data.get("floor_ms")
-        entries = [(int(ts), str(eid)) for ts, eid in data.get("entries", [])]  # type: ignore[union-attr]
-        return cls(floor_ms=None if floor is None else int(floor), entries=entries)  # type: ignore[arg-type]
+        entries = [(int(ts), str(eid)) for ts, eid in data.get("entries", [])]
+        return cls(floor_ms=None if floor is None else int(floor), entries=entries)

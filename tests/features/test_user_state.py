@@ -108,6 +108,13 @@ def test_item_message_carries_the_covisited_recent_items() -> None:
     assert isinstance(update, UserUpdate)
     [own] = update.item_messages
     assert (own.item_id, own.event_type, own.covisited, own.msg_id) == ("i3", EventType.VIEW, ["i2", "i1"], "c")
+    assert own.source is None
+
+
+def test_the_source_offset_travels_to_the_item_side() -> None:
+    update = apply_user_event(UserState(), _event("a", item="i1", ts=1), CFG, source=(2, 41))
+    assert isinstance(update, UserUpdate)
+    assert [m.source for m in update.item_messages] == [(2, 41)]
 
 
 def test_symmetric_covisits_also_message_the_recent_items() -> None:
