@@ -60,7 +60,10 @@ class BiasedMF(nn.Module):
             nn.init.normal_(table.weight, std=0.05)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        dot = (self.user_vec(user) * self.item_vec(item)).sum(-1)
+        return self.from_vectors(user, item, self.user_vec(user), self.item_vec(item))
+
+    def from_vectors(self, user: torch.Tensor, item: torch.Tensor, user_vec: torch.Tensor, item_vec: torch.Tensor) -> torch.Tensor:
+        dot = (user_vec * item_vec).sum(-1)
         return self.global_mean + self.user_bias(user)[:, 0] + self.item_bias(item)[:, 0] + dot
 
     def penalty(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
@@ -87,7 +90,7 @@ class DenseTransform(nn.Module):
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
-        empty = self.has_partner & ~(dense[:, self.partner] > 0)
+        empty = self.has_partner & ~(torch.index_select(dense, 1, self.partner) > 0)
         filled = torch.where(torch.isnan(dense) | empty, self.fill, dense)
         logged = torch.where(self.is_count, torch.log1p(filled.clamp(min=0.0)), filled)
         return (logged - self.center) / self.scale
@@ -119,8 +122,10 @@ class Ranker(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        joined = torch.cat([self.mf.user_vec(user), self.mf.item_vec(item), self.transform(dense)], dim=-1)
-        return self.mf(user, item, dense) + self.mlp(joined)[:, 0]
+        # One lookup per table, shared by the dot product and the MLP (fewer graph ops).
+        user_vec, item_vec = self.mf.user_vec(user), self.mf.item_vec(item)
+        joined = torch.cat([user_vec, item_vec, self.transform(dense)], dim=-1)
+        return self.mf.from_vectors(user, item, user_vec, item_vec) + self.mlp(joined)[:, 0]
 
     def penalty(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         return self.mf.penalty(user, item)
