@@ -238,6 +238,7 @@ class CpuWindow:
         self._begin: dict[str, float] = {}
         self._t0 = 0.0
         self.percent: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}  # CPU seconds used in the window
 
     @staticmethod
     def _cpu(p: psutil.Process) -> float:
@@ -252,9 +253,10 @@ class CpuWindow:
         wall = max(time.monotonic() - self._t0, 1e-9)
         for name, p in self.processes.items():
             try:
-                self.percent[name] = round(100 * (self._cpu(p) - self._begin[name]) / wall, 1)
+                self.seconds[name] = self._cpu(p) - self._begin[name]
             except psutil.Error:
-                pass
+                continue
+            self.percent[name] = round(100 * self.seconds[name] / wall, 1)
         return self.percent
 
 
@@ -433,6 +435,9 @@ async def _run_step(session: Session, collector: Collector, rate: float, step: i
     session.rss_samples.extend(rss)
     result = _step_result(session, rate, sent, collector, rss, cpu_percent, span)
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    # the worker's CPU cost per event served: what bounds throughput when cores are scarce
+    served = result["recommendations"] + result["superseded"]
+    result["worker_cpu_ms_per_event"] = round(1000 * cpu.seconds.get("worker", 0.0) / served, 3) if served else None
     if profiler is not None:
         result["worker_profile"] = str(session.run_dir / f"worker-profile-{step}.svg")
     return result
