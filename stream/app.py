@@ -145,6 +145,7 @@ def build_app(settings: Settings) -> StreamrecApp:
     @app.timer(interval=w.metrics_interval_s)
     async def publish_metrics() -> None:
         processor.metrics.lag = consumer_lag(app)
+        processor.refresh_model_info()
         snapshot = processor.metrics.snapshot()
         await metrics.send(key=w.id.encode(), value=snapshot.to_bytes())
 

@@ -96,18 +96,39 @@ class EventProcessor:
         self.cache: RecommendationCache | None = None
 
     async def start(self) -> None:
-        self.store = RedisFeatureStore.from_url(self.settings.redis.effective_url, self.cfg)
+        url = self.settings.redis.effective_url
+        self.store = RedisFeatureStore.from_url(url, self.cfg)
         self.writer = MicroBatchWriter(self.store, batch_size=self.cfg.batch_size, flush_ms=self.cfg.flush_ms)
         rec = self.settings.recommend
-        self.recommender = TopMeanRecommender(self.store, top_k=rec.top_k, candidates=rec.candidates)
         if rec.cache_ttl_s > 0:
-            self.cache = RecommendationCache.from_url(self.settings.redis.effective_url, self.cfg.project, rec.cache_ttl_s)
-        self.metrics.model_version = self.recommender.model_version
-        self.metrics.provider = self.recommender.provider
+            self.cache = RecommendationCache.from_url(url, self.cfg.project, rec.cache_ttl_s)
+        if self.settings.worker.role != "features":
+            self.recommender = self._build_recommender()
+            await self.recommender.start()
+            self.refresh_model_info()
+
+    def _build_recommender(self) -> Recommender:
+        assert self.store is not None
+        rec = self.settings.recommend
+        if rec.recommender == "top_mean":
+            return TopMeanRecommender(self.store, top_k=rec.top_k, candidates=rec.candidates.max_candidates)
+        from models.watcher import ModelWatcher  # onnxruntime: only where ranking happens
+        from stream.ranking import CandidateReader, RankingRecommender
+
+        reader = CandidateReader.from_url(self.settings.redis.effective_url, self.cfg)
+        return RankingRecommender(self.store, reader, ModelWatcher(self.settings.models), rec.candidates,
+                                  top_k=rec.top_k, poll_interval_s=self.settings.models.poll_interval_s)
+
+    def refresh_model_info(self) -> None:
+        if self.recommender is not None:
+            self.metrics.model_version = self.recommender.model_version
+            self.metrics.provider = self.recommender.provider
 
     async def stop(self) -> None:
         if self.writer is not None:
             await self.writer.close()  # flushes what is pending
+        if self.recommender is not None:
+            await self.recommender.close()
         if self.store is not None:
             await self.store.close()
         if self.cache is not None:

@@ -37,8 +37,9 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -96,11 +97,11 @@ class CandidateReader:
         commands.append(resp.command(b"ZREVRANGE", self._keys.item_popularity.encode(), b"0", b"%d" % (popular_depth - 1)))
         commands.extend(resp.command(b"SMEMBERS", self._keys.seen(user).encode()) for user in users)
         replies = await resp.round_trip(self._client, commands)
-        neighbours = {}
+        neighbours: dict[ItemId, tuple[list[ItemId], list[float]]] = {}
         for item, (raw_items, raw_weights) in zip(items, replies[: len(items)]):
             found = codec.decode_value(raw_items) or []
             weights = codec.decode_value(raw_weights) or []
-            neighbours[item] = (list(found), list(weights))  # type: ignore[arg-type]
+            neighbours[item] = (cast(list[ItemId], found), cast(list[float], weights))
         popular = [item.decode() for item in replies[len(items)]]
         seen = {user: {item.decode() for item in reply} for user, reply in zip(users, replies[len(items) + 1 :])}
         return CandidateInputs(neighbours, popular, seen)
@@ -353,7 +354,8 @@ def _percentile(values: Sequence[float], q: float) -> float:
 async def _timed(recommender: RankingRecommender, batches: list[list[RecommendRequest]], gathered: bool) -> dict[str, float]:
     """Latency per batch (ms): one ``recommend_many`` for the whole batch, or (``gathered``)
     one call per request, all concurrent."""
-    latencies, stages = [], {"candidates": [], "features": [], "scoring": []}  # type: dict[str, list[float]]
+    latencies: list[float] = []
+    stages: dict[str, list[float]] = {"candidates": [], "features": [], "scoring": []}
     for batch in batches:
         began = time.perf_counter()
         if gathered:
@@ -371,7 +373,7 @@ async def _timed(recommender: RankingRecommender, batches: list[list[RecommendRe
 def bench_events(frame: Any) -> list[ClickEvent]:
     """Rating events from an interaction frame (user_id, item_id, rating, ts in epoch s)."""
     return [ClickEvent(event_id=f"bench-{i}", user_id=str(row.user_id), item_id=str(row.item_id), type=EventType.RATING,
-                       rating=float(row.rating), ts=int(row.ts)) for i, row in enumerate(frame.itertuples(index=False))]
+                       rating=float(row.rating), ts=datetime.fromtimestamp(int(row.ts), timezone.utc)) for i, row in enumerate(frame.itertuples(index=False))]
 
 
 async def run_bench(redis_url: str, model_cfg: ModelConfig, events: int, iterations: int, seed: int = 0) -> dict[str, object]:
@@ -391,7 +393,7 @@ async def run_bench(redis_url: str, model_cfg: ModelConfig, events: int, iterati
     results: dict[str, object] = {"model_version": version, "events": events, "candidates": cfg.max_candidates}
     rng = np.random.default_rng(seed)
     requests = [RecommendRequest(u, s, ClickEvent(event_id=f"c-{u}", user_id=u, item_id=s.recent[0].item_id,
-                                                  type=EventType.CLICK, ts=0)) for u, s in states.items() if s.recent]
+                                                  type=EventType.CLICK, ts=datetime.now(timezone.utc))) for u, s in states.items() if s.recent]
     for batch_scoring in (True, False):
         recommender = RankingRecommender(store, CandidateReader.from_url(redis_url, feature_cfg), watcher, cfg,
                                          top_k=10, poll_interval_s=3600, batch_scoring=batch_scoring)

@@ -38,6 +38,12 @@ class Recommender(Protocol):
     @property
     def provider(self) -> str: ...
 
+    async def start(self) -> None:
+        """Load what ranking needs (a model, say); called once before the first batch."""
+        ...
+
+    async def close(self) -> None: ...
+
     async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[Ranked]:
         """Rank items for each request, in order, batching the I/O across them.
 
@@ -71,6 +77,12 @@ class TopMeanRecommender:
         self._index = index
         self._top_k = top_k
         self._candidates = candidates
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
     async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[Ranked]:
         began = time.perf_counter()

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.config import FeatureConfig
+from models.candidates import CandidateConfig
 from stream.schemas import EVENT_TYPES
 from models.config import ModelConfig
 
@@ -127,7 +128,8 @@ class RecommendSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     top_k: int = Field(default=10, ge=1, le=1000)
-    candidates: int = Field(default=200, ge=1, le=100_000)
+    recommender: Literal["ranking", "top_mean"] = "ranking"
+    candidates: CandidateConfig = CandidateConfig()
     trigger_types: list[str] = ["view", "click", "add_to_cart", "purchase", "rating"]
     debounce_ms: float = Field(default=0.0, ge=0, le=60_000)
     cache_ttl_s: int = Field(default=3600, ge=0, description="per-user cache of the last list; 0 turns it off")

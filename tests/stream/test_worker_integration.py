@@ -234,3 +234,43 @@ def test_cache_holds_each_users_list_for_their_latest_event(run: dict, worker: R
     cached, hit_rate = asyncio.run(read_all())
     assert cached == last_event
     assert hit_rate == 1.0
+
+
+def test_a_click_brings_the_items_co_visitation_neighbours_ranked_by_the_promoted_model(
+    run: dict, worker: RunningWorker, model_registry
+) -> None:  # type: ignore[no-untyped-def]
+    from models.registry import ModelRegistry
+
+    s = worker.settings
+    now = time.time()
+    # Ten shoppers look at B or C and then at item A: B and C become A's co-visitation neighbours
+    # (by default an item learns the items viewed just before it; covisit_symmetric adds the other way).
+    pattern = []
+    for n in range(10):
+        shopper = f"shopper-{n}"
+        pattern.append(ClickEvent(event_id=f"p-{uuid.uuid4().hex}", user_id=shopper, item_id="BC"[n % 2],
+                                  type=EventType.VIEW, ts=now + n * 0.01))
+        pattern.append(ClickEvent(event_id=f"p-{uuid.uuid4().hex}", user_id=shopper, item_id="A", type=EventType.VIEW,
+                                  ts=now + n * 0.01 + 0.001))
+    click = ClickEvent(event_id=f"click-{uuid.uuid4().hex}", user_id="newcomer", item_id="A", type=EventType.CLICK, ts=now + 1)
+
+    async def send(events: list[ClickEvent]) -> None:
+        client = producer(s.broker)
+        await client.start()
+        for e in events:
+            await client.send_and_wait(s.topics.clickstream, e.to_bytes(), key=e.user_id.encode())
+        await client.stop()
+
+    asyncio.run(send(pattern))
+    time.sleep(2.0)  # the item side and the writer flush (ms), with margin for a loaded machine
+    asyncio.run(send([click]))
+    values = asyncio.run(collect(worker, s.topics.recommendations,
+                                 lambda vs: any(Recommendation.model_validate_json(v).cause_event_id == click.event_id for v in vs), 120))
+    rec = next(r for r in map(Recommendation.model_validate_json, values) if r.cause_event_id == click.event_id)
+    by_item = {i.item_id: i for i in rec.items}
+    assert {"B", "C"} <= set(by_item), rec.items
+    assert by_item["B"].source == "covisit" and by_item["C"].source == "covisit"
+    assert "A" not in by_item  # already seen
+    assert rec.model_version == ModelRegistry(model_registry).current_version()
+    lat = rec.latency_ms
+    assert lat.candidates > 0 and lat.features > 0 and lat.scoring > 0 and lat.total >= lat.scoring
