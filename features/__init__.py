@@ -9,10 +9,12 @@ Modules
                   pure pieces: counts/means, decay, smoothing, idempotency window.
 ``user_state``, ``item_state``, ``global_state``
                   pure per-entity state and the update functions the agents call.
-``codec``, ``online``, ``indexes``, ``batching``
-                  Feast's Redis layout without feast; one pipelined round trip per batch.
-``export``, ``bench``, ``cli``
-                  offline export / training set, the benchmark, ``streamrec`` commands.
+``codec``, ``resp``, ``online``, ``indexes``, ``batching``
+                  Feast's Redis layout without feast; one raw round trip per batch.
+``history``, ``export``
+                  offline: the same update functions over an event log → parquet → Feast.
+``harness``, ``bench``, ``cli``
+                  a real worker process for tests/bench, the benchmark, ``streamrec`` commands.
 
 Wiring the worker (the agents hold no feature logic)
 ----------------------------------------------------
@@ -24,8 +26,12 @@ flush_ms=cfg.flush_ms)``.
 ``clickstream`` agent (keyed by user id, events in partition order), per event:
 
 1. ``state = UserState.from_dict(users[user_id])`` (or ``UserState()``);
-2. ``result = apply_user_event(state, event, cfg)``; if ``isinstance(result, Skipped)``
-   count ``result.reason`` ("duplicate" / "late") and stop: nothing changed;
+2. ``result = apply_user_event(state, event, cfg, source=(partition, offset))``; if
+   ``isinstance(result, Skipped)`` count ``result.reason`` ("duplicate" / "late") and
+   stop: nothing changed. ``source`` lets the item side deduplicate by offset
+   high-water marks (exact, no lateness bound); without it the item side falls
+   back to an event-id window that can drop messages arriving late by more than
+   ``dedup_max_ids`` newer messages of the same item;
 3. ``users[user_id] = state.to_dict()``;
 4. ``shard = GlobalShard.from_dict(shards[shard_id(partition)])``; ``shard.add(event)``;
    store it back; ``await writer.submit([result.row, shard.row(shard_id(partition))])``;
@@ -43,7 +49,10 @@ and its candidates), ``store.top_items_by_mean(k)``, ``store.top_items_by_popula
 and ``store.seen_items(user_id)``; co-visitation candidates are the
 ``covisit_items`` of the user's ``recent_items``.
 
-Guarantees: state updates are idempotent by event id and order-insensitive by event
-time within ``allowed_lateness_s`` (see ``window.py``); each row written is an
-entity's whole state, so the online store converges to the state tables.
+Guarantees: user updates are idempotent by event id and order-insensitive by event
+time within ``allowed_lateness_s`` (see ``window.py``); item updates are idempotent
+by source offset; each row written is an entity's whole state, so the online store
+converges to the state tables. Co-visitation: by default the event's item learns
+the user's recent items (one item message per event); ``covisit_symmetric=True``
+also tells each recent item (one more message per co-visit).
 """
