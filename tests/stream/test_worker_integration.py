@@ -163,7 +163,7 @@ def test_a_standard_kafka_client_gets_a_recommendation(run: dict, worker: Runnin
     s = worker.settings
     event = ClickEvent(event_id=f"ck-{uuid.uuid4().hex}", user_id="standard-client", item_id="i1",
                        type=EventType.CLICK, ts=time.time())
-    out = Producer({"bootstrap.servers": s.broker.bootstrap_servers})
+    out = Producer({"bootstrap.servers": s.broker.bootstrap_servers, "partitioner": "murmur2_random"})
     out.produce(s.topics.clickstream, key=event.user_id.encode(), value=event.to_bytes())
     assert out.flush(10) == 0
     inbox = Consumer({"bootstrap.servers": s.broker.bootstrap_servers, "group.id": f"ck-{uuid.uuid4().hex}",
