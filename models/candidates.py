@@ -49,16 +49,16 @@ class CandidateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    recent_items: int = Field(10, ge=0, le=1000, description="Newest recent items whose neighbours are expanded.")
-    covisit: int = Field(100, ge=0, le=100_000, description="Most co-visitation candidates per request.")
-    embedding: int = Field(50, ge=0, le=100_000, description="Most embedding-neighbour candidates per request.")
-    max_candidates: int = Field(200, ge=1, le=100_000, description="Candidates per request; popular items fill the rest.")
-    popular_depth: int = Field(500, ge=1, le=1_000_000, description="Popular items read per batch (fills and cold starts).")
+    recent_items: int = Field(default=10, ge=0, le=1000, description="Newest recent items whose neighbours are expanded.")
+    covisit: int = Field(default=100, ge=0, le=100_000, description="Most co-visitation candidates per request.")
+    embedding: int = Field(default=50, ge=0, le=100_000, description="Most embedding-neighbour candidates per request.")
+    max_candidates: int = Field(default=200, ge=1, le=100_000, description="Candidates per request; popular items fill the rest.")
+    popular_depth: int = Field(default=500, ge=1, le=1_000_000, description="Popular items read per batch (fills and cold starts).")
     exact_search_max_items: int = Field(
-        200_000, ge=0, description="Catalogues up to this size use exact numpy search; larger ones an HNSW index."
+        default=50_000, ge=0, description="Catalogues up to this size use exact numpy search; larger ones an HNSW index."
     )
-    ann_connectivity: int = Field(16, ge=2, le=256, description="HNSW graph degree (usearch connectivity).")
-    ann_expansion_search: int = Field(128, ge=1, le=10_000, description="HNSW search breadth (recall vs time).")
+    ann_connectivity: int = Field(default=16, ge=2, le=256, description="HNSW graph degree (usearch connectivity).")
+    ann_expansion_search: int = Field(default=128, ge=1, le=10_000, description="HNSW search breadth (recall vs time).")
 
     @model_validator(mode="after")
     def _depth_covers_fills(self) -> CandidateConfig:

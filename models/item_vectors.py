@@ -106,7 +106,7 @@ class ExactIndex:
         k = min(k, n)
         if k <= 0:
             return [[] for _ in range(len(queries))]
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(sims), 1))
+        top = np.argpartition(sims, n - k, axis=1)[:, n - k :] if k < n else np.tile(np.arange(n), (len(sims), 1))
         out = []
         for row, picks in zip(sims, top):
             picks = picks[np.argsort(-row[picks], kind="stable")]
@@ -135,7 +135,7 @@ class HnswIndex:
         if len(queries) == 1:
             one = self._index.search(queries[0], k)
             return [list(zip(one.keys.tolist(), (1.0 - one.distances).tolist()))]
-        found = self._index.search(queries, k, threads=1)  # the worker's cores belong to the event loop
+        found: Any = self._index.search(queries, k, threads=1)  # BatchMatches; the worker's cores belong to the event loop
         return [list(zip(found.keys[q, :c].tolist(), (1.0 - found.distances[q, :c]).tolist())) for q, c in enumerate(found.counts.tolist())]
 
 
