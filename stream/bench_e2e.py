@@ -239,6 +239,7 @@ class CpuWindow:
         self._t0 = 0.0
         self.percent: dict[str, float] = {}
         self.seconds: dict[str, float] = {}  # CPU seconds used in the window
+        self.wall_s = 0.0
 
     @staticmethod
     def _cpu(p: psutil.Process) -> float:
@@ -250,7 +251,7 @@ class CpuWindow:
         self._begin = {name: self._cpu(p) for name, p in self.processes.items()}
 
     def stop(self) -> dict[str, float]:
-        wall = max(time.monotonic() - self._t0, 1e-9)
+        wall = self.wall_s = max(time.monotonic() - self._t0, 1e-9)
         for name, p in self.processes.items():
             try:
                 self.seconds[name] = self._cpu(p) - self._begin[name]
@@ -313,6 +314,7 @@ class Session:
     stack_pids: dict[str, int]
     children: list[subprocess.Popen[bytes]]  # producers and profilers: stopped on exit whatever happens
     rss_samples: list[float] = field(default_factory=list)
+    idle_cpu_percent: dict[str, float] = field(default_factory=dict)
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -392,12 +394,24 @@ def _read_sent(path: Path) -> tuple[list[Sent], float]:
     return [Sent(str(e), str(u), float(t), bool(trig)) for e, u, t, trig in log["events"]], float(log["producer_cpu_s"])
 
 
+def _measured_processes(session: Session) -> dict[str, psutil.Process]:
+    return {"worker": session.worker.ps, "bench": psutil.Process(),
+            **{name: psutil.Process(pid) for name, pid in session.stack_pids.items() if psutil.pid_exists(pid)}}
+
+
+async def _idle_cpu(session: Session, seconds: float = 3.0) -> dict[str, float]:
+    """CPU % of the worker, the stack and this process with no events flowing (consumers polling)."""
+    cpu = CpuWindow(_measured_processes(session))
+    cpu.start()
+    await asyncio.sleep(seconds)
+    return cpu.stop()
+
+
 async def _run_step(session: Session, collector: Collector, rate: float, step: int, start_row: int) -> dict[str, Any]:
     from tqdm import tqdm
 
     cfg = session.config
-    processes = {"worker": session.worker.ps, "bench": psutil.Process(), **{
-        name: psutil.Process(pid) for name, pid in session.stack_pids.items() if psutil.pid_exists(pid)}}
+    processes = _measured_processes(session)
     producer, sent_path = await _start_producer(session, rate, step, start_row)
     profiler = _start_profiler(session, step) if cfg.profile else None
     load_before = os.getloadavg()[0]
@@ -437,7 +451,10 @@ async def _run_step(session: Session, collector: Collector, rate: float, step: i
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     # the worker's CPU cost per event served: what bounds throughput when cores are scarce
     served = result["recommendations"] + result["superseded"]
-    result["worker_cpu_ms_per_event"] = round(1000 * cpu.seconds.get("worker", 0.0) / served, 3) if served else None
+    worker_s = cpu.seconds.get("worker", 0.0)
+    busy_s = worker_s - session.idle_cpu_percent.get("worker", 0.0) / 100 * cpu.wall_s  # less the idle polling
+    result["worker_cpu_ms_per_event"] = round(1000 * worker_s / served, 3) if served else None
+    result["worker_cpu_ms_per_event_above_idle"] = round(1000 * max(busy_s, 0.0) / served, 3) if served else None
     if profiler is not None:
         result["worker_profile"] = str(session.run_dir / f"worker-profile-{step}.svg")
     return result
@@ -511,7 +528,8 @@ async def _drive(session: Session) -> dict[str, Any]:
     try:
         ready_s = await _warm_up(session, collector)
         ready_rss = session.worker.rss_mb()
-        print(f"[e2e] worker ready after {ready_s:.1f} s of warm-up, RSS {ready_rss:.0f} MB", flush=True)
+        idle = session.idle_cpu_percent = await _idle_cpu(session)
+        print(f"[e2e] worker ready after {ready_s:.1f} s of warm-up, RSS {ready_rss:.0f} MB, idle cpu% {idle}", flush=True)
         steps: list[dict[str, Any]] = []
         rate: float | None = cfg.rate if not cfg.sweep else next_sweep_rate(
             [], start=cfg.sweep_start, factor=cfg.sweep_factor, max_rate=cfg.sweep_max_rate, resolution=cfg.sweep_resolution)
@@ -533,6 +551,7 @@ async def _drive(session: Session) -> dict[str, Any]:
         await collector.stop()
     report = _report(session, steps, ready_s=ready_s, ready_rss=ready_rss, final_rss=final_rss, duplicates=duplicates)
     report["model_versions"] = sorted(collector.model_versions)
+    report["idle_cpu_percent"] = idle
     if cfg.sweep:
         report["sweep_converged"] = rate is None  # False: stopped by --sweep-steps before the bracket closed
     return report
