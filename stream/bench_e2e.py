@@ -15,6 +15,15 @@ theirs: a debounce that keeps the last event's effect), or *lost* (neither, afte
 grace period). Percentiles are over answered events. The worker's RSS and the CPU of
 every process are sampled while the load runs.
 
+The JSON holds ``rate``, ``events``, ``recommendations``, ``lost``, ``p50_ms``,
+``p95_ms``, ``p99_ms``, ``worker_rss_mb`` (the maximum; ``_final`` and ``_ready`` too),
+and to tell where the time goes: ``breakdown`` (send → emit inside the worker,
+emit → received here, the recommend step; from the messages' own latency fields),
+``cpu_percent`` per process under load, ``idle_cpu_percent`` after warm-up (consumers
+polling at the fetch wait), ``worker_cpu_ms_per_event`` (and above idle), the broker
+settings and the load average. A PNG beside it shows the distribution and latency over
+the run (a sweep: percentiles by rate and a CDF per step).
+
 ``--sweep`` reuses one worker and raises the rate (×2 per step) until p99 exceeds the
 target or events are lost, then bisects; it stops after ``--sweep-steps`` steps, at
 ``--sweep-max-rate``, or when the bracket is within 10%.
