@@ -94,6 +94,8 @@ def timestamp_field(view: str) -> bytes:
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return bytes((value,))
     value &= 0xFFFFFFFFFFFFFFFF  # negative int64: two's complement, 10 bytes
     out = bytearray()
     while value > 0x7F:

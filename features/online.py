@@ -17,15 +17,17 @@ least as complete, even when a late event leaves its event timestamp unchanged
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from features import codec, resp
 from features.config import FeatureConfig
 from features.indexes import IndexKeys, index_commands
-from features.schema import VIEWS, FeatureRow, FeatureValue, ViewSpec
+from features.schema import VIEWS, DType, FeatureRow, FeatureValue, ViewSpec
 
 FeatureDict = dict[str, FeatureValue | None]
 
@@ -79,6 +81,10 @@ class RedisFeatureStore(OnlineFeatureStore):
         }
         self._ts_bulks = {view: resp.bulk(codec.timestamp_field(view)) for view in VIEWS}
         self._hmget_fields: dict[tuple[str, tuple[str, ...]], bytes] = {}
+        self._packers = {
+            view.name: {name: (self._field_bulks[view.name][name], _VALUE_PACKERS[dtype]) for name, dtype in view.features}
+            for view in VIEWS.values()
+        }
 
     @classmethod
     def from_url(cls, redis_url: str, cfg: FeatureConfig) -> RedisFeatureStore:
@@ -89,11 +95,15 @@ class RedisFeatureStore(OnlineFeatureStore):
         return codec.entity_key(spec.join_key, entity_id, self._project)
 
     def _hset(self, row: FeatureRow) -> bytes:
-        spec = VIEWS[row.view]
-        fields = self._field_bulks[row.view]
-        parts = [fields[name] + resp.bulk(codec.encode_value(spec.dtype(name), value)) for name, value in row.values.items()]
-        parts.append(self._ts_bulks[row.view] + resp.bulk(codec.encode_timestamp(row.event_ts_ms)))
-        head = resp.header(2 + 2 * len(parts), b"HSET") + resp.bulk(self._key(spec, row.entity_id))
+        packers = self._packers[row.view]
+        parts = []
+        for name, value in row.values.items():
+            field, pack = packers[name]
+            parts.append(field)
+            parts.append(pack(value))
+        parts.append(self._ts_bulks[row.view])
+        parts.append(resp.bulk(codec.encode_timestamp(row.event_ts_ms)))
+        head = resp.header(2 + len(parts), b"HSET") + resp.bulk(self._key(VIEWS[row.view], row.entity_id))
         return head + b"".join(parts)
 
     async def write_batch(self, rows: Sequence[FeatureRow]) -> None:
@@ -153,6 +163,38 @@ class RedisFeatureStore(OnlineFeatureStore):
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+_F64_BULK = struct.Struct("<d")
+_SMALL_INT_BULKS = tuple(resp.bulk(codec.encode_value("int64", n)) for n in range(4096))
+
+
+def _pack_float64(value: Any) -> bytes:
+    # the RESP bulk of a serialized Value{double_val}: always 9 bytes
+    return b"$9\r\n\x29" + _F64_BULK.pack(value) + b"\r\n"
+
+
+def _pack_int64(value: Any) -> bytes:
+    if 0 <= value < 4096:  # counters: prepacked
+        return _SMALL_INT_BULKS[value]
+    return resp.bulk(codec.encode_value("int64", value))
+
+
+def _packer(dtype: DType) -> Callable[[Any], bytes]:
+    def pack(value: Any) -> bytes:
+        return resp.bulk(codec.encode_value(dtype, value))
+
+    return pack
+
+
+# value -> the RESP bulk string of its serialized feast Value, per feature type
+_VALUE_PACKERS: dict[DType, Callable[[Any], bytes]] = {
+    "float64": _pack_float64,
+    "int64": _pack_int64,
+    "string": _packer("string"),
+    "string_list": _packer("string_list"),
+    "float64_list": _packer("float64_list"),
+}
 
 
 def _decode_row(names: list[str], reply: list[bytes | None]) -> FeatureDict:
