@@ -31,8 +31,7 @@ Nothing here does I/O or reads a clock.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, NamedTuple, TypeAlias
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -70,8 +69,7 @@ class CandidateConfig(BaseModel):
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):  # a tuple: cheap to build, hundreds per request
     item_id: ItemId
     source: Source
     score: float
@@ -106,14 +104,20 @@ def merge(sources: Sequence[tuple[Source, Scored, int]], exclude: Collection[Ite
     ``limit`` in all, in merge order.
     """
     taken: dict[ItemId, Candidate] = {}
+    room = limit
     for source, scored, quota in sources:
+        quota = min(quota, room)
+        if quota <= 0:
+            continue
         added = 0
         for item, score in scored:
-            if added >= quota or len(taken) >= limit:
+            if item in taken or item in exclude:
+                continue
+            taken[item] = Candidate(item, source, score)
+            added += 1
+            if added == quota:
                 break
-            if item not in taken and item not in exclude:
-                taken[item] = Candidate(item, source, score)
-                added += 1
+        room -= added
     return list(taken.values())
 
 
@@ -129,7 +133,7 @@ def generate(
     ``cfg.recent_items`` are expanded); ``popular`` from :func:`popular_scores`
     (built once per batch); ``embedding`` already ranked, best first."""
     recent = recent[: cfg.recent_items]
-    exclude = set(seen).union(item for item, _ in recent)
+    exclude = seen if all(item in seen for item, _ in recent) else set(seen).union(item for item, _ in recent)
     sources: list[tuple[Source, Scored, int]] = [
         ("covisit", covisit_scores(recent, neighbours), cfg.covisit),
         ("embedding", embedding, cfg.embedding),

@@ -138,14 +138,10 @@ class FeaturePlan:
         ``item_of[r]`` (indices into the row lists); NaN where a value is missing."""
         out = np.empty((len(item_of), len(self.names)), np.float32)
         for columns, rows, index in ((self.user, user_rows, user_of), (self.item, item_rows, item_of)):
-            if columns:
-                table = np.array([[_number(row.get(f)) for _, f in columns] for row in rows], np.float32).reshape(len(rows), len(columns))
-                out[:, [c for c, _ in columns]] = table[index]
+            for col, feature in columns:
+                values = np.array([row.get(feature) for row in rows], np.float32)  # None becomes NaN
+                out[:, col] = values[index] if len(values) else np.nan
         return out
-
-
-def _number(value: object) -> float:
-    return float("nan") if value is None else float(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -282,25 +278,25 @@ class RankingRecommender:
             near = embedding_neighbours(serving.vectors, serving.index, recents, self.cfg.embedding)
         out = []
         for request, recent, nearby in zip(requests, recents, near):
-            seen = inputs.seen.get(request.user_id, set()).union(r.item_id for r in request.state.recent)
+            seen = inputs.seen.setdefault(request.user_id, set())
+            seen.update(r.item_id for r in request.state.recent)  # the writer may not have flushed them yet
             out.append(generate(self.cfg, recent, inputs.neighbours, popular, seen, nearby))
         return out
 
     async def _rank(self, requests: Sequence[RecommendRequest], lists: list[list[Candidate]], serving: Serving,
                     stages: dict[str, float], fetched: float) -> list[Ranked]:
+        row_items = [c.item_id for cands in lists for c in cands]
         users = list(dict.fromkeys(r.user_id for r in requests))
-        items = list(dict.fromkeys(c.item_id for cands in lists for c in cands))
-        user_rows, item_rows = await self._store.read_many(serving.plan.requests(users, items))
+        item_pos = {item: pos for pos, item in enumerate(dict.fromkeys(row_items))}
+        user_rows, item_rows = await self._store.read_many(serving.plan.requests(users, list(item_pos)))
         user_pos = {u: i for i, u in enumerate(users)}
-        item_pos = {it: i for i, it in enumerate(items)}
         sizes = [len(cands) for cands in lists]
         user_of = np.repeat([user_pos[r.user_id] for r in requests], sizes).astype(np.int64)
-        item_of = np.fromiter((item_pos[c.item_id] for cands in lists for c in cands), np.int64, count=sum(sizes))
+        item_of = np.fromiter(map(item_pos.__getitem__, row_items), np.int64, count=len(row_items))
         dense = serving.plan.dense(user_rows, item_rows, user_of, item_of)
         scored = time.perf_counter()
         stages["features"] = (scored - fetched) * 1000
         row_users = [r.user_id for r, n in zip(requests, sizes) for _ in range(n)]
-        row_items = [c.item_id for cands in lists for c in cands]
         scores = self._score(serving.scorer, row_users, row_items, dense, sizes)
         out, start = [], 0
         for cands, n in zip(lists, sizes):
