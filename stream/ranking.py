@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import socket
 import subprocess
 import time
@@ -404,6 +405,7 @@ async def run_bench(redis_url: str, model_cfg: ModelConfig, events: int, iterati
                 results[f"concurrent{size}_separate_recommend_many"] = await _timed(recommender, batches, gathered=True)
         await recommender.close()
     await store.close()
+    results["load_average_1m"] = os.getloadavg()[0]  # the machine is shared: read figures with it
     return results
 
 
