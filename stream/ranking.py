@@ -131,8 +131,10 @@ class FeaturePlan:
             (self.user if view == USER_VIEW else self.item).append((col, feature))
 
     def requests(self, users: Sequence[UserId], items: Sequence[ItemId]) -> list[ReadRequest]:
-        return [ReadRequest(USER_VIEW, users, [f for _, f in self.user] or None),
-                ReadRequest(ITEM_VIEW, items, [f for _, f in self.item] or None)]
+        """The user rows and the item rows, only the model's columns; no read at all for
+        a view the model does not use."""
+        return [ReadRequest(USER_VIEW, users if self.user else [], [f for _, f in self.user] or ["event_count"]),
+                ReadRequest(ITEM_VIEW, items if self.item else [], [f for _, f in self.item] or ["event_count"])]
 
     def dense(self, user_rows: list[FeatureDict], item_rows: list[FeatureDict], user_of: np.ndarray, item_of: np.ndarray) -> np.ndarray:
         """float32 [rows, F]: row r has the features of user ``user_of[r]`` and item

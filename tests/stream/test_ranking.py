@@ -28,7 +28,7 @@ from models.pipeline import train_and_publish
 from models.registry import METADATA, ModelRegistry
 from models.scorer import ScoreBatch
 from models.watcher import ModelWatcher
-from stream.ranking import CandidateReader, RankingRecommender, bench_events, replay_events
+from stream.ranking import CandidateReader, FeaturePlan, RankingRecommender, bench_events, replay_events
 from stream.recommend import RecommendRequest
 from stream.schemas import ClickEvent, EventType
 
@@ -219,3 +219,22 @@ async def test_a_model_reading_features_the_store_lacks_is_refused_and_the_old_o
 
     assert now == world.version == ranking.model_version
     assert ranked.items and ranked.stage_ms["scoring"] > 0
+
+
+def test_the_feature_plan_puts_online_values_in_the_models_column_order() -> None:
+    plan = FeaturePlan(["item_features:n_rating", "user_features:rating_mean", "item_features:rating_mean"])
+    users = [{"rating_mean": 4.0}, {"rating_mean": None}]
+    items = [{"n_rating": 3, "rating_mean": 2.5}, {"n_rating": 0, "rating_mean": None}]
+
+    dense = plan.dense(users, items, np.array([0, 1, 1]), np.array([1, 0, 1]))
+
+    expected = np.array([[0, 4.0, np.nan], [3, np.nan, 2.5], [0, np.nan, np.nan]], np.float32)
+    assert np.array_equal(dense, expected, equal_nan=True)
+    assert [r.entity_ids for r in FeaturePlan(["item_features:n_rating"]).requests(["u"], ["i"])] == [[], ["i"]]
+
+
+def test_a_model_feature_the_online_views_lack_is_named() -> None:
+    with pytest.raises(ValueError, match="item_features:covisit_items"):
+        FeaturePlan(["item_features:covisit_items"])
+    with pytest.raises(ValueError, match="user_features:nope"):
+        FeaturePlan(["user_features:nope"])
