@@ -17,6 +17,7 @@ import faust
 from mode import CrashingSupervisor
 
 from stream.processor import EventProcessor
+from stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
 from stream.settings import Settings
 from stream.transport import TunedTransport
 
@@ -30,6 +31,7 @@ class StreamrecApp(faust.App):
         self.settings = settings
         self.fetch_max_wait_ms = settings.broker.fetch_max_wait_ms
         self.processor: EventProcessor | None = None
+        self.prometheus: PrometheusEndpoint | None = None
         super().__init__(**kwargs)
 
     def _new_transport(self) -> TunedTransport:
@@ -39,8 +41,16 @@ class StreamrecApp(faust.App):
         await super().on_start()
         assert self.processor is not None
         await self.processor.start()
+        w = self.settings.worker
+        try:
+            self.prometheus = await start_prometheus_endpoint(self.processor.metrics, port=w.prometheus_port, host=w.prometheus_host)
+        except OSError as exc:
+            raise OSError(f"cannot serve Prometheus metrics on {w.prometheus_host}:{w.prometheus_port} ({exc}); "
+                          "set STREAMREC_WORKER__PROMETHEUS_PORT to a free port, or 0 to turn it off") from exc
 
     async def on_stop(self) -> None:
+        if self.prometheus is not None:
+            await self.prometheus.stop()
         if self.processor is not None:
             await self.processor.stop()
         await super().on_stop()

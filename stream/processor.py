@@ -160,7 +160,7 @@ class EventProcessor:
                 await self._dead_letter(message, parsed, partition, offset)
                 continue
             state = self.users.get(parsed.user_id)
-            result = apply_user_event(state, parsed, self.cfg)
+            result = apply_user_event(state, parsed, self.cfg, source=(partition, offset))
             if isinstance(result, Skipped):
                 self.metrics.count(f"skipped_{result.reason}")
                 continue

@@ -152,6 +152,8 @@ class WorkerSettings(BaseModel):
     data_dir: Path = Path("var/worker")
     web_port: int = Field(default=6066, ge=0, le=65535)
     web_enabled: bool = False
+    prometheus_port: int = Field(default=0, ge=0, le=65535, description="/metrics in Prometheus text; 0 = off (e.g. 9464)")
+    prometheus_host: str = "127.0.0.1"
     metrics_interval_s: float = Field(default=5.0, gt=0)
     max_event_bytes: int = Field(default=4096, ge=64, le=1_048_576)
     allow_unknown_fields: bool = False
