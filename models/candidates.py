@@ -15,8 +15,9 @@ Three sources, most personal first (that order is also the precedence when mergi
 Merging keeps, for an item that several sources propose, the most personal source
 (covisit > embedding > popular) and that source's score; co-visitation and embedding
 contribute at most ``covisit`` and ``embedding`` *new* items; popular items fill the
-rest of ``max_candidates`` (so at least ``max_candidates - covisit - embedding``
-of them, and whatever the personal sources could not supply).
+rest of ``max_candidates`` (at least ``max_candidates - covisit - embedding`` of them,
+more when the personal sources run short). Only the ``popular_depth`` most popular
+items are read, so a user who has seen most of them gets a shorter list.
 
 Exclusion: every item in the user's seen set (all interactions: views, clicks, carts,
 purchases, ratings — so purchased and rated items always). The online store keeps no
