@@ -96,7 +96,7 @@ def build_app(settings: Settings) -> StreamrecApp:
         # Tansu's high watermark is off by a batch (ENVIRONMENT.md), which trips this check.
         recovery_consistency_check=b.flavor != "tansu",
         stream_buffer_maxsize=w.stream_buffer_maxsize,
-        producer_linger=0.0,
+        producer_linger=b.producer_linger_ms / 1000.0,
         datadir=str(w.data_dir / w.id),
         web_enabled=w.web_enabled,
         web_port=w.web_port,

@@ -50,6 +50,7 @@ class BrokerSettings(BaseModel):
     heartbeat_interval_s: float | None = Field(default=None, gt=0)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     partitions: int = Field(default=4, ge=1, le=1024)
+    producer_linger_ms: float = Field(default=2.0, ge=0, le=1000, description="batch sends this long (fewer requests per message)")
     replication_factor: int = Field(default=1, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
