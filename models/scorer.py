@@ -63,6 +63,16 @@ class ScoreBatch:
         return cls(user_id, list(item_ids), dense)
 
 
+class _IdIndex(dict[str, int]):
+    """id → model index; an unknown id is the reserved cold-start index (no KeyError)."""
+
+    def __missing__(self, key: str) -> int:
+        return UNKNOWN_INDEX
+
+    def indices(self, ids: Sequence[str]) -> np.ndarray:
+        return np.fromiter(map(self.__getitem__, ids), np.int64, len(ids))
+
+
 def choose_provider(requested: Provider = "auto") -> str:
     available = ort.get_available_providers()
     if requested == "cuda" and CUDA not in available:
@@ -95,8 +105,8 @@ class Scorer:
     ) -> None:
         self.metadata, self.variant, self.version = metadata, variant, str(metadata.get("version", "unversioned"))
         self.feature_names: tuple[str, ...] = tuple(metadata["features"])
-        self._users = {u: i + 1 for i, u in enumerate(metadata["users"])}
-        self._items = {it: i + 1 for i, it in enumerate(metadata["items"])}
+        self._users = _IdIndex((u, i + 1) for i, u in enumerate(metadata["users"]))
+        self._items = _IdIndex((it, i + 1) for i, it in enumerate(metadata["items"]))
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
@@ -116,12 +126,11 @@ class Scorer:
             return np.zeros(0, np.float32)
         if batch.dense.ndim != 2 or batch.dense.shape[1] != len(self.feature_names):
             raise ValueError(f"dense has shape {batch.dense.shape}, model expects (N, {len(self.feature_names)}): {self.feature_names}")
-        users, items = self._users.get, self._items.get
         if isinstance(batch.user_ids, str):
-            user = np.full(len(batch), users(batch.user_ids, UNKNOWN_INDEX), np.int64)
+            user = np.full(len(batch), self._users[batch.user_ids], np.int64)
         else:
-            user = np.array([users(u, UNKNOWN_INDEX) for u in batch.user_ids], np.int64)
-        item = np.array([items(i, UNKNOWN_INDEX) for i in batch.item_ids], np.int64)
+            user = self._users.indices(batch.user_ids)
+        item = self._items.indices(batch.item_ids)
         dense = batch.dense if batch.dense.dtype == np.float32 and batch.dense.flags.c_contiguous else np.ascontiguousarray(batch.dense, np.float32)
         return self._session.run(self._outputs, {"user": user, "item": item, "dense": dense})[0]
 
