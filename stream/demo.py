@@ -14,10 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 from infra.errors import StackError
-from stream.kafka import consumer
+from stream.kafka import consumer, producer
+from stream.schemas import ClickEvent, EventType, Recommendation
+from stream.topics import ensure_topics
 from stream.runtime import settings_env, stack_from
 from stream.settings import Settings
 from stream.tail import format_metrics, format_recommendation
@@ -72,6 +76,10 @@ async def _live(settings: Settings, worker: subprocess.Popen[bytes], *, duration
     from stream.replay import replay
 
     frame = load_dataset(dataset).interactions
+    ready_s = await _wait_until_serving(settings, worker)
+    if ready_s is None:
+        return 1
+    print(f"[demo] worker serving {ready_s:.1f} s after start; replaying {dataset} at {rate:g} events/s", flush=True)
     started = time.monotonic()
     replay_task = asyncio.create_task(replay(settings, frame, dataset, rate=rate, duration_s=duration_s, progress=False))
     watch = asyncio.create_task(_print_outputs(settings, worker, started))
@@ -88,6 +96,34 @@ async def _live(settings: Settings, worker: subprocess.Popen[bytes], *, duration
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
     return 0
+
+
+async def _wait_until_serving(settings: Settings, worker: subprocess.Popen[bytes], limit_s: float = 300.0) -> float | None:
+    """Send one warm-up click and wait for its recommendation: the worker is then up
+    (Feast repo applied, model loaded, partitions assigned). Returns seconds since start."""
+    began = time.monotonic()
+    t = settings.topics
+    await ensure_topics(settings)
+    inbox = consumer(settings.broker, t.recommendations, auto_offset_reset="latest")
+    await inbox.start()
+    out = producer(settings.broker)
+    await out.start()
+    try:
+        warmup = ClickEvent(event_id=f"demo-warmup-{uuid.uuid4().hex}", user_id="demo-warmup", item_id="1",
+                            type=EventType.CLICK, ts=datetime.now(timezone.utc))
+        await out.send_and_wait(t.clickstream, warmup.to_bytes(), key=warmup.user_id.encode())
+        while time.monotonic() - began < limit_s:
+            if worker.poll() is not None:
+                print(f"[demo] the worker exited with code {worker.returncode}; see its log", file=sys.stderr)
+                return None
+            for records in (await inbox.getmany(timeout_ms=500)).values():
+                if any(Recommendation.model_validate_json(r.value).cause_event_id == warmup.event_id for r in records):
+                    return time.monotonic() - began
+        print(f"[demo] the worker did not serve within {limit_s:.0f} s; see its log", file=sys.stderr)
+        return None
+    finally:
+        await out.stop()
+        await inbox.stop()
 
 
 async def _print_outputs(settings: Settings, worker: subprocess.Popen[bytes], started: float) -> None:
