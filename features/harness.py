@@ -7,9 +7,7 @@ the settings in the environment), so what is measured or tested is the real thin
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,23 +37,15 @@ def isolated_settings(bootstrap: str, redis_url: str, data_dir: Path, **override
 
 
 def start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
-    from stream.runtime import settings_env
+    from stream.runtime import spawn_worker
 
-    env = {**os.environ, **settings_env(settings)}
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
+    return spawn_worker(settings, log, loglevel="warning")
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+    from stream.runtime import stop_process
+
+    stop_process(worker, grace_s=30)
 
 
 async def wait_ready(

@@ -111,7 +111,7 @@ class EmbeddedStack:
                 "pid": record.pid,
                 "port": record.port,
                 "alive": alive,
-                "answering": alive and _port_open(self.config.host, record.port),
+                "answering": alive and port_open(self.config.host, record.port),
                 "log": record.log,
                 "data_dir": record.data_dir,
             }
@@ -127,7 +127,7 @@ class EmbeddedStack:
         return specs
 
     def _start(self, spec: ServiceSpec) -> ServiceRecord:
-        if _port_open(self.config.host, spec.port):
+        if port_open(self.config.host, spec.port):
             raise StackError(
                 f"port {spec.port} on {self.config.host} is already in use by a process streamrec did not start; "
                 f"set {spec.port_setting} to a free port (the stack never stops or reuses a service it did not start)"
@@ -205,9 +205,10 @@ def _terminate(pid: int, grace_s: float = 5.0) -> None:
         pass
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
+    """True when something accepts TCP connections on host:port."""
     try:
-        with socket.create_connection((host, port), timeout=0.2):
+        with socket.create_connection((host, port), timeout=timeout_s):
             return True
     except OSError:
         return False

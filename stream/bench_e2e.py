@@ -216,13 +216,10 @@ class WorkerProcess:
     """One ``python -m stream.cli worker`` child with the given settings in its environment."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
-        from stream.runtime import settings_env
+        from stream.runtime import spawn_worker
 
         self.log = log
-        env = {**os.environ, **settings_env(settings)}
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"],
-                                            stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.process = spawn_worker(settings, log)
         self.ps = psutil.Process(self.process.pid)
 
     def check_alive(self) -> None:

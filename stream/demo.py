@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ from infra.errors import StackError
 from stream.kafka import consumer, producer
 from stream.schemas import ClickEvent, EventType, Recommendation
 from stream.topics import ensure_topics
-from stream.runtime import settings_env, stack_from
+from stream.runtime import spawn_worker, stack_from, stop_process
 from stream.settings import Settings
 from stream.tail import format_metrics, format_recommendation
 
@@ -53,21 +51,13 @@ def run_demo(settings: Settings, *, duration_s: float | None, rate: float, datas
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     log_dir = Path(settings.worker.data_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = open(log_dir / "demo-worker.log", "ab")  # noqa: SIM115 - handed to the child
-    env = {**os.environ, **settings_env(settings)}
-    print(f"[demo] starting worker (log {log.name})", flush=True)
-    return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    log = log_dir / "demo-worker.log"
+    print(f"[demo] starting worker (log {log})", flush=True)
+    return spawn_worker(settings, log)
 
 
 def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+    stop_process(worker)
     print(f"[demo] worker stopped (exit {worker.returncode})", flush=True)
 
 

@@ -11,13 +11,12 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from infra.stack import EmbeddedStack, StackConfig
+from infra.stack import EmbeddedStack, StackConfig, port_open
 from stream.settings import Settings
 from stream.topics import ensure_topics
 
@@ -80,6 +79,26 @@ def prepare_model(settings: Settings) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+def spawn_worker(settings: Settings, log: Path, *, loglevel: str = "info") -> subprocess.Popen[bytes]:
+    """Start ``streamrec worker`` as a child process with ``settings`` in its environment,
+    its output appended to ``log``. Stop it with :func:`stop_process`."""
+    env = {**os.environ, **settings_env(settings)}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", loglevel],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """SIGTERM (a worker then commits and flushes), SIGKILL after ``grace_s``; reaps the child."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment variables that rebuild ``settings`` in a child process."""
     env: dict[str, str] = {}
@@ -101,7 +120,7 @@ def check_services(settings: Settings, *, redis: bool = True) -> None:
         services.append(("redis", _redis_host_port(settings.redis.url), "STREAMREC_REDIS__URL"))
     for name, host_port, setting in services:
         host, _, port = host_port.rpartition(":")
-        if not _reachable(host, int(port)):
+        if not port_open(host, int(port), timeout_s=1.0):
             missing.append(f"{name} is not reachable at {host_port} ({setting}); start the embedded stack with "
                            f"`streamrec stack up` or point {setting} at a running {name}")
     if missing:
@@ -139,9 +158,3 @@ def _redis_host_port(url: str) -> str:
     return rest if ":" in rest else f"{rest}:6379"
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False

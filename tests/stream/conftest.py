@@ -4,9 +4,7 @@ Feast project and Redis database so that it shares nothing with other tests."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.runtime import feature_repo_dir, settings_env
+from stream.runtime import feature_repo_dir, spawn_worker, stop_process
 from stream.settings import Settings, load_settings
 
 WORKER_DB = 3
@@ -46,20 +44,11 @@ def worker_settings(bootstrap_servers: str, redis_url: str, data_dir: Path, regi
 
 
 def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env(settings)}
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    return spawn_worker(settings, log)
 
 
 def stop_worker(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(process)
 
 
 @pytest.fixture(scope="session")
