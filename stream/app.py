@@ -10,7 +10,6 @@ idempotent by ``event_id`` (features/), so redelivery changes nothing.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import faust
@@ -21,7 +20,6 @@ from stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
 from stream.settings import Settings
 from stream.transport import TunedTransport
 
-log = logging.getLogger(__name__)
 
 
 class StreamrecApp(faust.App):

@@ -14,7 +14,6 @@ All of it happens before Faust acknowledges the batch.
 
 from __future__ import annotations
 
-import logging
 import time
 import zlib
 from collections import defaultdict
@@ -38,7 +37,6 @@ from stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, St
 from stream.settings import Settings
 from stream.state_table import StateTable
 
-log = logging.getLogger(__name__)
 
 ITEM_BATCH = TypeAdapter(list[ItemMsg])
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from infra.stack import EmbeddedStack, StackConfig, port_open
 from stream.settings import Settings
 from stream.topics import ensure_topics
 
-log = logging.getLogger(__name__)
 
 
 def stack_from(settings: Settings, *, durable: bool | None = None) -> EmbeddedStack:
