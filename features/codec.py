@@ -68,21 +68,21 @@ def _value_subset_class() -> Any:
 _Value = _value_subset_class()
 
 
+def _key_prefix(join_key: str) -> bytes:
+    key = join_key.encode()
+    return _U32.pack(1) + _U32.pack(_STRING_TYPE) + _U32.pack(len(key)) + key + _U32.pack(_STRING_TYPE)
+
+
+_KEY_PREFIXES: dict[str, bytes] = {}
+
+
 def entity_key(join_key: str, entity_id: str, project: str) -> bytes:
     """The Redis hash key Feast uses for one STRING join key (serialization v3)."""
-    key, value = join_key.encode(), entity_id.encode()
-    return b"".join(
-        (
-            _U32.pack(1),
-            _U32.pack(_STRING_TYPE),
-            _U32.pack(len(key)),
-            key,
-            _U32.pack(_STRING_TYPE),
-            _U32.pack(len(value)),
-            value,
-            project.encode(),
-        )
-    )
+    prefix = _KEY_PREFIXES.get(join_key)
+    if prefix is None:
+        prefix = _KEY_PREFIXES[join_key] = _key_prefix(join_key)
+    value = entity_id.encode()
+    return prefix + _U32.pack(len(value)) + value + project.encode()
 
 
 def field_key(view: str, feature: str) -> bytes:
@@ -189,6 +189,30 @@ def decode_value(data: bytes | None) -> FeatureValue | None:
     if tag == _TAG_DOUBLE_LIST:
         return _decode_doubles(data, pos, pos + length)
     raise ValueError(f"unsupported feast Value tag 0x{tag:02x}")
+
+
+def _decode_float64(data: bytes | None) -> FeatureValue | None:
+    if data and data[0] == _TAG_DOUBLE:
+        return _F64.unpack_from(data, 1)[0]  # type: ignore[no-any-return]
+    return decode_value(data)
+
+
+def _decode_int64(data: bytes | None) -> FeatureValue | None:
+    if data and data[0] == _TAG_INT64:
+        return data[1] if len(data) == 2 else _signed64(_read_varint(data, 1)[0])
+    return decode_value(data)
+
+
+_DECODERS: dict[DType, Callable[[bytes | None], FeatureValue | None]] = {
+    "float64": _decode_float64,
+    "int64": _decode_int64,
+}
+
+
+def decoder(dtype: DType) -> Callable[[bytes | None], FeatureValue | None]:
+    """``decode_value`` with a fast path for the Value kind ``dtype`` is stored as
+    (same results for every input: anything else takes the general path)."""
+    return _DECODERS.get(dtype, decode_value)
 
 
 def _decode_doubles(data: bytes, pos: int, end: int) -> list[float]:

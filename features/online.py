@@ -30,6 +30,8 @@ from features.indexes import IndexKeys, index_commands
 from features.schema import VIEWS, DType, FeatureRow, FeatureValue, ViewSpec
 
 FeatureDict = dict[str, FeatureValue | None]
+Decoder = Callable[[bytes | None], FeatureValue | None]
+_KEY_CACHE_MAX = 200_000  # entity keys kept packed per view (~100 B each)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,9 @@ class RedisFeatureStore(OnlineFeatureStore):
             for view in VIEWS.values()
         }
         self._ts_bulks = {view: resp.bulk(codec.timestamp_field(view)) for view in VIEWS}
-        self._hmget_fields: dict[tuple[str, tuple[str, ...]], bytes] = {}
+        self._hmget_fields: dict[tuple[str, tuple[str, ...]], tuple[bytes, tuple[Decoder, ...]]] = {}
+        # RESP bulk of each entity's hash key, per view: building one costs more than the lookup
+        self._key_bulks: dict[str, dict[str, bytes]] = {view: {} for view in VIEWS}
         self._packers = {
             view.name: {name: (self._field_bulks[view.name][name], _VALUE_PACKERS[dtype]) for name, dtype in view.features}
             for view in VIEWS.values()
@@ -94,6 +98,15 @@ class RedisFeatureStore(OnlineFeatureStore):
     def _key(self, spec: ViewSpec, entity_id: str) -> bytes:
         return codec.entity_key(spec.join_key, entity_id, self._project)
 
+    def _key_bulk(self, spec: ViewSpec, entity_id: str) -> bytes:
+        cache = self._key_bulks[spec.name]
+        packed = cache.get(entity_id)
+        if packed is None:
+            if len(cache) >= _KEY_CACHE_MAX:
+                cache.clear()
+            packed = cache[entity_id] = resp.bulk(self._key(spec, entity_id))
+        return packed
+
     def _hset(self, row: FeatureRow) -> bytes:
         packers = self._packers[row.view]
         parts = []
@@ -103,7 +116,7 @@ class RedisFeatureStore(OnlineFeatureStore):
             parts.append(pack(value))
         parts.append(self._ts_bulks[row.view])
         parts.append(resp.bulk(codec.encode_timestamp(row.event_ts_ms)))
-        head = resp.header(2 + len(parts), b"HSET") + resp.bulk(self._key(VIEWS[row.view], row.entity_id))
+        head = resp.header(2 + len(parts), b"HSET") + self._key_bulk(VIEWS[row.view], row.entity_id)
         return head + b"".join(parts)
 
     async def write_batch(self, rows: Sequence[FeatureRow]) -> None:
@@ -113,12 +126,13 @@ class RedisFeatureStore(OnlineFeatureStore):
             commands.extend(index_commands(row, self.keys, self._cfg))
         await resp.round_trip(self._client, commands)
 
-    def _hmget_tail(self, view: str, names: tuple[str, ...]) -> bytes:
-        tail = self._hmget_fields.get((view, names))
-        if tail is None:
-            tail = b"".join(self._field_bulks[view][name] for name in names)
-            self._hmget_fields[(view, names)] = tail
-        return tail
+    def _hmget_plan(self, spec: ViewSpec, names: tuple[str, ...]) -> tuple[bytes, tuple[Decoder, ...]]:
+        """The packed field list of an HMGET of ``names`` and a decoder per field."""
+        plan = self._hmget_fields.get((spec.name, names))
+        if plan is None:
+            tail = b"".join(self._field_bulks[spec.name][name] for name in names)
+            plan = self._hmget_fields[(spec.name, names)] = (tail, tuple(codec.decoder(spec.dtype(n)) for n in names))
+        return plan
 
     async def read_many(self, requests: Sequence[ReadRequest]) -> list[list[FeatureDict]]:
         commands: list[bytes] = []
@@ -127,14 +141,15 @@ class RedisFeatureStore(OnlineFeatureStore):
             spec = VIEWS[request.view]
             wanted = tuple(request.features or spec.feature_names)
             head = resp.header(2 + len(wanted), b"HMGET")
-            tail = self._hmget_tail(spec.name, wanted)
-            commands.extend(head + resp.bulk(self._key(spec, e)) + tail for e in request.entity_ids)
-            plans.append((list(wanted), len(request.entity_ids)))
+            tail, decoders = self._hmget_plan(spec, wanted)
+            key_bulk = self._key_bulk
+            commands.extend(head + key_bulk(spec, e) + tail for e in request.entity_ids)
+            plans.append((wanted, decoders, len(request.entity_ids)))
         replies = await resp.round_trip(self._client, commands)
         out: list[list[FeatureDict]] = []
         pos = 0
-        for names, count in plans:
-            out.append([_decode_row(names, reply) for reply in replies[pos : pos + count]])
+        for names, decoders, count in plans:
+            out.append([{n: d(r) for n, d, r in zip(names, decoders, reply)} for reply in replies[pos : pos + count]])
             pos += count
         return out
 
@@ -143,7 +158,7 @@ class RedisFeatureStore(OnlineFeatureStore):
         spec = VIEWS[view]
         ts_field = resp.bulk(codec.timestamp_field(view))
         head = resp.header(3, b"HGET")
-        replies = await resp.round_trip(self._client, [head + resp.bulk(self._key(spec, e)) + ts_field for e in entity_ids])
+        replies = await resp.round_trip(self._client, [head + self._key_bulk(spec, e) + ts_field for e in entity_ids])
         return [codec.decode_timestamp_ms(r) for r in replies]
 
     async def top_items_by_mean(self, k: int) -> list[tuple[str, float]]:
@@ -195,7 +210,3 @@ _VALUE_PACKERS: dict[DType, Callable[[Any], bytes]] = {
     "string_list": _packer("string_list"),
     "float64_list": _packer("float64_list"),
 }
-
-
-def _decode_row(names: list[str], reply: list[bytes | None]) -> FeatureDict:
-    return {name: codec.decode_value(raw) for name, raw in zip(names, reply)}

@@ -30,6 +30,15 @@ def test_int64(value: int) -> None:
     assert codec.decode_value(Value(int64_val=value).SerializeToString()) == value
 
 
+@given(st.one_of(doubles.map(lambda v: Value(double_val=v)), int64s.map(lambda v: Value(int64_val=v)),
+                 text.map(lambda v: Value(string_val=v)), st.just(Value())))
+def test_typed_decoders_agree_with_the_general_one(value: Value) -> None:
+    raw = value.SerializeToString()
+    for dtype in ("float64", "int64", "string", "string_list", "float64_list"):
+        assert codec.decoder(dtype)(raw) == codec.decode_value(raw)  # type: ignore[arg-type]
+    assert codec.decoder("int64")(None) is None and codec.decoder("float64")(None) is None
+
+
 @given(text)
 def test_string(value: str) -> None:
     assert codec.encode_value("string", value) == Value(string_val=value).SerializeToString()
