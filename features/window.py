@@ -57,7 +57,8 @@ class EventWindow:
         del self.entries[:cut]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"floor_ms": self.floor_ms, "entries": [[ts, eid] for ts, eid in self.entries]}
+        # (ts, id) tuples are immutable and JSON arrays already: a shallow copy is enough
+        return {"floor_ms": self.floor_ms, "entries": list(self.entries)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EventWindow:

@@ -7,14 +7,17 @@ Cumulative histograms are kept too, for the Prometheus endpoint.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
+from typing import Any
 from datetime import datetime, timezone
 
 from stream.histogram import LatencyHistogram
 from stream.schemas import MetricsSnapshot, Percentiles
 
-STAGES = ("user_update", "item_update", "handover", "candidates", "features", "scoring", "recommend_total", "event_to_emit")
+STAGES = ("user_update", "item_update", "handover", "candidates", "features", "scoring", "recommend_total", "event_to_emit",
+          "gc_pause")
 
 
 class WorkerMetrics:
@@ -58,6 +61,36 @@ class WorkerMetrics:
             hist.reset()
         self._window_start = now
         return snap
+
+
+class GcPauses:
+    """Times every garbage collection into ``metrics`` (stage ``gc_pause``, count
+    ``gc_full`` for generation 2): a stalled event loop shows up in the tails of
+    every other stage, and this says when the collector caused it.
+
+    ``install``/``uninstall`` add and remove the ``gc.callbacks`` hook. Collections
+    can run on any thread; the hook only records (no I/O).
+    """
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        self.metrics.observe("gc_pause", (time.perf_counter() - self._began) * 1000)
+        if info.get("generation") == 2:
+            self.metrics.count("gc_full")
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def uninstall(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
 
 
 def _percentiles(hist: LatencyHistogram) -> Percentiles:

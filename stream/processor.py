@@ -30,7 +30,7 @@ from features.online import RedisFeatureStore
 from features.schema import USER_VIEW, FeatureRow
 from features.user_state import ItemMsg, Skipped, UserState, apply_user_event
 from stream.debounce import Debouncer
-from stream.metrics import WorkerMetrics
+from stream.metrics import GcPauses, WorkerMetrics
 from stream.rec_cache import RecommendationCache
 from stream.recommend import RecommendRequest, Recommender, TopMeanRecommender
 from stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_event
@@ -86,6 +86,7 @@ class EventProcessor:
         self.dlq, self.by_item, self.recommendations = dlq, by_item, recommendations
         self.to_recommend = to_recommend  # set in the features role: ranking happens in another process
         self.metrics = WorkerMetrics(settings.worker.id)
+        self.gc_pauses = GcPauses(self.metrics)
         self.triggers = frozenset(settings.recommend.trigger_types)
         self.debouncer: Debouncer[RecommendRequest] = Debouncer(settings.recommend.debounce_ms / 1000.0)
         self.store: RedisFeatureStore | None = None
@@ -94,6 +95,7 @@ class EventProcessor:
         self.cache: RecommendationCache | None = None
 
     async def start(self) -> None:
+        self.gc_pauses.install()
         url = self.settings.redis.effective_url
         self.store = RedisFeatureStore.from_url(url, self.cfg)
         self.writer = MicroBatchWriter(self.store, batch_size=self.cfg.batch_size, flush_ms=self.cfg.flush_ms)
@@ -123,6 +125,7 @@ class EventProcessor:
             self.metrics.provider = self.recommender.provider
 
     async def stop(self) -> None:
+        self.gc_pauses.uninstall()
         if self.writer is not None:
             await self.writer.close()  # flushes what is pending
         if self.recommender is not None:
@@ -135,6 +138,12 @@ class EventProcessor:
     def flush_state(self) -> int:
         """Write changed states to their tables' changelogs; call before committing offsets."""
         return self.users.flush() + self.shards.flush() + self.items.flush()
+
+    def flush_state_if_due(self) -> int:
+        """Flush a table once ``worker.state_flush_keys`` of its states are pending, so
+        no single flush (encoding + changelog sends, ~50 µs a key) stalls the loop for long."""
+        limit = self.settings.worker.state_flush_keys
+        return sum(table.flush() for table in (self.users, self.shards, self.items) if table.pending >= limit)
 
     def forget_state(self) -> None:
         """Around a rebalance: flush, then drop decoded states another worker may now own."""
@@ -186,6 +195,7 @@ class EventProcessor:
             await self._hand_over(to_rank)
         elif to_rank:
             await self._recommend(to_rank)
+        self.flush_state_if_due()
 
     async def _hand_over(self, requests: list[RecommendRequest]) -> None:
         assert self.to_recommend is not None
@@ -275,3 +285,4 @@ class EventProcessor:
         if n:
             self.metrics.observe("item_update", (time.perf_counter() - began) * 1000 / n)
         self.metrics.count("item_updates", n)
+        self.flush_state_if_due()

@@ -52,6 +52,7 @@ class BrokerSettings(BaseModel):
     partitions: int = Field(default=4, ge=1, le=1024)
     producer_linger_ms: float = Field(default=2.0, ge=0, le=1000, description="batch sends this long (fewer requests per message)")
     replication_factor: int = Field(default=1, ge=1)
+    commit_interval_s: float = Field(default=1.0, gt=0, le=600, description="how often consumed offsets are committed (and write-behind state flushed)")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     sasl_username: str | None = None
@@ -161,6 +162,11 @@ class WorkerSettings(BaseModel):
     stream_buffer_maxsize: int = Field(default=4096, ge=1)
     batch_max: int = Field(default=500, ge=1, le=100_000)
     batch_within_ms: float = Field(default=5.0, gt=0, le=10_000)
+    state_flush_keys: int = Field(
+        default=64, ge=1, le=1_000_000,
+        description="write changed states to their changelogs once this many are pending (and before every commit): "
+        "bounds the pause a flush causes",
+    )
 
 
 class Settings(BaseSettings):

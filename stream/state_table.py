@@ -3,7 +3,9 @@
 Faust sends a changelog message, and the state is encoded, on every
 ``table[key] = value``; at several updates per event that is most of a worker's
 work. ``StateTable`` keeps decoded state objects in memory, remembers which ones
-changed, and ``flush`` writes each changed key once: into the table's local store
+changed, and ``flush`` writes each changed key once (the worker calls it before each
+offset commit, and sooner once ``worker.state_flush_keys`` are pending, so one flush
+never stalls the event loop for long): into the table's local store
 and to its changelog partition, which the caller names (the partition of the
 message that owns the key), so it works outside Faust's per-event context too.
 

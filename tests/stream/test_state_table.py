@@ -67,3 +67,21 @@ def test_eviction_keeps_dirty_states() -> None:
     assert states.dirty() == [("dirty", [1])]
     states.flush()
     assert table.data["dirty"] == {"n": [1]}
+
+
+def test_processor_flushes_a_table_once_enough_states_are_pending() -> None:
+    from stream.processor import EventProcessor
+    from stream.settings import load_settings
+
+    users, shards, items = FakeChangelogTable(), FakeChangelogTable(), FakeChangelogTable()
+    processor = EventProcessor(load_settings(worker={"state_flush_keys": 3}), users=users, shards=shards, items=items,
+                               dlq=None, by_item=None, recommendations=None)  # type: ignore[arg-type]
+    for n, key in enumerate(("a", "b")):
+        processor.users.mark(key, processor.users.get(key), partition=n)
+    processor.shards.mark("p0", processor.shards.get("p0"), partition=0)
+    assert processor.flush_state_if_due() == 0 and users.changelog == []
+    processor.users.mark("c", processor.users.get("c"), partition=1)
+    assert processor.flush_state_if_due() == 3
+    assert sorted(key for _, key, _ in users.changelog) == ["a", "b", "c"]
+    assert shards.changelog == []  # below the bound: waits for the commit
+    assert processor.flush_state() == 1 and [key for _, key, _ in shards.changelog] == ["p0"]
