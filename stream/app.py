@@ -53,9 +53,9 @@ class StreamrecApp(faust.App):
             await self.processor.stop()
         await super().on_stop()
 
-    def before_commit(self) -> None:
+    async def before_commit(self) -> None:
         if self.processor is not None:
-            self.processor.flush_state()
+            await self.processor.before_commit()
 
     def run_worker(self, *, loglevel: str = "warning") -> int:
         """Blocking: run this app in a Faust worker until SIGINT/SIGTERM."""

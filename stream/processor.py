@@ -139,6 +139,13 @@ class EventProcessor:
         """Write changed states to their tables' changelogs; call before committing offsets."""
         return self.users.flush() + self.shards.flush() + self.items.flush()
 
+    async def before_commit(self) -> None:
+        """Everything the consumed events changed is sent before their offsets commit:
+        states to their changelogs (Faust flushes its producer next) and feature rows to Redis."""
+        self.flush_state()
+        if self.writer is not None:
+            await self.writer.flush()
+
     def flush_state_if_due(self) -> int:
         """Flush a table once ``worker.state_flush_keys`` of its states are pending, so
         no single flush (encoding + changelog sends, ~50 µs a key) stalls the loop for long."""
@@ -187,14 +194,16 @@ class EventProcessor:
         for partition, updates in item_updates.items():
             await self.by_item.send(value=ITEM_BATCH.dump_json(updates, exclude_none=True), partition=partition)
         accepted_users = [r.entity_id for r in rows if r.view == USER_VIEW]
-        if self.cache is not None:
-            await self.cache.invalidate_many(accepted_users)  # their cached lists are stale now
         self.metrics.count("events_valid", len(accepted_users))
         self.metrics.observe("user_update", (time.perf_counter() - began) * 1000 / len(batch))
-        if to_rank and self.to_recommend is not None:
-            await self._hand_over(to_rank)
-        elif to_rank:
-            await self._recommend(to_rank)
+        if to_rank and self.to_recommend is None:
+            # the cache entries of these users are replaced by their new lists or deleted
+            await self._recommend(to_rank, stale=accepted_users)
+        else:
+            if self.cache is not None and accepted_users:
+                await self.cache.update([], accepted_users)  # their cached lists are stale now
+            if to_rank:
+                await self._hand_over(to_rank)
         self.flush_state_if_due()
 
     async def _hand_over(self, requests: list[RecommendRequest]) -> None:
@@ -220,12 +229,14 @@ class EventProcessor:
         self.metrics.count("dlq")
         self.metrics.count(f"dlq_{rejection.reason}")
 
-    async def _recommend(self, requests: list[RecommendRequest]) -> None:
+    async def _recommend(self, requests: list[RecommendRequest], stale: Sequence[str] = ()) -> None:
         now = time.monotonic()
         ready = [r for r in requests if self.debouncer.offer(r.user_id, r, now) is not None]
         self.metrics.count("debounced", len(requests) - len(ready))
         if ready:
-            await self._rank_and_send(ready)
+            await self._rank_and_send(ready, stale)
+        elif self.cache is not None and stale:
+            await self.cache.update([], stale)
 
     async def release_debounced(self) -> None:
         """Rank the held requests whose debounce window has ended (called by a timer)."""
@@ -233,14 +244,15 @@ class EventProcessor:
         if due:
             await self._rank_and_send(due)
 
-    async def _rank_and_send(self, requests: list[RecommendRequest]) -> None:
+    async def _rank_and_send(self, requests: list[RecommendRequest], stale: Sequence[str] = ()) -> None:
+        """Rank, send each list, then cache them (and drop the ``stale`` users' entries)."""
         assert self.recommender is not None
         began = time.perf_counter()
         ranked = await self.recommender.recommend_many(requests)
         per_request_ms = (time.perf_counter() - began) * 1000
         now = datetime.now(timezone.utc)
         version = self.recommender.model_version
-        emitted = []
+        emitted: list[tuple[str, bytes]] = []
         for request, result in zip(requests, ranked):
             cause = request.cause
             latency = StageLatency(
@@ -254,11 +266,12 @@ class EventProcessor:
                 user_id=cause.user_id, items=result.items, model_version=version, cause_event_id=cause.event_id,
                 event_ts=cause.ts, emitted_at=now, latency_ms=latency, worker_id=self.settings.worker.id,
             )
-            await self.recommendations.send(key=cause.user_id.encode(), value=message.to_bytes())
-            emitted.append(message)
+            payload = message.to_bytes()
+            await self.recommendations.send(key=cause.user_id.encode(), value=payload)
+            emitted.append((cause.user_id, payload))
             self.metrics.observe("event_to_emit", latency.event_to_emit or 0.0)
         if self.cache is not None:
-            await self.cache.store_many(emitted)
+            await self.cache.update(emitted, stale)
         for stage in ("candidates", "features", "scoring"):
             self.metrics.observe(stage, ranked[0].stage_ms.get(stage, 0.0) if ranked else 0.0)
         self.metrics.observe("recommend_total", per_request_ms)

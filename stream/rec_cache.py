@@ -1,8 +1,8 @@
 """The per-user cache of the last recommendation list, in Redis beside the features.
 
-The worker writes each list it emits (``store_many``) and deletes a user's entry as
-soon as a new event of theirs is accepted (``invalidate_many``), both in one
-pipelined round trip per batch. Readers that need a user's list without an event
+After each batch the worker writes each list it emitted and deletes the entry of
+every other user with a newly accepted event, in one pipelined round trip
+(``update``); a user's entry therefore never outlives their next processed event. Readers that need a user's list without an event
 (a page load in a frontend, ``streamrec recommendations USER``) call ``get``: a hit
 is the list for the user's latest known behaviour; a miss means an event is being
 processed (or none was ever seen), so the caller falls back. Hits and misses are
@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 
 import redis.asyncio as aioredis
 
+from features import resp
 from stream.schemas import Recommendation
 
 
@@ -33,20 +34,24 @@ class RecommendationCache:
     def key(self, user_id: str) -> str:
         return self._prefix + user_id
 
+    async def update(self, lists: Sequence[tuple[str, bytes]], stale: Iterable[str] = ()) -> None:
+        """One round trip: cache each ``(user_id, serialized Recommendation)`` (later
+        entries win; expiring after the TTL) and delete the entries of the ``stale``
+        users that got no new list."""
+        newest = dict(lists)
+        ttl = b"%d" % self._ttl_s
+        commands = [resp.command(b"SET", self.key(u).encode(), payload, b"EX", ttl) for u, payload in newest.items()]
+        gone = [self.key(u).encode() for u in set(stale) if u not in newest]
+        if gone:
+            commands.append(resp.command(b"DEL", *gone))
+        await resp.round_trip(self._client, commands)
+
     async def store_many(self, recommendations: Sequence[Recommendation]) -> None:
         """Cache each user's newest list (later entries win), expiring after the TTL."""
-        if not recommendations:
-            return
-        newest = {r.user_id: r for r in recommendations}
-        async with self._client.pipeline(transaction=False) as pipe:
-            for user_id, rec in newest.items():
-                pipe.set(self.key(user_id), rec.to_bytes(), ex=self._ttl_s)
-            await pipe.execute()
+        await self.update([(r.user_id, r.to_bytes()) for r in recommendations])
 
     async def invalidate_many(self, user_ids: Iterable[str]) -> None:
-        keys = [self.key(u) for u in set(user_ids)]
-        if keys:
-            await self._client.delete(*keys)
+        await self.update([], user_ids)
 
     async def get(self, user_id: str) -> Recommendation | None:
         raw = await self._client.get(self.key(user_id))

@@ -5,7 +5,8 @@ worker's ``AIOKafkaConsumer``. Apache Kafka answers a fetch as soon as data arri
 so the constant is harmless there; Tansu holds every fetch for about that long even
 when data waits, which made end-to-end p50 ~1.4 s (ENVIRONMENT.md). These subclasses
 set the wait from ``Settings.broker.fetch_max_wait_ms`` without touching faust's files,
-and call ``app.before_commit()`` before each offset commit (write-behind state).
+and await ``app.before_commit()`` before each offset commit (write-behind state and
+feature rows reach their changelogs and Redis before the offsets that produced them).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class _TunedConsumer(faust_aiokafka.Consumer):
         # are committed; Faust flushes the producer right before committing.
         before_commit = getattr(self.app, "before_commit", None)
         if before_commit is not None:
-            before_commit()
+            await before_commit()
         return await super().force_commit(topics, start_new_transaction=start_new_transaction)
 
 
