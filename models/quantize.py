@@ -29,47 +29,60 @@ VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "int8_static":
 
 
 def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
-    """Node names to keep in fp32: the first Gemm/MatMul and Gathers from [n, 1] tables."""
+    """Node names to keep in fp32: the first MLP layer (every Gemm/MatMul before the
+    first Relu; the serving graph splits that layer into accumulating products) and
+    Gathers from [n, 1] tables."""
     shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
     keep = [n.name for n in model.graph.node if n.op_type == "Gather" and len(shapes.get(n.input[0], ())) == 2 and shapes[n.input[0]][1] == 1]
-    first = next((n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")), None)
-    return keep + ([first] if first else [])
+    first_relu = next((k for k, n in enumerate(model.graph.node) if n.op_type == "Relu"), len(model.graph.node))
+    first_layer = [n.name for n in model.graph.node[:first_relu] if n.op_type in ("Gemm", "MatMul")]
+    return keep + (first_layer or [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")][:1])
 
 
 def quantize_int8_dynamic(fp32: Path, out: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    excluded = sensitive_nodes(onnx.load(str(fp32)))
-    _quiet()
-    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"], nodes_to_exclude=excluded)
-    model = onnx.load(str(out))
-    gather_before_dequantize(model)
+    """Weight-only INT8 of the embedding tables: every Gather from a 2-D float table
+    (bar the ``sensitive_nodes``) reads a symmetric per-tensor INT8 copy and dequantizes
+    only the rows it picked. Nothing else in the graph changes (onnxruntime's
+    ``quantize_dynamic`` would also rewrite each Gemm as MatMul + Add: slower kernels)."""
+    model = onnx.load(str(fp32))
+    quantize_gathers(model, set(sensitive_nodes(model)))
     onnx.save(model, str(out))
     return out
 
 
-def gather_before_dequantize(model: onnx.ModelProto) -> int:
-    """Rewrite Gather(DequantizeLinear(Wq), idx) as DequantizeLinear(Gather(Wq, idx)).
-
-    Equal for per-tensor and column-wise scales; without it every call dequantizes
-    the whole table. Returns the number of Gathers rewritten.
-    """
-    initializers = {i.name for i in model.graph.initializer}
-    producers = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in initializers}
-    rewritten, nodes = 0, []
+def quantize_gathers(model: onnx.ModelProto, excluded: set[str]) -> int:
+    """Rewrite ``Gather(W, idx)`` as ``DequantizeLinear(Gather(int8(W), idx), scale, 0)``
+    in place for 2-D float ``W`` (scale = max|W| / 127); returns the tables quantized."""
+    tables = {i.name: i for i in model.graph.initializer if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT}
+    quantized: dict[str, tuple[str, str, str]] = {}
+    nodes = []
     for node in model.graph.node:
-        source = producers.get(node.input[0]) if node.op_type == "Gather" else None
-        if source is None or _axis(node) != 0:
+        if node.op_type != "Gather" or node.name in excluded or node.input[0] not in tables or _axis(node) != 0:
             nodes.append(node)
             continue
+        names = quantized.get(node.input[0]) or _add_int8_table(model, tables[node.input[0]])
+        quantized[node.input[0]] = names
         picked = f"{node.output[0]}_int8"
-        nodes.append(onnx.helper.make_node("Gather", [source.input[0], node.input[1]], [picked], name=f"{node.name}_int8"))
-        nodes.append(onnx.helper.make_node("DequantizeLinear", [picked, *source.input[1:]], list(node.output), name=f"{node.name}_dequantize"))
-        rewritten += 1
-    used = {name for n in nodes for name in n.input}
+        nodes.append(onnx.helper.make_node("Gather", [names[0], node.input[1]], [picked], name=f"{node.name}_int8"))
+        nodes.append(onnx.helper.make_node("DequantizeLinear", [picked, names[1], names[2]], list(node.output), name=f"{node.name}_dequantize"))
     del model.graph.node[:]
-    model.graph.node.extend(n for n in nodes if not (n.op_type == "DequantizeLinear" and n.output[0] in producers and n.output[0] not in used))
-    return rewritten
+    model.graph.node.extend(nodes)
+    used = {name for n in nodes for name in n.input}
+    kept = [i for i in model.graph.initializer if i.name not in quantized or i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return len(quantized)
+
+
+def _add_int8_table(model: onnx.ModelProto, table: onnx.TensorProto) -> tuple[str, str, str]:
+    weights = numpy_helper.to_array(table).astype(np.float32)
+    scale = np.float32(max(float(np.abs(weights).max()), 1e-12) / 127.0)
+    values = np.clip(np.rint(weights / scale), -127, 127).astype(np.int8)
+    names = (f"{table.name}_quantized", f"{table.name}_scale", f"{table.name}_zero_point")
+    model.graph.initializer.extend(
+        [numpy_helper.from_array(values, names[0]), numpy_helper.from_array(np.array(scale, np.float32), names[1]), numpy_helper.from_array(np.array(0, np.int8), names[2])]
+    )
+    return names
 
 
 def _axis(node: onnx.NodeProto) -> int:

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import numpy_helper
+
+from models.bench import _targets
+from models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES
+from models.nets import Ranker, ServingRanker
+from models.quantize import quantize_gathers, sensitive_nodes
+from models.recommenders import NeuralRecommender, dense_transform
+from models.scorer import session_options
+
+# Stored feature values as the online store can hold them: missing, empty, odd, usual.
+VALUES = st.sampled_from([float("nan"), 0.0, -1.0, 0.5, 1.0, 3.5, 12.0, 400.0])
+
+
+def random_ranker(features: tuple[str, ...], seed: int = 0) -> Ranker:
+    rng = np.random.default_rng(seed)
+    train = rng.uniform(0, 50, (200, len(features))).astype(np.float32)
+    train[rng.random(train.shape) < 0.2] = np.nan
+    torch.manual_seed(seed)
+    net = Ranker(30, 40, 8, (16, 8), dense_transform(train, features), global_mean=3.5)
+    for table in (net.mf.user_bias, net.mf.item_bias):
+        torch.nn.init.normal_(table.weight, std=0.3)  # zeros after init: would hide a dropped term
+    return net.eval()
+
+
+@pytest.mark.parametrize("features", [EXPLICIT_FEATURES, IMPLICIT_FEATURES])
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_serving_ranker_scores_as_the_ranker(features: tuple[str, ...], data: st.DataObject) -> None:
+    net = random_ranker(features)
+    rows = data.draw(st.lists(st.lists(VALUES, min_size=len(features), max_size=len(features)), min_size=1, max_size=6))
+    dense = torch.tensor(rows, dtype=torch.float32)
+    user, item = torch.arange(len(rows)) % 31, torch.arange(len(rows)) % 41
+
+    with torch.inference_mode():
+        expected, served = net(user, item, dense), net.for_export()(user, item, dense)
+
+    torch.testing.assert_close(served, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_serving_ranker_refuses_a_count_filled_with_a_positive_value() -> None:
+    net = random_ranker(EXPLICIT_FEATURES)
+    net.transform.fill[1] = 2.0  # user n_rating: a NaN count would then read as "has data"
+
+    with pytest.raises(ValueError, match="counts"):
+        ServingRanker(net)
+
+
+def test_the_exported_ranker_is_the_serving_graph(artifact: tuple[Path, str]) -> None:
+    graph = onnx.load(str(artifact[0] / "versions" / artifact[1] / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+
+    assert "Concat" not in ops and ops.count("Gemm") == 4  # 3 accumulate the first layer, 1 is the output
+    assert len(ops) <= 30  # the ranker's own graph had 37
+
+
+def test_sensitive_nodes_keep_the_whole_first_layer_and_the_bias_tables(artifact: tuple[Path, str]) -> None:
+    model = onnx.load(str(artifact[0] / "versions" / artifact[1] / "model.onnx"))
+    first_relu = next(k for k, n in enumerate(model.graph.node) if n.op_type == "Relu")
+    first_layer = {n.name for n in model.graph.node[:first_relu] if n.op_type == "Gemm"}
+
+    kept = set(sensitive_nodes(model))
+
+    assert len(first_layer) == 3 and first_layer <= kept
+    assert len(kept - first_layer) == 2  # the two [n, 1] bias Gathers
+
+
+def test_quantize_gathers_turns_only_wide_tables_into_int8_rows_dequantized_after_the_gather(artifact: tuple[Path, str]) -> None:
+    model = onnx.load(str(artifact[0] / "versions" / artifact[1] / "model.onnx"))
+    gathered = {n.input[0] for n in model.graph.node if n.op_type == "Gather"}
+    tables = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in gathered and len(i.dims) == 2 and i.dims[1] > 1}
+
+    assert quantize_gathers(model, set(sensitive_nodes(model))) == len(tables) == 2
+
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for name, weights in tables.items():
+        values, scale = initializers[f"{name}_quantized"], initializers[f"{name}_scale"]
+        assert values.dtype == np.int8 and name not in initializers
+        assert np.max(np.abs(values * scale - weights)) <= scale / 2 + 1e-7
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("DequantizeLinear") == 2 and ops.count("Gather") == 4 + 1  # 2 int8, 2 bias, 1 dense gate
+
+
+def test_int8_sessions_skip_the_qdq_fusions_and_other_variants_keep_them() -> None:
+    key = "session.disable_quant_qdq"
+
+    assert session_options("int8").get_session_config_entry(key) == "1"
+    assert session_options("int8_static", 2).intra_op_num_threads == 2
+    with pytest.raises(RuntimeError, match=key):
+        session_options("int8_static").get_session_config_entry(key)  # not set: static QDQ needs the fusions
+
+
+def test_targets_hold_only_when_every_condition_does() -> None:
+    def latency(p50: float) -> dict[str, dict[str, float]]:
+        return {b: {"p50": p50} for b in ("1", "10", "100", "1000")}
+
+    variants = {
+        "ranker/fp32": {"latency_us": latency(50.0)},
+        "ranker/int8": {"accepted": True, "fp32_over_variant_size": 3.4, "latency_us": latency(49.0)},
+    }
+    served = {"ranker/int8": {"scorer_score_100_p50_us": 60.0}, "ranker/fp32": {"scorer_score_100_p50_us": 58.0}}
+
+    assert _targets(variants, served)["ranker/int8"]["met"]
+    variants["ranker/int8"]["latency_us"]["1000"]["p50"] = 51.0  # slower than fp32 at batch 1000
+    target = _targets(variants, served)["ranker/int8"]
+    assert not target["met"] and not target["no_slower_than_fp32"] and target["score_100_within_100us"]
+    variants["ranker/int8"]["latency_us"]["1000"]["p50"] = 49.0
+    variants["ranker/int8"]["fp32_over_variant_size"] = 2.9
+    assert not _targets(variants, served)["ranker/int8"]["met"]
+    assert list(_targets(variants, served)) == ["ranker/int8"]
+
