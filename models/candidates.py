@@ -31,7 +31,10 @@ Nothing here does I/O or reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import filterfalse, islice
 from typing import Literal, NamedTuple, TypeAlias
 
 import numpy as np
@@ -70,7 +73,7 @@ class CandidateConfig(BaseModel):
         return self
 
 
-class Candidate(NamedTuple):  # a tuple: cheap to build, hundreds per request
+class Candidate(NamedTuple):  # one merged candidate, built on demand (see Candidates)
     item_id: ItemId
     source: Source
     score: float
@@ -79,64 +82,145 @@ class Candidate(NamedTuple):  # a tuple: cheap to build, hundreds per request
 Scored: TypeAlias = Sequence[tuple[ItemId, float]]  # (item, score), best first
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredItems:
+    """One source's proposals: ``items`` best first, each once, and ``score[item]``.
+
+    Columns rather than (item, score) pairs so that merging can filter and slice them
+    with C-level iterators instead of a Python step per proposal.
+    """
+
+    items: Sequence[ItemId]
+    score: Mapping[ItemId, float]
+
+    @classmethod
+    def of(cls, scored: Scored) -> ScoredItems:
+        """From (item, score) pairs best first; a repeated item keeps its first score."""
+        return cls.from_columns([item for item, _ in scored], [score for _, score in scored])
+
+    @classmethod
+    def from_columns(cls, items: Sequence[ItemId], scores: Sequence[float]) -> ScoredItems:
+        """From parallel columns best first; a repeated item keeps its first score."""
+        score = dict(zip(reversed(items), reversed(scores)))  # the first occurrence is assigned last
+        return cls(list(dict.fromkeys(items)) if len(score) < len(items) else list(items), score)
+
+    def pairs(self) -> list[tuple[ItemId, float]]:
+        return [(item, self.score[item]) for item in self.items]
+
+
+EMPTY = ScoredItems((), {})
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """One request's candidates in merge order, as columns.
+
+    Each source's picks form one contiguous block (``blocks``: (source, count) in
+    precedence order), so merging builds no object per candidate: the ranker needs
+    ids and scores only, and makes objects for the few candidates that reach a list.
+    Iterating yields :class:`Candidate` tuples (tests, diagnostics).
+    """
+
+    item_ids: list[ItemId]
+    scores: list[float]
+    blocks: tuple[tuple[Source, int], ...]
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return map(Candidate, self.item_ids, self.sources(), self.scores)
+
+    def sources(self) -> list[Source]:
+        """The source of every candidate, in order."""
+        return [source for source, count in self.blocks for _ in range(count)]
+
+    def source(self, index: int) -> Source:
+        for source, count in self.blocks:
+            if index < count:
+                return source
+            index -= count
+        raise IndexError(index)
+
+
 def covisit_scores(recent: Scored, neighbours: Neighbours) -> list[tuple[ItemId, float]]:
     """Neighbours of ``recent`` ((item, affinity) pairs) scored by Σ affinity · weight,
     best first (ties: first reached); an item of ``recent`` itself is never proposed."""
+    return covisit_items(recent, neighbours).pairs()
+
+
+def covisit_items(recent: Scored, neighbours: Neighbours) -> ScoredItems:
+    """:func:`covisit_scores` as :class:`ScoredItems`.
+
+    The order is a stable sort by descending score for every finite score (a NaN
+    weight or affinity gives an unspecified order, as it always did)."""
     own = {item for item, _ in recent}
     scores: dict[ItemId, float] = {}
+    get = scores.get
     for item, affinity in recent:
-        items, weights = neighbours.get(item, ((), ()))
-        for other, weight in zip(items, weights):
+        row = neighbours.get(item)
+        if row is None:
+            continue
+        for other, weight in zip(*row):
             if other not in own:
-                scores[other] = scores.get(other, 0.0) + affinity * weight
-    return sorted(scores.items(), key=lambda pair: -pair[1])  # stable: ties keep first-reached order
+                scores[other] = get(other, 0.0) + affinity * weight
+    # reverse=True keeps the sort stable: ties keep first-reached order
+    return ScoredItems(sorted(scores, key=scores.__getitem__, reverse=True), scores)
 
 
-def popular_scores(items: Sequence[ItemId]) -> list[tuple[ItemId, float]]:
-    """Popularity order as scores ``1 / (1 + rank)``."""
-    return [(item, 1.0 / (1 + rank)) for rank, item in enumerate(items)]
+def popular_scores(items: Sequence[ItemId]) -> ScoredItems:
+    """Popularity order as scores ``1 / (1 + rank)`` (a repeated item keeps its best rank)."""
+    return ScoredItems.from_columns(items, _rank_scores(len(items)))
 
 
-def merge(sources: Sequence[tuple[Source, Scored, int]], exclude: Collection[ItemId], limit: int) -> list[Candidate]:
-    """De-duplicate ``sources`` ((name, scored items best first, quota), in precedence order).
+@lru_cache(maxsize=8)
+def _rank_scores(n: int) -> list[float]:
+    return [1.0 / (1 + rank) for rank in range(n)]
+
+
+def merge(sources: Sequence[tuple[Source, ScoredItems, int]], exclude: Collection[ItemId], limit: int) -> Candidates:
+    """De-duplicate ``sources`` ((name, proposals, quota), in precedence order).
 
     Each source adds at most its quota of items not excluded and not already taken by
     an earlier source. The result holds each item once, none of ``exclude``, at most
     ``limit`` in all, in merge order.
     """
-    taken: dict[ItemId, Candidate] = {}
+    item_ids: list[ItemId] = []
+    scores: list[float] = []
+    blocks: list[tuple[Source, int]] = []
+    taken: set[ItemId] = set()
     room = limit
-    for source, scored, quota in sources:
+    for source, proposed, quota in sources:
         quota = min(quota, room)
         if quota <= 0:
             continue
-        added = 0
-        for item, score in scored:
-            if item in taken or item in exclude:
-                continue
-            taken[item] = Candidate(item, source, score)
-            added += 1
-            if added == quota:
-                break
-        room -= added
-    return list(taken.values())
+        fresh: Iterator[ItemId] = filterfalse(exclude.__contains__, proposed.items)
+        if taken:
+            fresh = filterfalse(taken.__contains__, fresh)
+        picked = list(islice(fresh, quota))
+        item_ids += picked
+        scores += map(proposed.score.__getitem__, picked)
+        taken.update(picked)
+        blocks.append((source, len(picked)))
+        room -= len(picked)
+    return Candidates(item_ids, scores, tuple(blocks))
 
 
 def generate(
     cfg: CandidateConfig,
     recent: Scored,
     neighbours: Neighbours,
-    popular: Scored,
+    popular: ScoredItems,
     seen: Collection[ItemId],
-    embedding: Scored = (),
-) -> list[Candidate]:
+    embedding: ScoredItems = EMPTY,
+) -> Candidates:
     """One request's candidates. ``recent`` newest first (only the first
     ``cfg.recent_items`` are expanded); ``popular`` from :func:`popular_scores`
     (built once per batch); ``embedding`` already ranked, best first."""
     recent = recent[: cfg.recent_items]
     exclude = seen if all(item in seen for item, _ in recent) else set(seen).union(item for item, _ in recent)
-    sources: list[tuple[Source, Scored, int]] = [
-        ("covisit", covisit_scores(recent, neighbours), cfg.covisit),
+    sources: list[tuple[Source, ScoredItems, int]] = [
+        ("covisit", covisit_items(recent, neighbours), cfg.covisit),
         ("embedding", embedding, cfg.embedding),
         ("popular", popular, cfg.max_candidates),
     ]

@@ -23,10 +23,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.candidates import CandidateConfig
+from models.candidates import EMPTY, CandidateConfig, ScoredItems
 from stream.schemas import ItemId
 
 ITEM_VECTORS_INITIALIZER = "mf.item_vec.weight"
+# the same table's name in each exported graph: the training net's, then the serving graph's
+# (``models.nets.ServingRanker``)
+ITEM_VECTORS_INITIALIZERS = (ITEM_VECTORS_INITIALIZER, "item_vec")
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,14 @@ def load_item_vectors(registry: Any, version: str) -> ItemVectors | None:
     from onnx import numpy_helper
 
     model = onnx.load(str(registry.verified_path(version, "fp32")), load_external_data=False)
-    table = next((t for t in model.graph.initializer if t.name == ITEM_VECTORS_INITIALIZER), None)
+    tables = {t.name: t for t in model.graph.initializer if t.name in ITEM_VECTORS_INITIALIZERS}
+    table = next((tables[name] for name in ITEM_VECTORS_INITIALIZERS if name in tables), None)
     items = registry.metadata(version).get("items", [])
     if table is None or not items:
         return None
     vectors = numpy_helper.to_array(table)
     if vectors.shape[0] != len(items) + 1:
-        raise ValueError(f"{ITEM_VECTORS_INITIALIZER} has {vectors.shape[0]} rows for {len(items)} items (+1 unknown)")
+        raise ValueError(f"{table.name} has {vectors.shape[0]} rows for {len(items)} items (+1 unknown)")
     return ItemVectors.normalised([str(i) for i in items], vectors[1:])
 
 
@@ -107,11 +111,11 @@ class ExactIndex:
         if k <= 0:
             return [[] for _ in range(len(queries))]
         top = np.argpartition(sims, n - k, axis=1)[:, n - k :] if k < n else np.tile(np.arange(n), (len(sims), 1))
-        out = []
-        for row, picks in zip(sims, top):
-            picks = picks[np.argsort(-row[picks], kind="stable")]
-            out.append(list(zip(picks.tolist(), row[picks].tolist())))
-        return out
+        query = np.arange(len(top))[:, None]  # plain fancy indexing: take_along_axis costs more per call
+        picked = sims[query, top]
+        order = np.argsort(-picked, axis=1, kind="stable")  # each row on its own, as one call
+        rows, found = top[query, order].tolist(), picked[query, order].tolist()
+        return [list(zip(r, f)) for r, f in zip(rows, found)]
 
 
 class HnswIndex:
@@ -148,15 +152,22 @@ def build_index(vectors: ItemVectors, cfg: CandidateConfig) -> VectorIndex:
 
 def embedding_neighbours(
     vectors: ItemVectors, index: VectorIndex, recents: Sequence[Sequence[tuple[ItemId, float]]], k: int
-) -> list[list[tuple[ItemId, float]]]:
-    """For each user's recent items, the items nearest to them, best first, in one
-    search call (the recent items themselves may appear: the merge excludes them).
-    Empty for a user none of whose recent items has a vector."""
+) -> list[ScoredItems]:
+    """For each user's recent items, the items nearest to them (cosine similarity as the
+    score), best first, in one search call (the recent items themselves may appear: the
+    merge excludes them). Empty for a user none of whose recent items has a vector."""
     queries = [vectors.query(recent) if k > 0 else None for recent in recents]
     asked = [q for q in queries if q is not None]
     if not asked:
-        return [[] for _ in recents]
+        return [EMPTY for _ in recents]
     depth = k + max(len(recent) for recent in recents)
     found = iter(index.search_many(np.stack(asked), depth))
     ids = vectors.ids
-    return [[(ids[row], sim) for row, sim in next(found)] if q is not None else [] for q in queries]
+    out = []
+    for q in queries:
+        if q is None:
+            out.append(EMPTY)
+            continue
+        pairs = next(found)
+        out.append(ScoredItems.from_columns([ids[row] for row, _ in pairs], [sim for _, sim in pairs]))
+    return out

@@ -8,15 +8,84 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from models.candidates import SOURCES, CandidateConfig, Source, covisit_scores, generate, merge, popular_scores, top_k
+from models.candidates import (
+    EMPTY,
+    SOURCES,
+    Candidate,
+    CandidateConfig,
+    ScoredItems,
+    Source,
+    covisit_scores,
+    generate,
+    merge,
+    popular_scores,
+    top_k,
+)
 from models.item_vectors import ExactIndex, HnswIndex, ItemVectors, build_index, embedding_neighbours
 
 ITEMS = st.sampled_from([f"i{n}" for n in range(30)])
 SOURCE_LISTS = st.lists(st.lists(ITEMS, max_size=15, unique=True), min_size=3, max_size=3)
+SCORES = st.floats(-100, 100, allow_nan=False)
+PAIRS = st.lists(st.tuples(ITEMS, SCORES), max_size=20)  # repeats allowed
 
 
-def as_sources(lists: list[list[str]], quotas: list[int]) -> list[tuple[Source, list[tuple[str, float]], int]]:
-    return [(name, [(i, 1.0) for i in items], q) for name, items, q in zip(SOURCES, lists, quotas)]
+def as_sources(lists: list[list[str]], quotas: list[int]) -> list[tuple[Source, ScoredItems, int]]:
+    return [(name, ScoredItems.of([(i, 1.0) for i in items]), q) for name, items, q in zip(SOURCES, lists, quotas)]
+
+
+def plain_merge(sources: list[tuple[Source, list[tuple[str, float]], int]], exclude: set[str], limit: int) -> list[Candidate]:
+    """The straightforward merge, one step per proposal (the reference for ``merge``)."""
+    taken: dict[str, Candidate] = {}
+    room = limit
+    for source, scored, quota in sources:
+        quota, added = min(quota, room), 0
+        for item, score in scored:
+            if added >= quota:
+                break
+            if item not in taken and item not in exclude:
+                taken[item] = Candidate(item, source, score)
+                added += 1
+        room -= added
+    return list(taken.values())
+
+
+def plain_covisit(recent: list[tuple[str, float]], neighbours: dict[str, tuple[list[str], list[float]]]) -> list[tuple[str, float]]:
+    own = {item for item, _ in recent}
+    scores: dict[str, float] = {}
+    for item, affinity in recent:
+        for other, weight in zip(*neighbours.get(item, ((), ()))):
+            if other not in own:
+                scores[other] = scores.get(other, 0.0) + affinity * weight
+    return sorted(scores.items(), key=lambda pair: -pair[1])
+
+
+@given(st.lists(PAIRS, min_size=3, max_size=3), st.lists(st.integers(0, 12), min_size=3, max_size=3), st.sets(ITEMS), st.integers(0, 40))
+def test_merge_equals_the_straightforward_merge(pairs, quotas, exclude, limit) -> None:
+    sources = list(zip(SOURCES, pairs, quotas))
+
+    merged = merge([(name, ScoredItems.of(scored), quota) for name, scored, quota in sources], exclude, limit)
+
+    assert list(merged) == plain_merge(sources, exclude, limit)
+    assert len(merged) == sum(count for _, count in merged.blocks)
+    assert [merged.source(i) for i in range(len(merged))] == merged.sources()
+
+
+NEIGHBOURS = st.dictionaries(ITEMS, st.lists(st.tuples(ITEMS, SCORES), max_size=8).map(lambda row: ([i for i, _ in row], [w for _, w in row])))
+
+
+@given(st.lists(st.tuples(ITEMS, SCORES), max_size=10), NEIGHBOURS)
+def test_covisit_scores_equal_the_straightforward_sum_and_stable_sort(recent, neighbours) -> None:
+    assert covisit_scores(recent, neighbours) == plain_covisit(recent, neighbours)
+
+
+@given(PAIRS)
+def test_scored_items_keep_the_first_score_of_a_repeated_item(pairs) -> None:
+    first: dict[str, float] = {}
+    for item, score in pairs:
+        first.setdefault(item, score)
+
+    assert ScoredItems.of(pairs).pairs() == list(first.items())
+    assert popular_scores([i for i, _ in pairs]).pairs() == [(i, 1.0 / (1 + [p for p, _ in pairs].index(i))) for i in first]
 
 
 @given(SOURCE_LISTS, st.lists(st.integers(0, 10), min_size=3, max_size=3), st.sets(ITEMS), st.integers(1, 40))
@@ -62,7 +131,9 @@ def test_generate_excludes_seen_items_and_labels_sources() -> None:
     cfg = CandidateConfig(covisit=5, embedding=5, max_candidates=10, popular_depth=10)
     neighbours = {"a": (["bought", "x"], [5.0, 1.0])}
 
-    found = generate(cfg, [("a", 1.0)], neighbours, popular_scores(["p1", "x", "bought"]), {"bought"}, [("e1", 0.9), ("x", 0.8)])
+    embedding = ScoredItems.of([("e1", 0.9), ("x", 0.8)])
+
+    found = generate(cfg, [("a", 1.0)], neighbours, popular_scores(["p1", "x", "bought"]), {"bought"}, embedding)
 
     assert [(c.item_id, c.source) for c in found] == [("x", "covisit"), ("e1", "embedding"), ("p1", "popular")]
 
@@ -81,7 +152,7 @@ def test_only_the_configured_number_of_recent_items_is_expanded() -> None:
     cfg = CandidateConfig(recent_items=1, max_candidates=10, popular_depth=10)
     neighbours = {"new": (["n1"], [1.0]), "old": (["o1"], [1.0])}
 
-    found = generate(cfg, [("new", 1.0), ("old", 1.0)], neighbours, [], set())
+    found = generate(cfg, [("new", 1.0), ("old", 1.0)], neighbours, EMPTY, set())
 
     assert [c.item_id for c in found] == ["n1"]
 
@@ -146,9 +217,9 @@ def test_embedding_neighbours_start_from_the_recent_items_and_ignore_unknown_one
 
     known, unknown = embedding_neighbours(v, index, [[("i5", 1.0), ("unknown", 3.0)], [("unknown", 1.0)]], 3)
 
-    assert known[0] == ("i5", pytest.approx(1.0, abs=1e-6))
-    assert [item for item, _ in known] == [v.ids[r] for r, _ in index.search(v.matrix[5], len(known))]
-    assert unknown == []
+    assert known.pairs()[0] == ("i5", pytest.approx(1.0, abs=1e-6))
+    assert list(known.items) == [v.ids[r] for r, _ in index.search(v.matrix[5], len(known.items))]
+    assert not unknown.items
 
 
 def test_batched_search_equals_one_query_at_a_time() -> None:
@@ -158,3 +229,21 @@ def test_batched_search_equals_one_query_at_a_time() -> None:
         together, apart = index.search_many(v.matrix[:4], 5), [index.search(q, 5) for q in v.matrix[:4]]
         assert [[r for r, _ in found] for found in together] == [[r for r, _ in found] for found in apart]
         assert np.allclose([[s for _, s in found] for found in together], [[s for _, s in found] for found in apart], atol=1e-5)
+
+
+def per_row_search(matrix: np.ndarray, queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """The reference: the partitioned top of each row, then one stable sort per row."""
+    sims = queries @ matrix.T
+    top = np.argpartition(sims, len(matrix) - k, axis=1)[:, len(matrix) - k :]
+    out = []
+    for row, picks in zip(sims, top):
+        picks = picks[np.argsort(-row[picks], kind="stable")]
+        out.append(list(zip(picks.tolist(), row[picks].tolist())))
+    return out
+
+
+def test_exact_search_of_a_batch_equals_a_stable_sort_of_each_row_ties_included() -> None:
+    matrix = np.repeat(vectors(40, dim=4).matrix, 3, axis=0)  # every vector three times: ties everywhere
+    queries = matrix[[0, 5, 17]]
+
+    assert ExactIndex(matrix).search_many(queries, 7) == per_row_search(matrix, queries, 7)
