@@ -147,6 +147,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
     from stream.app import build_app  # after the checks: building the app declares topics
 
     app = build_app(settings)
+    sys.setswitchinterval(settings.worker.gil_switch_interval_ms / 1000.0)
     return app.run_worker(loglevel=loglevel)
 
 

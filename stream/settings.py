@@ -162,6 +162,11 @@ class WorkerSettings(BaseModel):
     stream_buffer_maxsize: int = Field(default=4096, ge=1)
     batch_max: int = Field(default=500, ge=1, le=100_000)
     batch_within_ms: float = Field(default=5.0, gt=0, le=10_000)
+    gil_switch_interval_ms: float = Field(
+        default=0.5, gt=0, le=100,
+        description="sys.setswitchinterval of the worker: Faust's consumer runs in a second thread, and with "
+        "Python's default 5 ms the event loop waits that long for the GIL after each socket write",
+    )
     state_flush_keys: int = Field(
         default=64, ge=1, le=1_000_000,
         description="write changed states to their changelogs once this many are pending (and before every commit): "
