@@ -4,7 +4,9 @@ redis-py packs every argument of every command in Python; for a 101-key HMGET
 batch of ~30 fields each that costs more than the round trip itself. Here each
 command is built from prepacked pieces (the field names never change) and the
 whole batch goes out with one write on a pooled ``redis.asyncio`` connection; the
-replies are parsed by redis-py's parser (hiredis when installed).
+replies are taken straight from the connection's hiredis reader (one ``gets`` per
+reply, socket reads only when it runs dry) instead of one ``read_response``
+coroutine per reply, which cost ~4x the parsing for a 200-reply batch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 
@@ -45,14 +49,12 @@ async def round_trip(client: aioredis.Redis, commands: Sequence[bytes]) -> list[
     conn = await pool.get_connection()
     try:
         await conn.send_packed_command(b"".join(commands), check_health=False)
-        replies: list[Any] = []
-        first_error: ResponseError | None = None
-        for _ in commands:
-            try:
-                replies.append(await conn.read_response())
-            except ResponseError as exc:
-                first_error = first_error or exc
-                replies.append(exc)
+        parser = conn._parser
+        if isinstance(parser, _AsyncHiredisParser) and parser._reader is not None:
+            replies = await _read_hiredis(parser, len(commands))
+        else:  # redis-py's pure-Python parser: one reply at a time
+            replies = [await _read_one(conn) for _ in commands]
+        first_error = next((r for r in replies if isinstance(r, ResponseError)), None)
     except (Exception, asyncio.CancelledError):
         await conn.disconnect()
         raise
@@ -61,3 +63,24 @@ async def round_trip(client: aioredis.Redis, commands: Sequence[bytes]) -> list[
     if first_error is not None:
         raise first_error
     return replies
+
+
+async def _read_hiredis(parser: _AsyncHiredisParser, count: int) -> list[Any]:
+    reader = parser._reader
+    replies: list[Any] = []
+    while len(replies) < count:
+        reply = reader.gets()
+        if reply is NOT_ENOUGH_DATA:
+            await parser.read_from_socket()
+            continue
+        if isinstance(reply, RedisConnectionError):
+            raise reply
+        replies.append(reply)  # an error reply arrives as a ResponseError value
+    return replies
+
+
+async def _read_one(conn: Any) -> Any:
+    try:
+        return await conn.read_response()
+    except ResponseError as exc:
+        return exc
