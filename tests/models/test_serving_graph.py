@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from models.bench import _targets
 from models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES
 from models.nets import Ranker, ServingRanker
-from models.quantize import quantize_gathers, sensitive_nodes
+from models.quantize import fold_ranker_tables, quantize_gathers, sensitive_nodes
 from models.recommenders import NeuralRecommender, dense_transform
 from models.scorer import session_options
 
@@ -88,6 +88,56 @@ def test_quantize_gathers_turns_only_wide_tables_into_int8_rows_dequantized_afte
         assert np.max(np.abs(values * scale - weights)) <= scale / 2 + 1e-7
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("DequantizeLinear") == 2 and ops.count("Gather") == 4 + 1  # 2 int8, 2 bias, 1 dense gate
+
+
+def _scores(model: onnx.ModelProto, rows: int = 300) -> np.ndarray:
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    tables = [shapes[n.input[0]][0] for n in model.graph.node if n.op_type == "Gather" and n.input[1] in ("user", "item")][:2]
+    dense = rng.uniform(0, 30, (rows, 4)).astype(np.float32)
+    dense[rng.random(dense.shape) < 0.2] = np.nan
+    feed = {"user": rng.integers(0, tables[0], rows), "item": rng.integers(0, tables[1], rows), "dense": dense}
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(["score"], feed)[0]
+
+
+def _dequantized(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The fp32 graph with each table replaced by what fold_ranker_tables stores:
+    vectors symmetric per tensor, biases around their range's centre."""
+    reference = onnx.ModelProto()
+    reference.CopyFrom(model)
+    for init in reference.graph.initializer:
+        if init.name in ("user_vec", "item_vec", "user_bias", "item_bias"):
+            values = numpy_helper.to_array(init).astype(np.float64)
+            centre = (values.max() + values.min()) / 2 if init.name.endswith("bias") else 0.0
+            scale = np.float32(np.abs(values - centre).max() / 127)
+            init.CopyFrom(numpy_helper.from_array((np.rint((values - centre) / scale) * scale + centre).astype(np.float32), init.name))
+    return reference
+
+
+def test_folded_int8_ranker_scores_as_its_dequantized_tables_with_no_dequantize_step(artifact: tuple[Path, str]) -> None:
+    fp32 = onnx.load(str(artifact[0] / "versions" / artifact[1] / "model.onnx"))
+    folded = onnx.ModelProto()
+    folded.CopyFrom(fp32)
+
+    assert fold_ranker_tables(folded)
+
+    ops = [n.op_type for n in folded.graph.node]
+    assert "DequantizeLinear" not in ops and "ReduceSum" not in ops and ops.count("Cast") == 2
+    assert len(ops) == len(fp32.graph.node) - 2  # +2 Casts +1 Gemm; -2 bias Gathers, -ReduceSum, -2 Adds
+    assert {i.data_type for i in folded.graph.initializer if i.name.endswith("_quantized")} == {onnx.TensorProto.INT8}
+    np.testing.assert_allclose(_scores(folded), _scores(_dequantized(fp32)), atol=2e-5)
+    assert np.max(np.abs(_scores(folded) - _scores(fp32))) < 0.05
+
+
+def test_fold_ranker_tables_leaves_other_graphs_alone(artifact: tuple[Path, str]) -> None:
+    model = onnx.load(str(artifact[0] / "versions" / artifact[1] / "model.onnx"))
+    quantize_gathers(model, set(sensitive_nodes(model)))  # no fp32 vector tables left: no pattern
+    before = model.SerializeToString()
+
+    assert not fold_ranker_tables(model)
+    assert model.SerializeToString() == before
 
 
 def test_int8_sessions_skip_the_qdq_fusions_and_other_variants_keep_them() -> None:
