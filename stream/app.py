@@ -92,6 +92,7 @@ def build_app(settings: Settings) -> StreamrecApp:
         broker_heartbeat_interval=b.heartbeat_interval_s,
         broker_request_timeout=max(40.0, b.session_timeout_s or 0) + 5,
         broker_commit_interval=b.commit_interval_s,
+        broker_max_poll_records=b.max_poll_records,
         consumer_auto_offset_reset="earliest",
         topic_partitions=b.partitions,
         topic_replication_factor=b.replication_factor,

@@ -52,6 +52,11 @@ class BrokerSettings(BaseModel):
     partitions: int = Field(default=4, ge=1, le=1024)
     producer_linger_ms: float = Field(default=2.0, ge=0, le=1000, description="batch sends this long (fewer requests per message)")
     replication_factor: int = Field(default=1, ge=1)
+    max_poll_records: int = Field(
+        default=500, ge=1, le=1_000_000,
+        description="most records Faust takes from the consumer at once; it delivers all of them before taking "
+        "more, so with no bound a backlog on one topic starves the others (the item side stalled for seconds)",
+    )
     commit_interval_s: float = Field(default=1.0, gt=0, le=600, description="how often consumed offsets are committed (and write-behind state flushed)")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"

@@ -5,12 +5,14 @@ worker's ``AIOKafkaConsumer``. Apache Kafka answers a fetch as soon as data arri
 so the constant is harmless there; Tansu holds every fetch for about that long even
 when data waits, which made end-to-end p50 ~1.4 s (ENVIRONMENT.md). These subclasses
 set the wait from ``Settings.broker.fetch_max_wait_ms`` without touching faust's files,
+serve fetched partitions round-robin (no topic starves behind another's backlog),
 and await ``app.before_commit()`` before each offset commit (write-behind state and
 feature rows reach their changelogs and Redis before the offsets that produced them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import aiokafka
@@ -23,6 +25,25 @@ class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Read by AIOKafkaConsumer.start() when it builds its Fetcher, which happens later.
         consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]
         return consumer
+
+    async def _fetch_records(
+        self, consumer: aiokafka.AIOKafkaConsumer, active_partitions: Any, timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        # aiokafka hands out fetched records partition by partition in the order they were
+        # fetched, up to max_records: a backlog on the clickstream kept the item topic's
+        # records waiting for seconds. Partitions served now go to the back of the line.
+        # (Runs on the consumer thread, which owns the fetcher's buffer.)
+        records = await super()._fetch_records(consumer, active_partitions, timeout=timeout, max_records=max_records)
+        to_back_of_line(consumer._fetcher._records, records)
+        return records
+
+
+def to_back_of_line(pending: dict[Any, Any], served: Iterable[Any]) -> None:
+    """Move the ``served`` keys of ``pending`` (an insertion-ordered buffer) to its end."""
+    for key in served:
+        if key in pending:
+            pending[key] = pending.pop(key)
 
 
 class _TunedConsumer(faust_aiokafka.Consumer):
