@@ -67,6 +67,7 @@ async def round_trip(client: aioredis.Redis, commands: Sequence[bytes]) -> list[
 
 async def _read_hiredis(parser: _AsyncHiredisParser, count: int) -> list[Any]:
     reader = parser._reader
+    assert reader is not None  # checked by the caller
     replies: list[Any] = []
     while len(replies) < count:
         reply = reader.gets()

@@ -10,9 +10,11 @@ sent events. Latency = receive time − send time (the event's ``ts``), both on 
 machine's wall clock.
 
 Per triggering event: *answered* (a recommendation with its id came back),
-*superseded* (none with its id, but the same user got one caused by a later event of
-theirs: a debounce that keeps the last event's effect), or *lost* (neither, after the
-grace period). Percentiles are over answered events. The worker's RSS and the CPU of
+*covered* (a later event of the same user's list names it in ``covers``: the worker
+ranked once for several events of a user in one batch, or the debounce held it),
+*superseded* (neither, but the same user got a list caused by a later event), or
+*lost* (none of these, after the grace period). Percentiles are over the answered and
+covered events, a covered one timed to the arrival of the list that carried its effect. The worker's RSS and the CPU of
 every process are sampled while the load runs.
 
 The JSON holds ``rate``, ``events``, ``recommendations``, ``lost``, ``p50_ms``,
@@ -111,6 +113,7 @@ class Received:
     recv_s: float  # epoch seconds
     event_to_emit_ms: float | None = None  # the worker's own figures, from the message
     recommend_ms: float | None = None
+    covers: tuple[str, ...] = ()  # earlier events of the user this list also answers
 
 
 @dataclass
@@ -121,6 +124,7 @@ class Match:
     answered: int
     superseded: int
     lost_ids: list[str] = field(default_factory=list)
+    covered: int = 0
 
     @property
     def lost(self) -> int:
@@ -130,26 +134,37 @@ class Match:
 def match(sent: Sequence[Sent], received: Mapping[str, Received]) -> Match:
     """Pair each triggering sent event with the recommendation caused by it.
 
-    An unanswered event is *superseded* when its user has an answered event sent
-    later (its effect reached that later list), else *lost*.
+    An unanswered event is *covered* when a list names it in ``covers`` (timed to that
+    list's arrival), *superseded* when its user has an answered event sent later (its
+    effect reached that later list), else *lost*.
     """
     triggering = [s for s in sent if s.triggering]
+    covered_at: dict[str, float] = {}  # event id -> first arrival of a list covering it
+    for answer in received.values():
+        for event_id in answer.covers:
+            covered_at[event_id] = min(covered_at.get(event_id, np.inf), answer.recv_s)
     last_answered: dict[str, float] = {}
     for s in triggering:
         if s.event_id in received:
             last_answered[s.user_id] = max(last_answered.get(s.user_id, -np.inf), s.send_s)
-    latencies, send_times, lost, superseded = [], [], [], 0
+    latencies: list[float] = []
+    send_times: list[float] = []
+    lost: list[str] = []
+    superseded = answered = covered = 0
     for s in triggering:
         got = received.get(s.event_id)
-        if got is not None:
-            latencies.append((got.recv_s - s.send_s) * 1000.0)
+        arrived = got.recv_s if got is not None else covered_at.get(s.event_id)
+        if arrived is not None:
+            latencies.append((arrived - s.send_s) * 1000.0)
             send_times.append(s.send_s)
+            answered += got is not None
+            covered += got is None
         elif last_answered.get(s.user_id, -np.inf) > s.send_s:
             superseded += 1
         else:
             lost.append(s.event_id)
     return Match(np.asarray(latencies, dtype=np.float64), np.asarray(send_times, dtype=np.float64),
-                 triggering=len(triggering), answered=len(latencies), superseded=superseded, lost_ids=lost)
+                 triggering=len(triggering), answered=answered, superseded=superseded, lost_ids=lost, covered=covered)
 
 
 def latency_summary(latencies_ms: Sequence[float] | np.ndarray, prefix: str = "") -> dict[str, float | None]:
@@ -306,7 +321,8 @@ class Collector:
                         continue
                     self.model_versions.add(str(message.get("model_version")))
                     stages = message.get("latency_ms") or {}
-                    self.received[cause] = Received(now, stages.get("event_to_emit"), stages.get("total"))
+                    self.received[cause] = Received(now, stages.get("event_to_emit"), stages.get("total"),
+                                                    tuple(message.get("covers") or ()))
 
 
 # -- one bench session ---------------------------------------------------------------
@@ -456,7 +472,7 @@ async def _run_step(session: Session, collector: Collector, rate: float, step: i
     result = _step_result(session, rate, sent, collector, rss, cpu_percent, span)
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     # the worker's CPU cost per event served: what bounds throughput when cores are scarce
-    served = result["recommendations"] + result["superseded"]
+    served = result["recommendations"] + result["covered"] + result["superseded"]
     worker_s = cpu.seconds.get("worker", 0.0)
     busy_s = worker_s - session.idle_cpu_percent.get("worker", 0.0) / 100 * cpu.wall_s  # less the idle polling
     result["worker_cpu_ms_per_event"] = round(1000 * worker_s / served, 3) if served else None
@@ -490,6 +506,7 @@ def _step_result(session: Session, rate: float, sent: list[Sent], collector: Col
         "events": len(sent),
         "triggering": m.triggering,
         "recommendations": m.answered,
+        "covered": m.covered,
         "superseded": m.superseded,
         "lost": m.lost,
         **latency_summary(m.latencies_ms),
@@ -604,7 +621,7 @@ def _format_step(r: Mapping[str, Any]) -> str:
         return "-" if v is None else f"{v:.1f}"
 
     return (f"[e2e] rate {r['rate']:>7g}/s  sent {r['events']:>6d} ({r['achieved_rate']:g}/s)  recs {r['recommendations']:>6d}  "
-            f"lost {r['lost']}  superseded {r['superseded']}  p50 {ms(r['p50_ms'])}  p95 {ms(r['p95_ms'])}  "
+            f"lost {r['lost']}  covered {r.get('covered', 0)}  superseded {r['superseded']}  p50 {ms(r['p50_ms'])}  p95 {ms(r['p95_ms'])}  "
             f"p99 {ms(r['p99_ms'])} ms  worker RSS {r['worker_rss_mb']} MB  cpu% {r['cpu_percent']}"
             + ("" if "ok" not in r else f"  {'ok' if r['ok'] else 'FAIL'}"))
 

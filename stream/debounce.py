@@ -41,6 +41,10 @@ class Debouncer(Generic[R]):
         self._forget_idle(now)
         return released
 
+    def held_for(self, user_id: str) -> R | None:
+        """The request held for ``user_id``, if any."""
+        return self._held.get(user_id)
+
     @property
     def held(self) -> int:
         return len(self._held)

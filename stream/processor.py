@@ -32,7 +32,7 @@ from features.user_state import ItemMsg, Skipped, UserState, apply_user_event
 from stream.debounce import Debouncer
 from stream.metrics import GcPauses, WorkerMetrics
 from stream.rec_cache import RecommendationCache
-from stream.recommend import RecommendRequest, Recommender, TopMeanRecommender
+from stream.recommend import RecommendRequest, Recommender, TopMeanRecommender, coalesce
 from stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_event
 from stream.settings import Settings
 from stream.state_table import StateTable
@@ -230,9 +230,19 @@ class EventProcessor:
         self.metrics.count(f"dlq_{rejection.reason}")
 
     async def _recommend(self, requests: list[RecommendRequest], stale: Sequence[str] = ()) -> None:
+        """Rank one list per user (the last event covers the user's earlier ones), minus
+        what the debounce holds; a held request covers the one it replaces."""
         now = time.monotonic()
-        ready = [r for r in requests if self.debouncer.offer(r.user_id, r, now) is not None]
-        self.metrics.count("debounced", len(requests) - len(ready))
+        latest = coalesce(requests)
+        ready = []
+        for request in latest:
+            held = self.debouncer.held_for(request.user_id)
+            if held is not None:
+                request = request.superseding(held)
+            if self.debouncer.offer(request.user_id, request, now) is not None:
+                ready.append(request)
+        self.metrics.count("coalesced", len(requests) - len(latest))
+        self.metrics.count("debounced", len(latest) - len(ready))
         if ready:
             await self._rank_and_send(ready, stale)
         elif self.cache is not None and stale:
@@ -265,6 +275,7 @@ class EventProcessor:
             message = Recommendation(
                 user_id=cause.user_id, items=result.items, model_version=version, cause_event_id=cause.event_id,
                 event_ts=cause.ts, emitted_at=now, latency_ms=latency, worker_id=self.settings.worker.id,
+                covers=list(request.covers),
             )
             payload = message.to_bytes()
             await self.recommendations.send(key=cause.user_id.encode(), value=payload)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from features.user_state import UserState
@@ -20,9 +20,28 @@ from stream.schemas import ClickEvent, RecommendedItem
 
 @dataclass(frozen=True)
 class RecommendRequest:
+    """Rank for ``user_id`` because of ``cause``; ``covers`` are the ids of earlier
+    triggering events of the user that this one supersedes (their effect is in ``state``)."""
+
     user_id: str
     state: UserState
     cause: ClickEvent
+    covers: tuple[str, ...] = ()
+
+    def superseding(self, earlier: RecommendRequest) -> RecommendRequest:
+        """This request, also covering ``earlier`` (and what it covered)."""
+        return replace(self, covers=(*earlier.covers, earlier.cause.event_id, *self.covers))
+
+
+def coalesce(requests: Sequence[RecommendRequest]) -> list[RecommendRequest]:
+    """One request per user, the last one (which covers the user's earlier ones), in the
+    order of those last requests. Within a batch every request of a user ranks the same
+    state, so the earlier lists would only repeat the last one."""
+    latest: dict[str, RecommendRequest] = {}
+    for request in requests:
+        earlier = latest.pop(request.user_id, None)
+        latest[request.user_id] = request if earlier is None else request.superseding(earlier)
+    return list(latest.values())
 
 
 @dataclass

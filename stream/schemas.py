@@ -247,6 +247,9 @@ class Recommendation(BaseModel):
     emitted_at: datetime
     latency_ms: StageLatency
     worker_id: str
+    # earlier triggering events of this user whose effect this list also reflects (several in
+    # one batch, or held by the debounce): each got no list of its own
+    covers: list[EventId] = Field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

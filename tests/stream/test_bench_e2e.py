@@ -81,8 +81,18 @@ def test_every_triggering_event_is_answered_superseded_or_lost(rows: list[tuple[
 
     m = match(sent, received)
 
-    assert m.answered + m.superseded + m.lost == sum(trig for _, trig, _ in rows)
+    assert m.answered + m.covered + m.superseded + m.lost == sum(trig for _, trig, _ in rows)
     assert (m.latencies_ms > 0).all()
+
+
+def test_a_covered_event_is_timed_to_the_list_that_carried_its_effect() -> None:
+    sent = [Sent("a1", "u1", 1.0, True), Sent("a2", "u1", 1.001, True), Sent("b1", "u2", 1.002, True)]
+    received = {"a2": Received(1.031, covers=("a1",))}
+
+    m = match(sent, received)
+
+    assert (m.answered, m.covered, m.superseded, m.lost) == (1, 1, 0, 1)
+    assert m.latencies_ms.tolist() == pytest.approx([31.0, 30.0])  # a1 to a2's list, then a2
 
 
 # -- percentiles ---------------------------------------------------------------------

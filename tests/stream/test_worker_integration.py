@@ -85,13 +85,14 @@ async def collect(worker: RunningWorker, topic: str, done, timeout_s: float) -> 
 def run(worker: RunningWorker) -> dict[str, object]:
     events = make_events()
     asyncio.run(produce(worker, events))
-    users = {e.user_id for e in events}
     t = worker.settings.topics
+    event_ids = {e.event_id for e in events}
 
-    def all_users_served(values: list[bytes]) -> bool:
-        return {Recommendation.model_validate_json(v).user_id for v in values} >= users
+    def every_event_reached_a_list(values: list[bytes]) -> bool:
+        recs = [Recommendation.model_validate_json(v) for v in values]
+        return {r.cause_event_id for r in recs} | {c for r in recs for c in r.covers} >= event_ids
 
-    recs = asyncio.run(collect(worker, t.recommendations, all_users_served, 240))
+    recs = asyncio.run(collect(worker, t.recommendations, every_event_reached_a_list, 240))
     asyncio.run(collect(worker, t.dlq, lambda v: len(v) >= len(MALFORMED), 60))
     dlq = asyncio.run(collect(worker, t.dlq, lambda v: False, 3))  # then read it all again: no more than M
     metrics = asyncio.run(collect(worker, t.metrics, lambda v: len(v) >= 2, 15))
@@ -105,6 +106,11 @@ def test_every_user_who_sent_an_event_gets_a_recommendation(run: dict, worker: R
     event_ids = {e.event_id for e in run["events"]}
     assert all(r.cause_event_id in event_ids for r in recs)
     assert all(r.latency_ms.total >= 0 and r.model_version for r in recs)
+    # every event's effect reached a list: its own, or a later one of its user's that covers it
+    user_of = {e.event_id: e.user_id for e in run["events"]}
+    reached = {r.cause_event_id for r in recs} | {c for r in recs for c in r.covers}
+    assert reached >= event_ids
+    assert all(user_of[c] == r.user_id for r in recs for c in r.covers)
 
 
 def test_exactly_the_malformed_payloads_land_in_the_dlq_with_reasons(run: dict) -> None:
