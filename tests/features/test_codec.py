@@ -31,12 +31,26 @@ def test_int64(value: int) -> None:
 
 
 @given(st.one_of(doubles.map(lambda v: Value(double_val=v)), int64s.map(lambda v: Value(int64_val=v)),
-                 text.map(lambda v: Value(string_val=v)), st.just(Value())))
+                 text.map(lambda v: Value(string_val=v)), st.just(Value()),
+                 st.lists(text, max_size=5).map(lambda v: Value(string_list_val=StringList(val=v))),
+                 st.lists(doubles, max_size=5).map(lambda v: Value(double_list_val=DoubleList(val=v)))))
 def test_typed_decoders_agree_with_the_general_one(value: Value) -> None:
     raw = value.SerializeToString()
     for dtype in ("float64", "int64", "string", "string_list", "float64_list"):
         assert codec.decoder(dtype)(raw) == codec.decode_value(raw)  # type: ignore[arg-type]
     assert codec.decoder("int64")(None) is None and codec.decoder("float64")(None) is None
+
+
+def test_list_decoders_hand_out_fresh_copies_and_stay_bounded() -> None:
+    decode = codec._ListMemo(max_entries=2)
+    raw = codec.encode_value("string_list", ["a", "b"])
+    first = decode(raw)
+    assert first == ["a", "b"]
+    first.append("mutated")  # the caller's copy: the next decode is unaffected
+    assert decode(raw) == ["a", "b"]
+    for n in range(5):
+        assert decode(codec.encode_value("string_list", [str(n)])) == [str(n)]
+    assert len(decode._lists) <= 2
 
 
 @given(text)
