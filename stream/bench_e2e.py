@@ -26,8 +26,9 @@ polling at the fetch wait), ``worker_cpu_ms_per_event`` (and above idle), the br
 settings and the load average. A PNG beside it shows the distribution and latency over
 the run (a sweep: percentiles by rate and a CDF per step).
 
-``--sweep`` reuses one worker and raises the rate (×2 per step) until p99 exceeds the
-target or events are lost, then bisects; it stops after ``--sweep-steps`` steps, at
+``--sweep`` raises the rate (×2 per step) until p99 exceeds the target or events are
+lost, then bisects, each step on a fresh stack and worker (the embedded broker slows
+down as it accumulates batches; ``--sweep-one-stack`` reuses one); it stops after ``--sweep-steps`` steps, at
 ``--sweep-max-rate``, or when the bracket is within 10%.
 
 Everything it starts it stops, by PID, also on Ctrl-C or SIGTERM.
@@ -89,6 +90,7 @@ class E2EConfig(BaseModel):
     sweep_max_rate: float = Field(default=4000.0, gt=0)
     sweep_steps: int = Field(default=7, ge=1, le=30)
     sweep_resolution: float = Field(default=0.1, gt=0, lt=1)
+    sweep_fresh_stack: bool = True  # own stack: a new broker, Redis and worker per step
     profile: bool = False  # py-spy flame graph of the worker per step
     progress: bool = True
 
@@ -671,6 +673,35 @@ def run_e2e(config: E2EConfig, base: Settings) -> dict[str, Any]:
 
     Stops every process it started (stack, worker, producer) on return, error or Ctrl-C.
     """
+    if config.sweep and config.sweep_fresh_stack and config.bootstrap_servers is None:
+        return _write(_sweep_fresh(config, base), config.json_path)
+    return _write(_session(config, base), config.json_path)
+
+
+def _sweep_fresh(config: E2EConfig, base: Settings) -> dict[str, Any]:
+    """The sweep with a fresh stack and worker per step: the embedded broker slows down as
+    it accumulates record batches (``streamrec bench broker``), so on one long-lived
+    broker each step would also measure the steps before it."""
+    steps: list[dict[str, Any]] = []
+    sweep = {"start": config.sweep_start, "factor": config.sweep_factor, "max_rate": config.sweep_max_rate,
+             "resolution": config.sweep_resolution}
+    rate = next_sweep_rate([], **sweep)
+    while rate is not None and len(steps) < config.sweep_steps:
+        step = _session(config.model_copy(update={"rate": rate, "sweep": False}), base)
+        step["ok"] = step_ok(step, config.p99_target_ms)
+        steps.append(step)
+        rate = next_sweep_rate([(r["rate"], r["ok"]) for r in steps], **sweep)
+    good = [s for s in steps if s["ok"]]
+    headline = max(good, key=lambda s: s["rate"]) if good else steps[0]
+    report = {k: v for k, v in headline.items() if k not in ("ok", "_latencies")}
+    report.update(mode="sweep", p99_target_ms=config.p99_target_ms, best_rate=max((s["rate"] for s in good), default=None),
+                  steps=steps, sweep_converged=rate is None, sweep_fresh_stack=True,
+                  worker_rss_mb=max(s["worker_rss_mb"] or 0.0 for s in steps))
+    return report
+
+
+def _session(config: E2EConfig, base: Settings) -> dict[str, Any]:
+    """One stack (own or given), one worker, one run or a sweep on it; the report."""
     from infra.stack import EmbeddedStack, StackConfig, free_port
 
     run_id = uuid.uuid4().hex[:8]
@@ -694,14 +725,15 @@ def run_e2e(config: E2EConfig, base: Settings) -> dict[str, Any]:
         cleanup.callback(_stop_all, children)  # runs first: producers before the worker before the stack
         print(f"[e2e] stack {bootstrap} / {redis_url}; worker pid {worker.process.pid}, log {worker.log}", flush=True)
         session = Session(config, settings, worker, run_dir, run_id, stack_pids, children)
-        report = asyncio.run(_drive(session))
-    return _write(report, config.json_path)
+        return asyncio.run(_drive(session))
 
 
 def _write(report: dict[str, Any], path: Path) -> dict[str, Any]:
-    latencies = [(report["rate"], report.pop("_latencies"))]
     if "steps" in report:
+        report.pop("_latencies", None)  # the headline step's, kept with the step
         latencies = [(s["rate"], s.pop("_latencies")) for s in report["steps"]]
+    else:
+        latencies = [(report["rate"], report.pop("_latencies"))]
     path.parent.mkdir(parents=True, exist_ok=True)
     png = path.with_suffix(".png")
     report["plot"] = str(png)
@@ -727,6 +759,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-start", type=float, default=100.0)
     p.add_argument("--sweep-max-rate", type=float, default=4000.0)
     p.add_argument("--sweep-steps", type=int, default=7)
+    p.add_argument("--sweep-one-stack", action="store_true",
+                   help="reuse one stack and worker for every sweep step (default: a fresh one per step)")
     p.add_argument("--profile", action="store_true", help="record a py-spy flame graph of the worker per step")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -737,6 +771,7 @@ def config_from(args: argparse.Namespace) -> E2EConfig:
                      bootstrap_servers=args.bootstrap, redis_url=args.redis_url, sweep=args.sweep,
                      p99_target_ms=args.p99_target, sweep_start=args.sweep_start,
                      sweep_max_rate=args.sweep_max_rate, sweep_steps=args.sweep_steps, profile=args.profile,
+                     sweep_fresh_stack=not args.sweep_one_stack,
                      progress=not args.quiet)
 
 
