@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 from features.batching import MicroBatchWriter
 from features.global_state import GlobalShard, shard_id
@@ -47,6 +47,7 @@ class RecommendTask(BaseModel):
     cause: ClickEvent
     state: dict[str, Any]
     enqueued_at: float
+    covers: list[str] = Field(default_factory=list)  # the user's earlier events this task supersedes
 
 
 class Sink(Protocol):
@@ -207,12 +208,16 @@ class EventProcessor:
         self.flush_state_if_due()
 
     async def _hand_over(self, requests: list[RecommendRequest]) -> None:
+        """One task per user (the batch's last event, covering the earlier ones: every
+        request of a user in a batch carries the same state) to the recommend role."""
         assert self.to_recommend is not None
         now = time.time()
-        for r in requests:
-            task = RecommendTask(cause=r.cause, state=r.state.to_dict(), enqueued_at=now)
+        latest = coalesce(requests)
+        for r in latest:
+            task = RecommendTask(cause=r.cause, state=r.state.to_dict(), enqueued_at=now, covers=list(r.covers))
             await self.to_recommend.send(key=r.user_id.encode(), value=task.model_dump_json().encode())
-        self.metrics.count("handed_over", len(requests))
+        self.metrics.count("coalesced", len(requests) - len(latest))
+        self.metrics.count("handed_over", len(latest))
 
     async def on_recommend_tasks(self, batch: Sequence[RawMessage]) -> None:
         """The recommend role: rank for tasks that the features role handed over."""
@@ -220,7 +225,8 @@ class EventProcessor:
         now = time.time()
         for task in tasks:
             self.metrics.observe("handover", (now - task.enqueued_at) * 1000)
-        await self._recommend([RecommendRequest(t.cause.user_id, UserState.from_dict(t.state), t.cause) for t in tasks])
+        await self._recommend([RecommendRequest(t.cause.user_id, UserState.from_dict(t.state), t.cause, tuple(t.covers))
+                               for t in tasks])
 
     async def _dead_letter(self, message: RawMessage, rejection: Rejection, partition: int, offset: int) -> None:
         letter = DeadLetter.build(message.value or b"", rejection, source_topic=self.settings.topics.clickstream,

@@ -213,13 +213,16 @@ def test_features_and_recommend_roles_in_separate_processes_serve_every_user(spl
     events = make_events()[:60]
     asyncio.run(produce(features_worker, events))
     users = {e.user_id for e in events}
+    event_ids = {e.event_id for e in events}
 
-    def all_users_served(values: list[bytes]) -> bool:
-        return {Recommendation.model_validate_json(v).user_id for v in values} >= users
+    def every_event_reached_a_list(values: list[bytes]) -> bool:
+        recs = [Recommendation.model_validate_json(v) for v in values]
+        return {r.cause_event_id for r in recs} | {c for r in recs for c in r.covers} >= event_ids
 
-    recs = [Recommendation.model_validate_json(v)
-            for v in asyncio.run(collect(recommend_worker, features_worker.settings.topics.recommendations, all_users_served, 240))]
+    recs = [Recommendation.model_validate_json(v) for v in asyncio.run(
+        collect(recommend_worker, features_worker.settings.topics.recommendations, every_event_reached_a_list, 240))]
     assert {r.user_id for r in recs} >= users, features_worker.log_tail() + recommend_worker.log_tail()
+    assert {r.cause_event_id for r in recs} | {c for r in recs for c in r.covers} >= event_ids
     assert {r.worker_id for r in recs} == {recommend_worker.settings.worker.id}
 
 
