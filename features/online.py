@@ -95,16 +95,13 @@ class RedisFeatureStore(OnlineFeatureStore):
         """Connect lazily (no I/O here); ``redis_url`` like ``redis://127.0.0.1:6379/0``."""
         return cls(aioredis.Redis.from_url(redis_url, decode_responses=False), cfg)
 
-    def _key(self, spec: ViewSpec, entity_id: str) -> bytes:
-        return codec.entity_key(spec.join_key, entity_id, self._project)
-
     def _key_bulk(self, spec: ViewSpec, entity_id: str) -> bytes:
         cache = self._key_bulks[spec.name]
         packed = cache.get(entity_id)
         if packed is None:
             if len(cache) >= _KEY_CACHE_MAX:
                 cache.clear()
-            packed = cache[entity_id] = resp.bulk(self._key(spec, entity_id))
+            packed = cache[entity_id] = resp.bulk(codec.entity_key(spec.join_key, entity_id, self._project))
         return packed
 
     def _hset(self, row: FeatureRow) -> bytes:

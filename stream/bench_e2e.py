@@ -94,6 +94,12 @@ class E2EConfig(BaseModel):
     profile: bool = False  # py-spy flame graph of the worker per step
     progress: bool = True
 
+    @property
+    def sweep_search(self) -> dict[str, float]:
+        """The keyword arguments of :func:`next_sweep_rate` for this run."""
+        return {"start": self.sweep_start, "factor": self.sweep_factor, "max_rate": self.sweep_max_rate,
+                "resolution": self.sweep_resolution}
+
     @model_validator(mode="after")
     def _external_needs_both(self) -> E2EConfig:
         if (self.bootstrap_servers is None) != (self.redis_url is None):
@@ -556,8 +562,7 @@ async def _drive(session: Session) -> dict[str, Any]:
         idle = session.idle_cpu_percent = await _idle_cpu(session)
         print(f"[e2e] worker ready after {ready_s:.1f} s of warm-up, RSS {ready_rss:.0f} MB, idle cpu% {idle}", flush=True)
         steps: list[dict[str, Any]] = []
-        rate: float | None = cfg.rate if not cfg.sweep else next_sweep_rate(
-            [], start=cfg.sweep_start, factor=cfg.sweep_factor, max_rate=cfg.sweep_max_rate, resolution=cfg.sweep_resolution)
+        rate: float | None = cfg.rate if not cfg.sweep else next_sweep_rate([], **cfg.sweep_search)
         start_row = 0
         while rate is not None and len(steps) < (cfg.sweep_steps if cfg.sweep else 1):
             result = await _run_step(session, collector, rate, len(steps), start_row)
@@ -566,8 +571,7 @@ async def _drive(session: Session) -> dict[str, Any]:
             steps.append(result)
             print(_format_step(result), flush=True)
             if cfg.sweep:
-                rate = next_sweep_rate([(r["rate"], r["ok"]) for r in steps], start=cfg.sweep_start,
-                                       factor=cfg.sweep_factor, max_rate=cfg.sweep_max_rate, resolution=cfg.sweep_resolution)
+                rate = next_sweep_rate([(r["rate"], r["ok"]) for r in steps], **cfg.sweep_search)
                 if rate is not None:
                     await _drain(collector)
         final_rss = session.worker.rss_mb()
@@ -594,8 +598,7 @@ async def _drain(collector: Collector, quiet_s: float = 2.0, limit_s: float = 30
 def _report(session: Session, steps: list[dict[str, Any]], *, ready_s: float, ready_rss: float, final_rss: float,
             duplicates: int) -> dict[str, Any]:
     cfg = session.config
-    good = [s for s in steps if s["ok"]]
-    headline = (max(good, key=lambda s: s["rate"]) if good else steps[0]) if cfg.sweep else steps[0]
+    headline, best_rate = _best_step(steps) if cfg.sweep else (steps[0], None)
     report = {
         **{k: v for k, v in headline.items() if k != "ok"},
         "worker_rss_mb": round(max(session.rss_samples + [final_rss]), 1),
@@ -613,9 +616,14 @@ def _report(session: Session, steps: list[dict[str, Any]], *, ready_s: float, re
         "worker_pid": session.worker.process.pid,
     }
     if cfg.sweep:
-        report.update(mode="sweep", p99_target_ms=cfg.p99_target_ms, best_rate=max((s["rate"] for s in good), default=None),
-                      steps=[dict(s) for s in steps])
+        report.update(mode="sweep", p99_target_ms=cfg.p99_target_ms, best_rate=best_rate, steps=[dict(s) for s in steps])
     return report
+
+
+def _best_step(steps: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], float | None]:
+    """The sweep's headline step (the highest rate that held, else the first) and that rate."""
+    good = [s for s in steps if s["ok"]]
+    return (max(good, key=lambda s: s["rate"]), max(s["rate"] for s in good)) if good else (steps[0], None)
 
 
 def _format_step(r: Mapping[str, Any]) -> str:
@@ -683,18 +691,15 @@ def _sweep_fresh(config: E2EConfig, base: Settings) -> dict[str, Any]:
     it accumulates record batches (``streamrec bench broker``), so on one long-lived
     broker each step would also measure the steps before it."""
     steps: list[dict[str, Any]] = []
-    sweep = {"start": config.sweep_start, "factor": config.sweep_factor, "max_rate": config.sweep_max_rate,
-             "resolution": config.sweep_resolution}
-    rate = next_sweep_rate([], **sweep)
+    rate = next_sweep_rate([], **config.sweep_search)
     while rate is not None and len(steps) < config.sweep_steps:
         step = _session(config.model_copy(update={"rate": rate, "sweep": False}), base)
         step["ok"] = step_ok(step, config.p99_target_ms)
         steps.append(step)
-        rate = next_sweep_rate([(r["rate"], r["ok"]) for r in steps], **sweep)
-    good = [s for s in steps if s["ok"]]
-    headline = max(good, key=lambda s: s["rate"]) if good else steps[0]
+        rate = next_sweep_rate([(r["rate"], r["ok"]) for r in steps], **config.sweep_search)
+    headline, best_rate = _best_step(steps)
     report = {k: v for k, v in headline.items() if k not in ("ok", "_latencies")}
-    report.update(mode="sweep", p99_target_ms=config.p99_target_ms, best_rate=max((s["rate"] for s in good), default=None),
+    report.update(mode="sweep", p99_target_ms=config.p99_target_ms, best_rate=best_rate,
                   steps=steps, sweep_converged=rate is None, sweep_fresh_stack=True,
                   worker_rss_mb=max(s["worker_rss_mb"] or 0.0 for s in steps))
     return report

@@ -10,8 +10,8 @@ from __future__ import annotations
 import gc
 import time
 from collections import Counter
-from typing import Any
 from datetime import datetime, timezone
+from typing import Any
 
 from stream.histogram import LatencyHistogram
 from stream.schemas import MetricsSnapshot, Percentiles

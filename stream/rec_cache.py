@@ -2,8 +2,9 @@
 
 After each batch the worker writes each list it emitted and deletes the entry of
 every other user with a newly accepted event, in one pipelined round trip
-(``update``); a user's entry therefore never outlives their next processed event. Readers that need a user's list without an event
-(a page load in a frontend, ``streamrec recommendations USER``) call ``get``: a hit
+(``update``); a user's entry therefore never outlives their next processed event.
+Readers that need a user's list without an event (a page load in a frontend,
+``streamrec recommendations USER``) call ``get``: a hit
 is the list for the user's latest known behaviour; a miss means an event is being
 processed (or none was ever seen), so the caller falls back. Hits and misses are
 counted for the hit rate.
