@@ -27,11 +27,10 @@ flush_ms=cfg.flush_ms)``.
 
 1. ``state = UserState.from_dict(users[user_id])`` (or ``UserState()``);
 2. ``result = apply_user_event(state, event, cfg, source=(partition, offset))``; if
-   ``isinstance(result, Skipped)`` count ``result.reason`` ("duplicate" / "late") and
-   stop: nothing changed. ``source`` lets the item side deduplicate by offset
-   high-water marks (exact, no lateness bound); without it the item side falls
-   back to an event-id window that can drop messages arriving late by more than
-   ``dedup_max_ids`` newer messages of the same item;
+   ``isinstance(result, Skipped)`` count ``result.reason`` ("duplicate" / "late"),
+   send a ``late`` one to the DLQ, and stop: nothing changed. ``source`` makes
+   redelivery exact on both sides (offset high-water marks per source partition);
+   without it only the bounded event-id window catches a repeated event;
 3. ``users[user_id] = state.to_dict()``;
 4. ``shard = GlobalShard.from_dict(shards[shard_id(partition)])``; ``shard.add(event)``;
    store it back; ``await writer.submit([result.row, shard.row(shard_id(partition))])``;
@@ -49,10 +48,12 @@ and its candidates), ``store.top_items_by_mean(k)``, ``store.top_items_by_popula
 and ``store.seen_items(user_id)``; co-visitation candidates are the
 ``covisit_items`` of the user's ``recent_items``.
 
-Guarantees: user updates are idempotent by event id and order-insensitive by event
-time within ``allowed_lateness_s`` (see ``window.py``); item updates are idempotent
-by source offset; each row written is an entity's whole state, so the online store
-converges to the state tables. Co-visitation: by default the event's item learns
+Guarantees: a redelivered record changes nothing (offset marks), a re-sent event id
+is refused while the entity remembers it, and every distinct event is applied or
+refused as ``late`` (older than the entity's newest event by more than
+``allowed_lateness_s``), never dropped for want of memory (see ``window.py``);
+aggregates are order-insensitive by event time; each row written is an entity's
+whole state, so the online store converges to the state tables. Co-visitation: by default the event's item learns
 the user's recent items (one item message per event); ``covisit_symmetric=True``
 also tells each recent item (one more message per co-visit).
 """

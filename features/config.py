@@ -35,9 +35,14 @@ class FeatureConfig(BaseModel):
 
     project: str = Field(default="streamrec", description="Feast project name; also prefixes the helper Redis keys.")
     recent_items: int = Field(default=20, ge=1, le=1000, description="How many distinct recent items a user keeps.")
-    dedup_max_ids: int = Field(default=128, ge=1, le=100_000, description="Most event ids an entity remembers.")
+    dedup_max_ids: int = Field(
+        default=128, ge=1, le=100_000,
+        description="Event ids an entity remembers to refuse a client's re-send of an event (redelivered records are "
+        "caught by offset, exactly); a re-send after this many newer events counts again, no event is ever dropped.",
+    )
     allowed_lateness_s: float = Field(
-        default=3600.0, ge=0, description="Events older than an entity's newest event by more than this are dropped."
+        default=3600.0, ge=0,
+        description="Events older than an entity's newest event by more than this are refused (DLQ reason 'late').",
     )
     batch_size: int = Field(default=256, ge=1, le=100_000, description="Writer flushes at this many pending rows.")
     flush_ms: float = Field(default=5.0, gt=0, le=60_000, description="Writer flushes this long after the first pending row.")

@@ -1,8 +1,10 @@
 """Per-item streaming state and the item-side update (pure: no I/O, no clock).
 
 The item agent consumes :class:`~features.user_state.ItemMsg` keyed by item id and
-calls :func:`apply_item_event`. Idempotency and lateness work as on the user side,
-with the message's ``msg_id`` (the event id) as the key.
+calls :func:`apply_item_event`. A message with a ``source`` is deduplicated by its
+source (partition, offset), exactly, and is never late; one without falls back to the
+user side's event-id window and lateness rule, with ``msg_id`` (the event id) as the
+key (see :mod:`features.window`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from features.config import FeatureConfig
 from features.formulas import DecayedSum, smoothed_ratio
 from features.schema import ITEM_VIEW, FeatureRow, FeatureValue
 from features.user_state import ItemMsg, Skipped
-from features.window import EventWindow
+from features.window import EventWindow, mark_applied, redelivered, too_late
 from stream.schemas import ItemId
 
 
@@ -105,11 +107,12 @@ def apply_item_event(state: ItemState, msg: ItemMsg, cfg: FeatureConfig) -> Item
 
     Idempotent: a message with a ``source`` is applied once per (partition,
     offset), whatever its event time (messages from one source partition arrive in
-    offset order); one without is deduplicated by ``msg_id`` within the allowed
-    lateness, like the user side. Counts, the rating mean, first/last seen and
-    popularity do not depend on arrival order.
+    offset order); one without is deduplicated by ``msg_id`` in the bounded id
+    window and refused when later than the allowed lateness, like the user side.
+    Counts, the rating mean, first/last seen and popularity do not depend on
+    arrival order.
     """
-    skipped = _check(state, msg)
+    skipped = _check(state, msg, cfg)
     if skipped is not None:
         return skipped
     if msg.event_type is not None:
@@ -117,18 +120,18 @@ def apply_item_event(state: ItemState, msg: ItemMsg, cfg: FeatureConfig) -> Item
     state.neighbours.add(msg.covisited, cfg.covisit_max_neighbours)
     state.updated_ms = max(state.updated_ms, msg.ts_ms)
     if msg.source is not None:
-        state.applied[str(msg.source[0])] = msg.source[1]
+        mark_applied(state.applied, msg.source)
     else:
-        state.window.remember(msg.msg_id, msg.ts_ms, state.updated_ms, cfg.allowed_lateness_ms, cfg.dedup_max_ids)
+        state.window.remember(msg.msg_id, msg.ts_ms, state.updated_ms - cfg.allowed_lateness_ms, cfg.dedup_max_ids)
     return ItemUpdate(FeatureRow(ITEM_VIEW, msg.item_id, state.features(cfg), state.updated_ms))
 
 
-def _check(state: ItemState, msg: ItemMsg) -> Skipped | None:
+def _check(state: ItemState, msg: ItemMsg, cfg: FeatureConfig) -> Skipped | None:
     if msg.source is not None:
-        partition, offset = msg.source
-        return Skipped("duplicate") if offset <= state.applied.get(str(partition), -1) else None
-    verdict = state.window.check(msg.msg_id, msg.ts_ms)
-    return None if verdict == "new" else Skipped(verdict)
+        return Skipped("duplicate") if redelivered(state.applied, msg.source) else None
+    if state.window.seen(msg.msg_id):
+        return Skipped("duplicate")
+    return Skipped("late") if too_late(msg.ts_ms, state.updated_ms or None, cfg.allowed_lateness_ms) else None
 
 
 def _accumulate(state: ItemState, msg: ItemMsg, cfg: FeatureConfig) -> None:

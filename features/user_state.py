@@ -3,8 +3,10 @@
 The user agent sees one user's events in partition order. For each event it calls
 :func:`apply_user_event`; a :class:`UserUpdate` carries the user's new feature row
 and the messages to send to the item side (repartitioned by item id). A
-:class:`Skipped` result means the event changed nothing (a duplicate, or later than
-the allowed lateness) and nothing must be written or sent.
+:class:`Skipped` result means the event changed nothing and nothing must be written
+or sent: a ``duplicate`` (a redelivered record, or a re-sent event id) or ``late``
+(older than the allowed lateness; the worker sends it to the DLQ). The rules are in
+:mod:`features.window`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.activity import Activity
 from features.config import FeatureConfig
 from features.schema import USER_VIEW, FeatureRow, FeatureValue, epoch_ms
-from features.window import EventWindow
+from features.window import EventWindow, mark_applied, redelivered, too_late
 from stream.schemas import ClickEvent, EventType, ItemId
 
 
@@ -54,9 +56,11 @@ class ItemMsg(BaseModel):
 
 @dataclass(frozen=True)
 class Skipped:
-    """The event changed nothing. ``reason`` is a stable code for metrics."""
+    """The event changed nothing. ``reason`` is a stable code for metrics and the DLQ;
+    ``detail`` says why in words (not compared)."""
 
     reason: Literal["duplicate", "late"]
+    detail: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class UserState:
     affinity_total: float = 0.0
     recent: list[RecentItem] = field(default_factory=list)  # newest first
     session: Session = field(default_factory=Session)
+    applied: dict[str, int] = field(default_factory=dict)  # source partition -> highest offset applied
 
     def features(self) -> dict[str, FeatureValue]:
         """The ``user_features`` row; depends on the state only (event time, no clock)."""
@@ -123,6 +128,7 @@ class UserState:
             "affinity_total": self.affinity_total,
             "recent": [[r.item_id, r.last_ms, r.affinity] for r in self.recent],
             "session": [self.session.count, self.session.start_ms, self.session.last_ms, self.session.events],
+            "applied": dict(self.applied),
         }
 
     @classmethod
@@ -133,6 +139,7 @@ class UserState:
             affinity_total=float(data["affinity_total"]),
             recent=[RecentItem(str(i), int(ts), float(a)) for i, ts, a in data["recent"]],
             session=Session(*(int(v) for v in data["session"])),
+            applied={str(k): int(v) for k, v in data.get("applied", {}).items()},
         )
 
 
@@ -141,26 +148,44 @@ def apply_user_event(
 ) -> UserUpdate | Skipped:
     """Apply one event to ``state`` in place, unless already applied or too late.
 
-    ``source`` is the event's (partition, offset) on ``clickstream``; pass it so
-    that the item side can deduplicate exactly without a lateness bound.
+    ``source`` is the event's (partition, offset) on ``clickstream``: with it a
+    redelivered record is recognised exactly (offset at or below the user's mark for
+    that partition), and the item side deduplicates by it too.
 
-    Idempotent: applying the same ``event_id`` again returns ``Skipped("duplicate")``
-    (or ``"late"``) and leaves ``state`` unchanged. Events may arrive out of order
-    by event time within ``cfg.allowed_lateness_s``: counts, the rating mean,
-    first/last seen and ``affinity_total`` do not depend on arrival order, and
-    recent items stay ordered by event time.
+    Returns ``Skipped("duplicate")`` for a redelivered record or a re-sent event id
+    the window remembers, ``Skipped("late")`` for an event older than the user's
+    newest one by more than ``cfg.allowed_lateness_s``; ``state`` is then unchanged.
+    Any other event is applied, however many events share its time. Counts, the
+    rating mean, first/last seen and ``affinity_total`` do not depend on arrival
+    order; recent items stay ordered by event time.
     """
     ts_ms = epoch_ms(event.ts)
-    verdict = state.window.check(event.event_id, ts_ms)
-    if verdict != "new":
-        return Skipped(verdict)
+    skipped = _check(state, event.event_id, ts_ms, cfg, source)
+    if skipped is not None:
+        return skipped
     covisited = _covisited(state, event.item_id, ts_ms, cfg) if event.item_id else []
     _accumulate(state, event, ts_ms, cfg)
     newest_ms = state.activity.last_seen_ms or ts_ms
-    state.window.remember(event.event_id, ts_ms, newest_ms, cfg.allowed_lateness_ms, cfg.dedup_max_ids)
+    state.window.remember(event.event_id, ts_ms, newest_ms - cfg.allowed_lateness_ms, cfg.dedup_max_ids)
+    if source is not None:
+        mark_applied(state.applied, source)
     touched = (event.item_id,) if event.item_id is not None and event.type is not EventType.SEARCH else ()
     row = FeatureRow(USER_VIEW, event.user_id, state.features(), newest_ms, touched)
     return UserUpdate(row, _item_messages(event, ts_ms, covisited, cfg.covisit_symmetric, source))
+
+
+def _check(state: UserState, event_id: str, ts_ms: int, cfg: FeatureConfig,
+           source: tuple[int, int] | None) -> Skipped | None:
+    """The rules of :mod:`features.window`, in order: redelivery, re-send, lateness."""
+    if source is not None and redelivered(state.applied, source):
+        return Skipped("duplicate", f"record {source[0]}:{source[1]} was applied already")
+    if state.window.seen(event_id):
+        return Skipped("duplicate", f"event id {event_id!r} was applied already")
+    newest_ms = state.activity.last_seen_ms
+    if too_late(ts_ms, newest_ms, cfg.allowed_lateness_ms):
+        return Skipped("late", f"event time {ts_ms} ms is more than {cfg.allowed_lateness_s:g} s "
+                               f"older than the user's newest event ({newest_ms} ms)")
+    return None
 
 
 def _accumulate(state: UserState, event: ClickEvent, ts_ms: int, cfg: FeatureConfig) -> None:

@@ -1,67 +1,91 @@
-"""Which events an entity has already applied: exact idempotency in bounded memory.
+"""Which events an entity has already applied, and which come too late: three rules.
 
-An entity remembers the ids of the events it applied whose event time is above a
-*floor*. The floor rises to ``newest - allowed_lateness`` and, when more than
-``max_ids`` ids are held, to the time of the oldest id it forgets. The rule:
+The update functions check them in this order; none of them costs a distinct event
+its effect because of a bounded memory.
 
-    an event is applied  iff  ts > floor  and  its id is not remembered.
-
-Every id applied with ``ts > floor`` is still remembered, so a redelivered event
-is either remembered (duplicate) or at/below the floor (late): never applied twice.
+1. **Redelivery** (exact, O(1) per source partition): a ``clickstream`` record is
+   its (partition, offset), and an entity's records arrive from a partition in
+   offset order (users are keyed by user id; the item side keeps one mark per source
+   partition). So a record is already applied iff its offset is at or below the
+   highest offset the entity applied from that partition (:func:`redelivered`,
+   :func:`mark_applied`). A consumer that restarts from an older offset after a
+   crash re-reads only such records.
+2. **Re-sent events** (bounded, :class:`EventWindow`): a client may send the same
+   event twice, as two records with two offsets. The window remembers the ids of the
+   entity's last ``max_ids`` applied events and refuses those ids again. It forgets
+   ids, it never refuses one it has not seen: a re-send that arrives after
+   ``max_ids`` newer events of the entity is applied again, a distinct event is
+   never refused. Ids older than the lateness bound are forgotten early (a re-send of
+   one is refused by rule 3 anyway).
+3. **Lateness** (event time, :func:`too_late`): an event older than the entity's
+   newest applied event by *more* than ``allowed_lateness`` is refused as ``late``;
+   the worker sends it to the DLQ with that reason. Events of the same instant are
+   never late to each other, however many there are.
 """
 
 from __future__ import annotations
 
-import bisect
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-Verdict = Literal["new", "duplicate", "late"]
+from typing import Any
 
 
-def _ts_of(entry: tuple[int, str]) -> int:
-    return entry[0]
+def too_late(ts_ms: int, newest_ms: int | None, lateness_ms: int) -> bool:
+    """Whether an event at ``ts_ms`` is older than ``newest_ms`` by more than ``lateness_ms``."""
+    return newest_ms is not None and ts_ms < newest_ms - lateness_ms
+
+
+def redelivered(applied: dict[str, int], source: tuple[int, int]) -> bool:
+    """Whether the record at ``source`` = (partition, offset) was applied already,
+    given ``applied``: source partition (as a string, JSON-safe) → highest offset applied."""
+    partition, offset = source
+    return offset <= applied.get(str(partition), -1)
+
+
+def mark_applied(applied: dict[str, int], source: tuple[int, int]) -> None:
+    """Record that the record at ``source`` was applied (its offset is the partition's highest)."""
+    partition, offset = source
+    key = str(partition)
+    applied[key] = max(offset, applied.get(key, -1))
 
 
 @dataclass
 class EventWindow:
-    floor_ms: int | None = None
-    entries: list[tuple[int, str]] = field(default_factory=list)  # sorted (ts_ms, event_id)
+    """The ids of an entity's most recently applied events, oldest arrival first.
+
+    Bounded by ``max_ids`` (given to :meth:`remember`); O(1) per event amortised.
+    """
+
+    entries: deque[tuple[int, str]] = field(default_factory=deque)  # (ts_ms, event_id), in arrival order
     _ids: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.entries = deque(self.entries)
         self._ids = {event_id for _, event_id in self.entries}
 
-    def check(self, event_id: str, ts_ms: int) -> Verdict:
-        if self.floor_ms is not None and ts_ms <= self.floor_ms:
-            return "late"
-        if event_id in self._ids:
-            return "duplicate"
-        return "new"
+    def __len__(self) -> int:
+        return len(self.entries)
 
-    def remember(self, event_id: str, ts_ms: int, newest_ms: int, lateness_ms: int, max_ids: int) -> None:
-        """Record an applied event, then raise the floor and forget what falls below it."""
-        bisect.insort(self.entries, (ts_ms, event_id))
+    def seen(self, event_id: str) -> bool:
+        """Whether ``event_id`` is among the remembered applied events."""
+        return event_id in self._ids
+
+    def remember(self, event_id: str, ts_ms: int, horizon_ms: int, max_ids: int) -> None:
+        """Record an applied event; then forget the oldest arrivals while more than
+        ``max_ids`` are held or while the oldest one's time is below ``horizon_ms``
+        (the oldest event time that is not late)."""
+        self.entries.append((ts_ms, event_id))
         self._ids.add(event_id)
-        self._raise_floor(newest_ms - lateness_ms)
-        while len(self.entries) > max_ids:
-            self._raise_floor(self.entries[0][0])
-
-    def _raise_floor(self, floor_ms: int) -> None:
-        if self.floor_ms is not None and floor_ms <= self.floor_ms:
-            return
-        self.floor_ms = floor_ms
-        cut = bisect.bisect_right(self.entries, floor_ms, key=_ts_of)
-        for _, event_id in self.entries[:cut]:
-            self._ids.discard(event_id)
-        del self.entries[:cut]
+        entries = self.entries
+        while entries and (len(entries) > max_ids or entries[0][0] < horizon_ms):
+            self._ids.discard(entries.popleft()[1])
 
     def to_dict(self) -> dict[str, Any]:
         # (ts, id) tuples are immutable and JSON arrays already: a shallow copy is enough
-        return {"floor_ms": self.floor_ms, "entries": list(self.entries)}
+        return {"entries": list(self.entries)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EventWindow:
-        floor = data.get("floor_ms")
-        entries = [(int(ts), str(eid)) for ts, eid in data.get("entries", [])]
-        return cls(floor_ms=None if floor is None else int(floor), entries=entries)
+        """Also reads the earlier layout (``floor_ms`` + entries sorted by time): the
+        floor is dropped, lateness is decided by the entity's newest event time now."""
+        return cls(entries=deque((int(ts), str(eid)) for ts, eid in data.get("entries", [])))
