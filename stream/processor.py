@@ -6,9 +6,11 @@ Feature formulas live in ``features/``, ranking behind ``stream.recommend.Recomm
 this module only sequences them, batches the I/O and measures each stage.
 
 Per batch, in order: validate (bad payloads to the DLQ) → apply each event to its
-user's state → write changed states to their tables (changelog) once → queue the
-feature rows on the micro-batching writer → send the item-side updates, one message
-per item partition → rank and send recommendations for the triggering events.
+user's state (an event refused as too late goes to the DLQ too, reason ``late``:
+every consumed event is applied, a duplicate of an applied one, or in the DLQ) →
+write changed states to their tables (changelog) once → queue the feature rows on
+the micro-batching writer → send the item-side updates, one message per item
+partition → rank and send recommendations for the triggering events.
 All of it happens before Faust acknowledges the batch.
 """
 
@@ -178,6 +180,9 @@ class EventProcessor:
             result = apply_user_event(state, parsed, self.cfg, source=(partition, offset))
             if isinstance(result, Skipped):
                 self.metrics.count(f"skipped_{result.reason}")
+                if result.reason == "late":  # refused, not applied: it goes where refused events go
+                    await self._dead_letter(message, Rejection(reason="late", field="ts", detail=result.detail),
+                                            partition, offset)
                 continue
             self.users.mark(parsed.user_id, state, partition)
             shard_key = shard_id(partition)

@@ -130,6 +130,7 @@ class Rejection(BaseModel):
         "unknown_field",
         "invalid_field",
         "inconsistent_fields",
+        "late",  # valid, but older than the user's newest event by more than the allowed lateness
     ]
     field: str | None = None
     detail: str
