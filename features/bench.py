@@ -61,11 +61,11 @@ class BenchOptions:
 
 
 def run_bench(options: BenchOptions) -> int:
-    from infra.stack import EmbeddedStack, StackConfig, free_port
+    from infra.stack import EmbeddedStack, StackConfig
 
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as tmp:
         stack = EmbeddedStack(
-            StackConfig(data_dir=Path(tmp) / "stack", broker_port=free_port(), redis_port=free_port())
+            StackConfig.on_free_ports(Path(tmp) / "stack")
         )
         records = stack.up()
         try:

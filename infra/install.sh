@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install streamrec into .venv at the repository root (idempotent, quick when nothing changed).
 # Picks exactly one ONNX runtime: onnxruntime-gpu where an NVIDIA GPU answers, onnxruntime elsewhere.
+# Resolves the embedded Apache Kafka broker's jars (infra/kafka/pom.xml) with Maven into .kafka/.
 # Usage: bash infra/install.sh            (STREAMREC_ORT=cpu|gpu forces the choice)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,21 @@ elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; the
   ort=gpu
 else
   ort=cpu
+fi
+
+# The broker: Apache Kafka's jars from Maven Central, pinned in infra/kafka/pom.xml; a second run does nothing.
+kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' infra/kafka/pom.xml)
+kafka_libs=.kafka/$kafka_version/libs
+kafka_want=$(sha256sum infra/kafka/pom.xml | cut -c1-16)
+if [ ! -f "$kafka_libs/.resolved" ] || [ "$(cat "$kafka_libs/.resolved")" != "$kafka_want" ]; then
+  command -v java >/dev/null 2>&1 || [ -x "${JAVA_HOME:-/nonexistent}/bin/java" ] \
+    || { echo "the embedded Kafka broker needs Java 17+: apt-get install openjdk-17-jre-headless (or set JAVA_HOME)" >&2; exit 1; }
+  command -v mvn >/dev/null 2>&1 \
+    || { echo "resolving the Kafka broker's jars needs Maven: apt-get install maven" >&2; exit 1; }
+  rm -rf "$kafka_libs"
+  mvn -B -q -f infra/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$PWD/$kafka_libs"
+  echo "$kafka_want" > "$kafka_libs/.resolved"
+  echo "resolved Apache Kafka $kafka_version into $kafka_libs ($(ls "$kafka_libs" | wc -l) jars)"
 fi
 
 stamp=.venv/.installed

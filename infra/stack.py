@@ -1,11 +1,12 @@
-"""The embedded stack: a Kafka-protocol broker (Tansu) and a redis-server on loopback.
+"""The embedded stack: Apache Kafka (one KRaft node) and a redis-server on loopback.
 
 ``EmbeddedStack.up()`` starts exactly the services it records in ``<data_dir>/stack.json``
 (PID, process start time, command line, port, data and log paths) and waits until each
 answers; ``down()`` stops exactly those, after checking that each PID still belongs to
 the process it started. A port already taken by anything else is an error naming the
 setting to change: the stack never stops, reuses or talks over a service it did not
-start (a system Redis on 6379 stays untouched).
+start (a system Redis on 6379 stays untouched). The broker's log directory stays under
+``<data_dir>/broker`` across ``down``/``up``; ``reset()`` stops the stack and empties it.
 
 Blocking calls throughout; meant for the command line, the demo and test fixtures.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,13 +26,8 @@ from pathlib import Path
 import psutil
 
 from infra.errors import StackError
-from infra.services import (
-    ServiceSpec,
-    broker_spec,
-    ensure_redis_server,
-    redis_spec,
-    s3rver_spec,
-)
+from infra.kafka import BrokerConfig
+from infra.services import ServiceSpec, broker_spec, ensure_redis_server, redis_spec
 
 STATE_FILE = "stack.json"
 
@@ -41,6 +38,7 @@ class ServiceRecord:
     pid: int
     create_time: float
     port: int
+    stop_grace_s: float
     cmdline: list[str]
     data_dir: str
     log: str
@@ -51,11 +49,18 @@ class ServiceRecord:
 class StackConfig:
     data_dir: Path
     broker_port: int = 19092
+    controller_port: int = 19093
     redis_port: int = 16379
-    s3_port: int = 4568
-    durable: bool = False
+    broker_heap_mb: int = 256
+    partitions: int = 4
     host: str = "127.0.0.1"
-    start_timeout_s: float = 30.0
+    start_timeout_s: float = 60.0
+
+    @classmethod
+    def on_free_ports(cls, data_dir: Path, **overrides: object) -> StackConfig:
+        """A private stack (fixtures, benchmarks): every port one that nothing listens on now."""
+        ports = {"broker_port": free_port(), "controller_port": free_port(), "redis_port": free_port()}
+        return cls(data_dir=data_dir, **{**ports, **overrides})  # type: ignore[arg-type]
 
     @property
     def bootstrap_servers(self) -> str:
@@ -93,13 +98,20 @@ class EmbeddedStack:
         stopped = []
         for record in reversed(self._load()):
             if _is_same_process(record):
-                _terminate(record.pid)
+                _terminate(record.pid, record.stop_grace_s)
                 stopped.append(record.name)
             child = self._children.pop(record.pid, None)
             if child is not None:
                 child.wait()
         if self.state_path.exists():
             self.state_path.unlink()
+        return stopped
+
+    def reset(self) -> list[str]:
+        """Stop the stack and delete its data (topics, offsets, Redis files); returns what was stopped."""
+        stopped = self.down()
+        for name in ("broker", "redis"):
+            shutil.rmtree(self.config.data_dir / name, ignore_errors=True)
         return stopped
 
     def status(self) -> dict[str, dict[str, object]]:
@@ -120,19 +132,22 @@ class EmbeddedStack:
     # -- internals --------------------------------------------------------------
     def _specs(self) -> list[ServiceSpec]:
         cfg = self.config
-        specs = [redis_spec(ensure_redis_server(), cfg.host, cfg.redis_port, cfg.data_dir / "redis")]
-        if cfg.durable:
-            specs.append(s3rver_spec(cfg.host, cfg.s3_port, cfg.data_dir / "s3"))
-        specs.append(broker_spec(cfg.host, cfg.broker_port, cfg.data_dir / "broker", s3_port=cfg.s3_port if cfg.durable else None))
-        return specs
+        broker_dir = cfg.data_dir / "broker"
+        broker = BrokerConfig(host=cfg.host, port=cfg.broker_port, controller_port=cfg.controller_port,
+                              log_dir=broker_dir / "data", partitions=cfg.partitions, heap_mb=cfg.broker_heap_mb)
+        return [redis_spec(ensure_redis_server(), cfg.host, cfg.redis_port, cfg.data_dir / "redis"),
+                broker_spec(broker, broker_dir)]
 
     def _start(self, spec: ServiceSpec) -> ServiceRecord:
-        if port_open(self.config.host, spec.port):
-            raise StackError(
-                f"port {spec.port} on {self.config.host} is already in use by a process streamrec did not start; "
-                f"set {spec.port_setting} to a free port (the stack never stops or reuses a service it did not start)"
-            )
+        for port, setting in {spec.port: spec.port_setting, **spec.other_ports}.items():
+            if port_open(self.config.host, port):
+                raise StackError(
+                    f"port {port} on {self.config.host} is already in use by a process streamrec did not start; "
+                    f"set {setting} to a free port (the stack never stops or reuses a service it did not start)"
+                )
         spec.data_dir.mkdir(parents=True, exist_ok=True)
+        if spec.prepare is not None:
+            spec.prepare()
         log_path = spec.data_dir / f"{spec.name}.log"
         began = time.monotonic()
         with open(log_path, "ab") as log:
@@ -151,6 +166,7 @@ class EmbeddedStack:
             pid=proc.pid,
             create_time=psutil.Process(proc.pid).create_time(),
             port=spec.port,
+            stop_grace_s=spec.stop_grace_s,
             cmdline=spec.argv,
             data_dir=str(spec.data_dir),
             log=str(log_path),
@@ -176,7 +192,7 @@ class EmbeddedStack:
     def _load(self) -> list[ServiceRecord]:
         if not self.state_path.exists():
             return []
-        return [ServiceRecord(**item) for item in json.loads(self.state_path.read_text())]
+        return [ServiceRecord(**{"stop_grace_s": 5.0, **item}) for item in json.loads(self.state_path.read_text())]
 
     def _save(self, records: list[ServiceRecord]) -> None:
         tmp = self.state_path.with_suffix(".tmp")

@@ -96,8 +96,6 @@ def build_app(settings: Settings) -> StreamrecApp:
         consumer_auto_offset_reset="earliest",
         topic_partitions=b.partitions,
         topic_replication_factor=b.replication_factor,
-        # Tansu's high watermark is off by a batch (ENVIRONMENT.md), which trips this check.
-        recovery_consistency_check=b.flavor != "tansu",
         stream_buffer_maxsize=w.stream_buffer_maxsize,
         producer_linger=b.producer_linger_ms / 1000.0,
         datadir=str(w.data_dir / w.id),
@@ -168,9 +166,7 @@ def build_app(settings: Settings) -> StreamrecApp:
 def consumer_lag(app: StreamrecApp) -> dict[str, int]:
     """Messages not yet read, per input topic, summed over this worker's partitions.
 
-    highwater − (last read offset + 1). On Tansu the high watermark is the base offset
-    of the last batch + 1 (ENVIRONMENT.md), so lag reads low by up to one producer
-    batch per partition; on Apache Kafka it is exact.
+    highwater − (last read offset + 1), exact on Apache Kafka.
     """
     consumer = app.consumer
     lag: dict[str, int] = {}

@@ -91,7 +91,7 @@ def summarise(samples: np.ndarray, window_s: float) -> dict[str, Any]:
 
 
 def run(rate: float, duration_s: float, lingers: list[int], window_s: float, partitions: int) -> dict[str, Any]:
-    from infra.stack import EmbeddedStack, StackConfig, free_port
+    from infra.stack import EmbeddedStack, StackConfig
     from stream.settings import load_settings
 
     fetch_wait_ms = load_settings().broker.fetch_max_wait_ms or 5
@@ -99,7 +99,7 @@ def run(rate: float, duration_s: float, lingers: list[int], window_s: float, par
                               "fetch_max_wait_ms": fetch_wait_ms, "lingers": {}}
     for linger in lingers:
         with tempfile.TemporaryDirectory(prefix="streamrec-broker-") as tmp:
-            stack = EmbeddedStack(StackConfig(data_dir=Path(tmp), broker_port=free_port(), redis_port=free_port()))
+            stack = EmbeddedStack(StackConfig.on_free_ports(Path(tmp)))
             stack.up()
             try:
                 samples = asyncio.run(_one_hop(stack.config.bootstrap_servers, fetch_wait_ms, rate, duration_s, linger, partitions))

@@ -540,7 +540,7 @@ def _step_result(session: Session, rate: float, sent: list[Sent], collector: Col
 def _broker_figures(session: Session) -> dict[str, Any]:
     b, w = session.settings.broker, session.settings.worker
     return {
-        "bootstrap_servers": b.bootstrap_servers, "flavor": b.flavor, "fetch_max_wait_ms": b.fetch_max_wait_ms,
+        "bootstrap_servers": b.bootstrap_servers, "fetch_max_wait_ms": b.fetch_max_wait_ms,
         "session_timeout_s": b.session_timeout_s, "rebalance_timeout_s": b.rebalance_timeout_s,
         "heartbeat_interval_s": b.heartbeat_interval_s, "partitions": b.partitions,
         "processing_guarantee": b.processing_guarantee, "producer_linger_ms": session.config.linger_ms,
@@ -707,7 +707,7 @@ def _sweep_fresh(config: E2EConfig, base: Settings) -> dict[str, Any]:
 
 def _session(config: E2EConfig, base: Settings) -> dict[str, Any]:
     """One stack (own or given), one worker, one run or a sweep on it; the report."""
-    from infra.stack import EmbeddedStack, StackConfig, free_port
+    from infra.stack import EmbeddedStack, StackConfig
 
     run_id = uuid.uuid4().hex[:8]
     run_dir = (config.json_path.parent / f"e2e-{run_id}").resolve()
@@ -715,7 +715,7 @@ def _session(config: E2EConfig, base: Settings) -> dict[str, Any]:
     with ExitStack() as cleanup:
         stack_pids: dict[str, int] = {}
         if config.bootstrap_servers is None:
-            stack = EmbeddedStack(StackConfig(data_dir=run_dir / "stack", broker_port=free_port(), redis_port=free_port()))
+            stack = EmbeddedStack(StackConfig.on_free_ports(run_dir / "stack"))
             cleanup.callback(stack.down)
             stack_pids = {r.name: r.pid for r in stack.up()}
             bootstrap, redis_url = stack.config.bootstrap_servers, stack.config.redis_url

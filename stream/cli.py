@@ -19,7 +19,7 @@ from pathlib import Path
 from stream.settings import Settings, SettingsError, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
-PLUGIN_MODULES = ("features.cli", "models.cli", "stream.bench_e2e", "stream.bench_broker")
+PLUGIN_MODULES = ("features.cli", "models.cli", "stream.bench_e2e", "stream.bench_broker", "stream.gateway.bench")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     _add_tail(sub)
     _add_demo(sub)
+    _add_gateway(sub)
     _add_recommendations(sub)
     _add_settings(sub)
     for name in PLUGIN_MODULES:
@@ -63,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 # -- stack ---------------------------------------------------------------------------
 def _add_stack(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stack", help="start, stop or inspect the embedded broker + Redis")
-    p.add_argument("action", choices=("up", "down", "status"))
-    p.add_argument("--durable", action="store_true", help="broker on S3 storage (local s3rver): topics survive a restart")
+    p.add_argument("action", choices=("up", "down", "status", "reset"),
+                   help="reset stops the stack and deletes its topics and data")
     p.set_defaults(func=_stack)
 
 
@@ -73,15 +74,17 @@ def _stack(args: argparse.Namespace) -> int:
     from stream.runtime import stack_from
 
     settings = load_settings()
-    stack = stack_from(settings, durable=args.durable or settings.stack.durable)
+    stack = stack_from(settings)
     try:
         if args.action == "up":
             for record in stack.up():
                 print(f"{record.name:8s} pid {record.pid:<7d} port {record.port:<6d} ready in {record.started_in_s:.2f} s  log {record.log}")
             print(f"bootstrap servers {stack.config.bootstrap_servers}   redis {stack.config.redis_url}")
-        elif args.action == "down":
-            stopped = stack.down()
+        elif args.action in ("down", "reset"):
+            stopped = stack.down() if args.action == "down" else stack.reset()
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+            if args.action == "reset":
+                print(f"deleted the stack's data under {stack.config.data_dir}")
         else:
             status = stack.status()
             print(json.dumps(status, indent=2) if status else "not running")
@@ -173,6 +176,21 @@ def _demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
 
     return run_demo(load_settings(), duration_s=args.duration, rate=args.rate, dataset=args.dataset)
+
+
+# -- gateway -------------------------------------------------------------------------
+def _add_gateway(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gateway", help="serve the shopper and monitoring pages: live lists and metrics for browsers, events in")
+    p.add_argument("--host", help="listen address (STREAMREC_GATEWAY__HOST)")
+    p.add_argument("--port", type=int, help="listen port (STREAMREC_GATEWAY__PORT)")
+    p.set_defaults(func=_gateway)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from stream.gateway.server import run_gateway
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    return run_gateway(load_settings(gateway=overrides) if overrides else load_settings())
 
 
 # -- cached recommendations ----------------------------------------------------------

@@ -21,14 +21,15 @@ from stream.topics import ensure_topics
 
 
 
-def stack_from(settings: Settings, *, durable: bool | None = None) -> EmbeddedStack:
+def stack_from(settings: Settings) -> EmbeddedStack:
     s = settings.stack
     return EmbeddedStack(StackConfig(
         data_dir=s.data_dir,
         broker_port=s.broker_port,
+        controller_port=s.controller_port,
         redis_port=s.redis_port,
-        s3_port=s.s3_port,
-        durable=s.durable if durable is None else durable,
+        broker_heap_mb=s.broker_heap_mb,
+        partitions=settings.broker.partitions,
     ))
 
 

@@ -2,9 +2,7 @@
 
 Environment variables use the prefix ``STREAMREC_`` and ``__`` between nested names,
 e.g. ``STREAMREC_BROKER__FETCH_MAX_WAIT_MS=5``. Every default works on the embedded
-stack. Broker-dependent defaults (fetch wait, group timeouts) follow
-``broker.flavor``: ``tansu`` (the embedded broker) or ``kafka`` (Apache Kafka).
-A bad value raises ``SettingsError`` naming the environment variable.
+stack (Apache Kafka and redis-server on loopback). A bad value raises ``SettingsError`` naming the environment variable.
 """
 
 from __future__ import annotations
@@ -30,24 +28,20 @@ class SettingsError(ValueError):
     """A setting has a bad value; the message names it as an environment variable."""
 
 
-# Measured on Tansu (ENVIRONMENT.md): it holds a fetch for about fetch_max_wait_ms even
-# when data is waiting, so the wait is the per-hop latency floor; Apache Kafka answers
-# as soon as data arrives, so its usual 500 ms costs nothing there.
-_FLAVOR_DEFAULTS: dict[str, dict[str, float]] = {
-    "tansu": {"fetch_max_wait_ms": 5, "session_timeout_s": 6.0, "rebalance_timeout_s": 6.0, "heartbeat_interval_s": 1.0},
-    "kafka": {"fetch_max_wait_ms": 500, "session_timeout_s": 45.0, "rebalance_timeout_s": 60.0, "heartbeat_interval_s": 3.0},
-}
-
-
 class BrokerSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     bootstrap_servers: str = "127.0.0.1:19092"
-    flavor: Literal["tansu", "kafka"] = "tansu"
-    fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
-    session_timeout_s: float | None = Field(default=None, gt=0)
-    rebalance_timeout_s: float | None = Field(default=None, gt=0)
-    heartbeat_interval_s: float | None = Field(default=None, gt=0)
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=1, le=60_000,
+        description="longest a fetch waits for data; Kafka answers as soon as data arrives, but a partition left out "
+        "of the fetch in flight (its records still buffered) waits up to this long (stream/transport.py)",
+    )
+    # A dead worker's partitions move after session_timeout_s; a rebalance waits for live
+    # members at most rebalance_timeout_s (Kafka ends it as soon as every member has rejoined).
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    rebalance_timeout_s: float = Field(default=20.0, gt=0)
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     partitions: int = Field(default=4, ge=1, le=1024)
     producer_linger_ms: float = Field(default=2.0, ge=0, le=1000, description="batch sends this long (fewer requests per message)")
@@ -65,16 +59,8 @@ class BrokerSettings(BaseModel):
     ssl_cafile: Path | None = None
 
     @model_validator(mode="after")
-    def _fill_flavor_defaults(self) -> BrokerSettings:
-        for name, value in _FLAVOR_DEFAULTS[self.flavor].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        if self.processing_guarantee == "exactly_once" and self.flavor == "tansu":
-            raise ValueError(
-                "processing_guarantee=exactly_once needs idempotent producers and transactions, "
-                "which the embedded broker (Tansu) lacks; use at_least_once"
-            )
-        if self.heartbeat_interval_s * 3 > self.session_timeout_s:  # type: ignore[operator]
+    def _consistent(self) -> BrokerSettings:
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
             raise ValueError("heartbeat_interval_s must be at most a third of session_timeout_s")
         if not all(":" in part for part in self.bootstrap_servers.split(",")):
             raise ValueError("bootstrap_servers must be host:port[,host:port...]")
@@ -126,9 +112,15 @@ class StackSettings(BaseModel):
 
     data_dir: Path = Path("var/stack")
     broker_port: int = Field(default=19092, ge=1, le=65535)
+    controller_port: int = Field(default=19093, ge=1, le=65535, description="the KRaft controller's listener")
     redis_port: int = Field(default=16379, ge=1, le=65535)
-    s3_port: int = Field(default=4568, ge=1, le=65535)
-    durable: bool = False
+    broker_heap_mb: int = Field(default=256, ge=192, le=65536, description="the broker JVM's heap (-Xms/-Xmx)")
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> StackSettings:
+        if len({self.broker_port, self.controller_port, self.redis_port}) < 3:
+            raise ValueError("broker_port, controller_port and redis_port must differ")
+        return self
 
 
 class RecommendSettings(BaseModel):
@@ -179,6 +171,44 @@ class WorkerSettings(BaseModel):
     )
 
 
+class GatewaySettings(BaseModel):
+    """The browser gateway (``streamrec gateway``): HTTP address, CORS, and how it fans out."""
+
+    model_config = {"extra": "forbid"}
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535, description="0 binds a free port")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='origins besides the gateway itself allowed to call it from a browser, e.g. ["http://localhost:3000"]; "*" for any',
+    )
+    group_id: str = Field(
+        default_factory=lambda: f"streamrec-gateway-{socket.gethostname()}-{os.getpid()}",
+        description="the gateway's consumer group; each gateway needs its own (every browser may want any user's lists)",
+    )
+    client_buffer: int = Field(default=256, ge=1, le=100_000,
+                               description="messages queued for one browser; one that falls this far behind is dropped")
+    max_clients: int = Field(default=10_000, ge=1, description="open live streams; more get 503")
+    heartbeat_s: float = Field(default=15.0, gt=0, le=3600, description="a comment line on idle streams, so proxies keep them open")
+    history: int = Field(default=720, ge=0, le=100_000, description="metrics snapshots a new monitoring page starts with")
+    stats_interval_s: float = Field(default=2.0, gt=0, le=3600, description="how often the gateway sends its own figures to monitoring pages")
+    producer_linger_ms: float = Field(default=0.0, ge=0, le=1000,
+                                      description="browser events are few and waited for: sent at once by default")
+    catalogue: str = Field(default="movielens", description="data set whose items the shopper page shows (movielens, instacart, synthetic)")
+    data_dir: Path = Path("var/gateway")
+    vendor_dir: Path | None = Field(
+        default=None, description="the npm packages the pages use (uPlot, Swagger UI); default: those infra/install.sh installs",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"origin {origin!r} must be \"*\" or start with http:// or https://")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -195,6 +225,7 @@ class Settings(BaseSettings):
     recommend: RecommendSettings = RecommendSettings()
     features: FeatureConfig = FeatureConfig()
     models: ModelConfig = ModelConfig()
+    gateway: GatewaySettings = GatewaySettings()
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,9 +1,10 @@
 """Faust's aiokafka transport with the consumer fetch wait as a setting.
 
 faust-streaming 0.15.3 hard-codes ``fetch_max_wait_ms=1500`` when it builds the
-worker's ``AIOKafkaConsumer``. Apache Kafka answers a fetch as soon as data arrives,
-so the constant is harmless there; Tansu holds every fetch for about that long even
-when data waits, which made end-to-end p50 ~1.4 s (ENVIRONMENT.md). These subclasses
+worker's ``AIOKafkaConsumer``. Kafka answers a fetch as soon as any of its partitions
+has data, but aiokafka keeps one fetch in flight per broker and leaves out of it the
+partitions whose records still wait in its buffer; data that arrives for those waits
+until the in-flight fetch returns, up to the full wait on a quiet topic. These subclasses
 set the wait from ``Settings.broker.fetch_max_wait_ms`` without touching faust's files,
 serve fetched partitions round-robin (no topic starves behind another's backlog),
 and await ``app.before_commit()`` before each offset commit (write-behind state and

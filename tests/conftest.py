@@ -1,4 +1,4 @@
-"""Session fixtures: a private embedded stack (Tansu broker + redis-server) on free
+"""Session fixtures: a private embedded stack (Apache Kafka + redis-server) on free
 loopback ports, started once per test session and stopped by PID at the end."""
 
 from __future__ import annotations
@@ -8,16 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import EmbeddedStack, StackConfig, free_port
+from infra.stack import EmbeddedStack, StackConfig
 
 
 @pytest.fixture(scope="session")
 def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    config = StackConfig(
-        data_dir=Path(tmp_path_factory.mktemp("stack")),
-        broker_port=free_port(),
-        redis_port=free_port(),
-    )
+    config = StackConfig.on_free_ports(Path(tmp_path_factory.mktemp("stack")))
     stack = EmbeddedStack(config)
     stack.up()
     try:
@@ -34,5 +30,5 @@ def redis_url(embedded_stack: EmbeddedStack) -> str:
 
 @pytest.fixture(scope="session")
 def bootstrap_servers(embedded_stack: EmbeddedStack) -> str:
-    """host:port of a Tansu broker private to this test session (memory storage)."""
+    """host:port of an Apache Kafka broker private to this test session."""
     return embedded_stack.config.bootstrap_servers

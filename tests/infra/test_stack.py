@@ -37,7 +37,7 @@ def foreign_redis(tmp_path: Path) -> Iterator[int]:
 
 
 def test_up_then_down_leaves_no_process_and_spares_a_foreign_redis(tmp_path: Path, foreign_redis: int) -> None:
-    stack = EmbeddedStack(StackConfig(data_dir=tmp_path / "stack", broker_port=free_port(), redis_port=free_port()))
+    stack = EmbeddedStack(StackConfig.on_free_ports(tmp_path / "stack"))
     records = stack.up()
     pids = {r.name: r.pid for r in records}
     assert set(pids) == {"redis", "broker"}
@@ -52,7 +52,7 @@ def test_up_then_down_leaves_no_process_and_spares_a_foreign_redis(tmp_path: Pat
 
 
 def test_port_taken_by_a_foreign_service_is_an_error_naming_the_setting(tmp_path: Path, foreign_redis: int) -> None:
-    stack = EmbeddedStack(StackConfig(data_dir=tmp_path / "stack", broker_port=free_port(), redis_port=foreign_redis))
+    stack = EmbeddedStack(StackConfig.on_free_ports(tmp_path / "stack", redis_port=foreign_redis))
     with pytest.raises(StackError, match="STREAMREC_STACK__REDIS_PORT"):
         stack.up()
     stack.down()
@@ -60,7 +60,7 @@ def test_port_taken_by_a_foreign_service_is_an_error_naming_the_setting(tmp_path
 
 
 def test_up_is_idempotent(tmp_path: Path) -> None:
-    stack = EmbeddedStack(StackConfig(data_dir=tmp_path / "stack", broker_port=free_port(), redis_port=free_port()))
+    stack = EmbeddedStack(StackConfig.on_free_ports(tmp_path / "stack"))
     try:
         first = {r.name: r.pid for r in stack.up()}
         second = {r.name: r.pid for r in stack.up()}
@@ -69,43 +69,61 @@ def test_up_is_idempotent(tmp_path: Path) -> None:
         stack.down()
 
 
-@pytest.mark.slow
-def test_durable_stack_keeps_topics_across_a_restart(tmp_path: Path) -> None:
-    import asyncio
+async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    from aiokafka import AIOKafkaProducer
 
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-    config = StackConfig(data_dir=tmp_path / "stack", broker_port=free_port(), redis_port=free_port(),
-                         s3_port=free_port(), durable=True)
-
-    async def produce() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=config.bootstrap_servers)
-        await producer.start()
-        for n in range(20):
-            await producer.send_and_wait("durable-check", f"m{n}".encode())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value)
+    finally:
         await producer.stop()
 
-    async def consume() -> list[bytes]:
-        consumer = AIOKafkaConsumer("durable-check", bootstrap_servers=config.bootstrap_servers,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=20)
-        await consumer.start()
-        got: list[bytes] = []
+
+async def _consume_all(bootstrap: str, topic: str, expect: int) -> list[bytes]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    await consumer.start()
+    got: list[bytes] = []
+    try:
+        for _ in range(40):
+            for records in (await consumer.getmany(timeout_ms=250)).values():
+                got.extend(r.value for r in records)
+            if len(got) >= expect:
+                break
+    finally:
+        await consumer.stop()
+    return got
+
+
+@pytest.mark.slow
+def test_topics_and_data_survive_down_and_up_and_reset_empties_them(tmp_path: Path) -> None:
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    config = StackConfig.on_free_ports(tmp_path / "stack")
+    sent = [f"m{n}".encode() for n in range(20)]
+
+    async def topics() -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap_servers)
+        await admin.start()
         try:
-            for _ in range(40):
-                for records in (await consumer.getmany(timeout_ms=250)).values():
-                    got.extend(r.value for r in records)
-                if len(got) >= 20:
-                    break
+            return set(await admin.list_topics())
         finally:
-            await consumer.stop()
-        return got
+            await admin.close()
 
     stack = EmbeddedStack(config)
     try:
         stack.up()
-        asyncio.run(produce())
+        asyncio.run(_produce(config.bootstrap_servers, "durable-check", sent))
         stack.down()
         stack.up()
-        assert sorted(asyncio.run(consume())) == sorted(f"m{n}".encode() for n in range(20))
+        assert sorted(asyncio.run(_consume_all(config.bootstrap_servers, "durable-check", len(sent)))) == sorted(sent)
+        stack.reset()
+        stack.up()
+        assert "durable-check" not in asyncio.run(topics())
     finally:
         stack.down()
