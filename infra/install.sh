@@ -33,6 +33,20 @@ if [ ! -f "$kafka_libs/.resolved" ] || [ "$(cat "$kafka_libs/.resolved")" != "$k
   echo "resolved Apache Kafka $kafka_version into $kafka_libs ($(ls "$kafka_libs" | wc -l) jars)"
 fi
 
+# The gateway's browser libraries (uPlot for the monitoring page's charts, Swagger UI for the
+# API docs): pinned by stream/gateway/web/package-lock.json, installed with npm into the
+# git-ignored stream/gateway/web/node_modules, which the gateway serves itself (no CDN at run
+# time). Install scripts are not run. A second run does nothing.
+web=stream/gateway/web
+web_want=$(cat "$web/package.json" "$web/package-lock.json" | sha256sum | cut -c1-16)
+if [ ! -f "$web/node_modules/.streamrec-installed" ] || [ "$(cat "$web/node_modules/.streamrec-installed")" != "$web_want" ]; then
+  command -v npm >/dev/null 2>&1 \
+    || { echo "the gateway's pages need npm to install their chart library: apt-get install npm (or Node.js with npm)" >&2; exit 1; }
+  npm ci --prefix "$web" --ignore-scripts --no-audit --no-fund --loglevel=error
+  echo "$web_want" > "$web/node_modules/.streamrec-installed"
+  echo "installed the gateway's browser libraries into $web/node_modules"
+fi
+
 stamp=.venv/.installed
 want="$(cat pyproject.toml infra/install.sh | sha256sum | cut -c1-16)-$ort"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
