@@ -1,4 +1,4 @@
-"""``streamrec features export`` and ``streamrec bench features``.
+"""``streamrec features export``, ``streamrec verify`` and ``streamrec bench features``.
 
 ``register(subparsers, bench_subparsers)`` adds the commands to the lead's parser;
 ``python -m features.cli ...`` runs them standalone.
@@ -30,6 +30,14 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
     export.add_argument("--training-set", type=Path, help="also write a point-in-time training set (parquet) here")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(func=_export)
+
+    verify = subparsers.add_parser(
+        "verify", help="recompute every user's and item's counts and means from clickstream; compare with Redis"
+    )
+    verify.add_argument("--wait", type=float, default=0.0, dest="wait_s",
+                        help="retry for up to this many seconds while the worker catches up (default 0)")
+    verify.add_argument("--json", type=Path, dest="json_path", help="also write the report here")
+    verify.set_defaults(func=_verify)
 
     bench = bench_subparsers.add_parser("features", help="update throughput, freshness, online read latency")
     bench.add_argument("--json", type=Path, required=True, dest="json_path", help="write the figures here")
@@ -79,6 +87,23 @@ async def _read_clickstream(settings: Any, dump: Any) -> list[Any]:
         return list(await dump(client, max_bytes=settings.worker.max_event_bytes))
     finally:
         await client.stop()
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from features.verify import verify
+    from stream.runtime import check_services
+    from stream.settings import load_settings
+
+    settings = load_settings()
+    check_services(settings)
+    report = asyncio.run(verify(settings, wait_s=args.wait_s))
+    print(report.summary())
+    for line in report.mismatches:
+        print(f"  {line}")
+    if args.json_path:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(json.dumps(report.to_dict(), indent=2))
+    return 0 if report.ok else 1
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -121,23 +121,31 @@ def rating_labels(events: Iterable[ClickEvent]) -> pd.DataFrame:
     return frame
 
 
-async def dump_topic(consumer: Any, *, idle_s: float = 2.0, max_bytes: int = 65536) -> list[ClickEvent]:
-    """Read a started consumer until no message arrives for ``idle_s``; valid events only.
+async def read_topic(consumer: Any, *, idle_s: float = 2.0) -> list[Any]:
+    """Every record a started consumer reads until no message arrives for ``idle_s``,
+    in the order received (offset order within a partition).
 
     Reading "until the end offset" is unreliable on Tansu (its high watermark is
-    off by a batch, ENVIRONMENT.md), hence the idle timeout.
+    off by a batch), hence the idle timeout.
     """
-    events: list[ClickEvent] = []
+    records: list[Any] = []
     last = time.monotonic()
     while time.monotonic() - last < idle_s:
         batches = await consumer.getmany(timeout_ms=200)
-        for records in batches.values():
+        for batch in batches.values():
             last = time.monotonic()
-            for record in records:
-                parsed = parse_event(record.value or b"", max_bytes=max_bytes)
-                if isinstance(parsed, ClickEvent):
-                    events.append(parsed)
+            records.extend(batch)
         await asyncio.sleep(0)
+    return records
+
+
+async def dump_topic(consumer: Any, *, idle_s: float = 2.0, max_bytes: int = 65536) -> list[ClickEvent]:
+    """The valid events of :func:`read_topic`, in event-time order."""
+    events = []
+    for record in await read_topic(consumer, idle_s=idle_s):
+        parsed = parse_event(record.value or b"", max_bytes=max_bytes)
+        if isinstance(parsed, ClickEvent):
+            events.append(parsed)
     return sorted(events, key=lambda e: e.ts)
 
 
@@ -155,5 +163,6 @@ __all__ = [
     "export",
     "history_frames",
     "rating_labels",
+    "read_topic",
     "training_set",
 ]
