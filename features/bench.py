@@ -14,7 +14,10 @@ real worker process (``python -m stream.cli worker``):
    update functions and the micro-batching writer, to show what bounds (1);
 4. reads, worker stopped: 1 user + 100 items, all features of both views, through
    the fast client and through Feast's ``get_online_features``, interleaved in the
-   same loop, and whether the values are identical.
+   same loop, and whether the values are identical;
+5. before the worker stops: ``streamrec verify`` (every user's and item's counts and
+   means against a recomputation from ``clickstream``); the exit status is 1 when it
+   fails.
 
 The recommend step is switched off in the worker (``trigger_types=[]``): this
 measures the feature layer, not ranking.
@@ -44,6 +47,7 @@ from features.harness import isolated_settings, produce, start_worker, stop_work
 from features.history import feature_history
 from features.online import ReadRequest, RedisFeatureStore
 from features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, VIEWS, epoch_ms
+from features.verify import bench_check
 from stream.schemas import ClickEvent, EventType
 
 POLL_S = 0.002
@@ -77,7 +81,7 @@ def run_bench(options: BenchOptions) -> int:
     options.json_path.parent.mkdir(parents=True, exist_ok=True)
     options.json_path.write_text(json.dumps(result, indent=2))
     _print(result)
-    return 0
+    return 0 if result["verify"]["ok"] else 1
 
 
 async def _measure(settings: Any, options: BenchOptions, tmp: Path) -> dict[str, Any]:
@@ -110,6 +114,7 @@ async def _measure(settings: Any, options: BenchOptions, tmp: Path) -> dict[str,
             samples[f"{sustainable:.0f} ev/s"] = extra.pop("samples_ms")
             freshness.update({k.replace("freshness_", "freshness_sustainable_"): v for k, v in extra.items()})
         worker_rss_mb = _rss_mb(worker.pid)
+        verified = await bench_check(settings)  # the online features against clickstream
     finally:
         stop_worker(worker)
     inprocess = await _inprocess(settings.redis.effective_url, cfg, _events(rows.iloc[: options.events], "ip"))
@@ -121,6 +126,7 @@ async def _measure(settings: Any, options: BenchOptions, tmp: Path) -> dict[str,
         **freshness,
         **reads,
         **inprocess,
+        "verify": verified,
         "load_avg_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()},
         "worker_ready_s": round(ready_s, 2),
         "worker_rss_mb": worker_rss_mb,

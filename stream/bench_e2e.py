@@ -31,6 +31,10 @@ lost, then bisects, each step on a fresh stack and worker (the embedded broker s
 down as it accumulates batches; ``--sweep-one-stack`` reuses one); it stops after ``--sweep-steps`` steps, at
 ``--sweep-max-rate``, or when the bracket is within 10%.
 
+Every run ends with ``streamrec verify`` (the worker's online counts and means
+against a recomputation from its ``clickstream``): ``verify`` in the JSON, and the
+exit status is 1 when it fails.
+
 Everything it starts it stops, by PID, also on Ctrl-C or SIGTERM.
 """
 
@@ -550,6 +554,7 @@ def _broker_figures(session: Session) -> dict[str, Any]:
 
 
 async def _drive(session: Session) -> dict[str, Any]:
+    from features.verify import bench_check
     from stream.topics import ensure_topics
 
     cfg = session.config
@@ -576,9 +581,11 @@ async def _drive(session: Session) -> dict[str, Any]:
                     await _drain(collector)
         final_rss = session.worker.rss_mb()
         duplicates = collector.duplicates
+        verified = await bench_check(session.settings)  # the worker's online features against clickstream
     finally:
         await collector.stop()
     report = _report(session, steps, ready_s=ready_s, ready_rss=ready_rss, final_rss=final_rss, duplicates=duplicates)
+    report["verify"] = verified
     report["model_versions"] = sorted(collector.model_versions)
     report["idle_cpu_percent"] = idle
     if cfg.sweep:
@@ -804,7 +811,13 @@ def handle(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
     print(f"[e2e] wrote {config.json_path} and {report['plot']}")
-    return 0
+    return 0 if verified_ok(report) else 1
+
+
+def verified_ok(report: Mapping[str, Any]) -> bool:
+    """Whether every run of the report (each sweep step on its own stack) passed ``verify``."""
+    steps = report.get("steps", [])  # with one stack for the sweep, only the report has it
+    return bool(report["verify"]["ok"]) and all(step.get("verify", {}).get("ok", True) for step in steps)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -31,6 +31,7 @@ from stream.bench_e2e import (
     next_sweep_rate,
     run_e2e,
     step_ok,
+    verified_ok,
 )
 from stream.loadgen import due_count
 from stream.settings import load_settings
@@ -204,6 +205,14 @@ def test_a_sweep_report_plots_percentiles_by_rate(tmp_path: Path) -> None:
     assert (tmp_path / "sweep.png").exists()
 
 
+def test_the_bench_fails_when_any_run_fails_verify() -> None:
+    ok, bad = {"ok": True}, {"ok": False}
+    assert verified_ok({"verify": ok})
+    assert not verified_ok({"verify": bad})
+    assert not verified_ok({"verify": ok, "steps": [{"verify": ok}, {"verify": bad}]})
+    assert verified_ok({"verify": ok, "steps": [{"rate": 100}]})  # one stack: steps carry no verify of their own
+
+
 # -- a real run ----------------------------------------------------------------------
 @pytest.mark.integration
 @pytest.mark.slow
@@ -222,6 +231,8 @@ def test_a_short_run_through_a_real_worker_answers_every_event(bootstrap_servers
     assert written["worker_rss_mb"] > 20 and not math.isnan(written["worker_rss_mb"])
     assert (tmp_path / "e2e.png").exists()
     assert not psutil.pid_exists(report["worker_pid"]), "the worker was left running"
+    assert written["verify"]["ok"], written["verify"]["mismatches"]
+    assert written["verify"]["events_applied"] >= written["events"]
 
 
 @pytest.mark.integration
