@@ -1,16 +1,24 @@
-"""At-least-once redelivery through the real broker and worker leaves identical features.
+"""At-least-once redelivery and client re-sends through the real broker and worker
+leave identical features.
 
-5,000 real MovieLens ratings go through a worker process; then the very same 5,000
-events (same ids, same times) are produced again. Every user, item and global
-feature row, every row timestamp and the Redis indexes must be unchanged, and the
-first pass must equal a direct recomputation from the events.
+5,000 real MovieLens ratings go through a worker process, and the online store must
+equal ``verify``'s recomputation from ``clickstream``. Then:
+
+1. broker redelivery: the worker stops, its consumer group's offsets on
+   ``clickstream`` are rewound to the start, and a new worker (state restored from
+   the changelogs) consumes every record again: each is recognised by its offset;
+2. client re-sends: the very same 5,000 events (same ids, same times) are produced
+   again as new records: each is recognised by its id. The id window holds an
+   entity's last ``dedup_max_ids`` events; the test sets it above any user's count.
+
+After each, every user, item and global feature row, every row timestamp and the
+Redis indexes must be unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +28,7 @@ import pytest
 from features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
 from features.online import RedisFeatureStore
 from features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW
+from features.verify import verify
 from models.datasets import load_movielens
 from stream.schemas import ClickEvent, EventType
 
@@ -42,10 +51,10 @@ def _events() -> list[ClickEvent]:
     ]
 
 
-def _sentinels(n: int = 40) -> list[ClickEvent]:
+def _sentinels(tag: str, n: int = 40) -> list[ClickEvent]:
     now = datetime.now(timezone.utc)
-    return [ClickEvent(event_id=f"sentinel-{k}", user_id=f"sentinel-user-{k}", item_id=f"sentinel-item-{k}",
-                       type=EventType.VIEW, ts=now) for k in range(n)]
+    return [ClickEvent(event_id=f"sentinel-{tag}-{k}", user_id=f"sentinel-user-{tag}-{k}",
+                       item_id=f"sentinel-item-{tag}-{k}", type=EventType.VIEW, ts=now) for k in range(n)]
 
 
 async def _wait_for(condition: Any, worker: Any, timeout_s: float = 300) -> None:
@@ -87,58 +96,78 @@ def _req(view: str, ids: list[str]) -> Any:
     return ReadRequest(view, ids)
 
 
-async def test_replaying_the_same_events_leaves_identical_features(
+async def _rewind(settings: Any) -> None:
+    """Commit offset 0 on every ``clickstream`` partition for the worker's (empty) group."""
+    from aiokafka import TopicPartition
+
+    from stream.kafka import consumer
+
+    client = consumer(settings.broker, group_id=settings.worker.app_id)
+    await client.start()
+    try:
+        parts = [TopicPartition(settings.topics.clickstream, p) for p in range(PARTITIONS)]
+        client.assign(parts)
+        await client.commit({tp: 0 for tp in parts})
+    finally:
+        await client.stop()
+
+
+async def _sentinels_seen(settings: Any, store: RedisFeatureStore, worker: Worker, tag: str) -> None:
+    """Send one event per fresh user behind everything sent so far, on every partition,
+    and wait until each is applied: the worker has consumed all that came before."""
+    sentinels = _sentinels(tag)
+    await produce(settings, sentinels)
+
+    async def seen() -> bool:
+        rows = await store.read_batch(ITEM_VIEW, [s.item_id for s in sentinels], ["event_count"])  # type: ignore[misc]
+        return all(r["event_count"] == 1 for r in rows)
+
+    await _wait_for(seen, worker)
+
+
+async def test_redelivered_records_and_resent_events_leave_identical_features(
     bootstrap_servers: str, redis_url: str, tmp_path: Path
 ) -> None:
     base = redis_url.rpartition("/")[0]
     settings = isolated_settings(bootstrap_servers, f"{base}/{REDELIVERY_DB}", tmp_path,
-                                 broker={"partitions": PARTITIONS})
+                                 broker={"partitions": PARTITIONS}, features={"dedup_max_ids": 1000})
     store = RedisFeatureStore.from_url(settings.redis.effective_url, settings.features)
     events = _events()
     users = sorted({e.user_id for e in events})
     items = sorted({e.item_id for e in events})  # type: ignore[type-var]
-    ratings: dict[str, list[float]] = defaultdict(list)
-    by_item: dict[str, list[float]] = defaultdict(list)
-    for e in events:
-        ratings[e.user_id].append(e.rating)  # type: ignore[arg-type]
-        by_item[e.item_id].append(e.rating)  # type: ignore[index, arg-type]
     worker = Worker(settings, tmp_path / "worker.log")
     try:
         await wait_ready(settings, store, worker.process, worker.log, timeout_s=400)
-
-        async def all_applied() -> bool:
-            rows = await store.read_batch(ITEM_VIEW, items, ["n_rating"])
-            return all(r["n_rating"] == len(by_item[i]) for i, r in zip(items, rows))
-
         await produce(settings, events)
-        await _wait_for(all_applied, worker)
+        await _sentinels_seen(settings, store, worker, "first")
         first = await _snapshot(store, users, items)
+        checked = await verify(settings)
 
-        await produce(settings, events)  # redelivery: same ids, same event times
-        sentinels = _sentinels()
-        await produce(settings, sentinels)  # behind the replay on every partition
+        stop_worker(worker.process)  # commits its offsets and leaves the group
+        await _rewind(settings)
+        worker = Worker(settings, tmp_path / "worker-again.log")
+        await wait_ready(settings, store, worker.process, worker.log, timeout_s=400)
+        await _sentinels_seen(settings, store, worker, "redelivered")
+        redelivered = await _snapshot(store, users, items)
 
-        async def sentinels_seen() -> bool:
-            rows = await store.read_batch(ITEM_VIEW, [s.item_id for s in sentinels], ["event_count"])  # type: ignore[misc]
-            return all(r["event_count"] == 1 for r in rows)
-
-        await _wait_for(sentinels_seen, worker)
-        second = await _snapshot(store, users, items)
+        await produce(settings, events)  # client re-sends: same ids, same event times, new records
+        await _sentinels_seen(settings, store, worker, "resent")
+        resent = await _snapshot(store, users, items)
+        rechecked = await verify(settings)
     finally:
         stop_worker(worker.process)
         await store.close()
 
-    for user, row in zip(users, first["users"]):
-        assert row["n_rating"] == len(ratings[user])
-        assert row["rating_mean"] == pytest.approx(sum(ratings[user]) / len(ratings[user]), rel=1e-9)
-    for item, row in zip(items, first["items"]):
-        assert row["rating_mean"] == pytest.approx(sum(by_item[item]) / len(by_item[item]), rel=1e-9)
+    assert checked.ok, checked.mismatches
+    assert checked.events_applied >= N_EVENTS and checked.users >= len(users)
     assert sum(r["n_rating"] for r in first["global"]) == N_EVENTS  # type: ignore[misc]
-
-    for key in ("users", "items", "user_ts", "item_ts", "top_mean", "seen"):
-        assert second[key] == first[key], key
-    # the readiness probe's item may get one more probe view between the snapshots
-    real = [i for i in first["top_popular"] if i != "probe"]
-    assert [i for i in second["top_popular"] if not i.startswith("sentinel") and i != "probe"] == real
-    for before, after in zip(first["global"], second["global"]):
-        assert (after["n_rating"], after["rating_mean"]) == (before["n_rating"], before["rating_mean"])
+    assert rechecked.ok, rechecked.mismatches
+    assert rechecked.repeated >= N_EVENTS  # the re-sent events (and a repeated readiness probe)
+    for second in (redelivered, resent):
+        for key in ("users", "items", "user_ts", "item_ts", "top_mean", "seen"):
+            assert second[key] == first[key], key
+        # the readiness probe's item gets more probe views between the snapshots
+        real = [i for i in first["top_popular"] if not i.startswith("sentinel") and i != "probe"]
+        assert [i for i in second["top_popular"] if not i.startswith("sentinel") and i != "probe"] == real
+        for before, after in zip(first["global"], second["global"]):
+            assert (after["n_rating"], after["rating_mean"]) == (before["n_rating"], before["rating_mean"])
