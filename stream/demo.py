@@ -1,8 +1,8 @@
-"""The live demo: embedded stack + one worker + a replay of real events, with output.
+"""The live demo: embedded stack + one worker + the gateway + a replay of real events, with output.
 
 Starts what is not already running (and later stops only that), replays MovieLens
-ratings at a fixed rate, and prints recommendations and metrics snapshots as they
-arrive until Ctrl-C or ``duration_s``.
+ratings at a fixed rate, prints the shopper and monitoring pages' addresses, and prints
+recommendations and metrics snapshots as they arrive until Ctrl-C or ``duration_s``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra.errors import StackError
 from stream.kafka import consumer, producer
@@ -23,6 +24,9 @@ from stream.topics import ensure_topics
 from stream.runtime import spawn_worker, stack_from, stop_process
 from stream.settings import Settings
 from stream.tail import format_metrics, format_recommendation
+
+if TYPE_CHECKING:
+    from stream.gateway.server import GatewayProcess
 
 PRINT_EVERY_S = 0.5  # at most two recommendation lines a second: readable, still live
 
@@ -37,11 +41,18 @@ def run_demo(settings: Settings, *, duration_s: float | None, rate: float, datas
         print(f"[demo] {exc}", file=sys.stderr)
         return 1
     worker = _start_worker(settings)
+    gateway = None
     try:
-        return asyncio.run(_live(settings, worker, duration_s=duration_s, rate=rate, dataset=dataset))
+        gateway = _start_gateway(settings)
+        if gateway is None:
+            return 1
+        return asyncio.run(_live(settings, worker, gateway, duration_s=duration_s, rate=rate, dataset=dataset))
     except KeyboardInterrupt:
         return 0
     finally:
+        if gateway is not None:
+            gateway.stop()
+            print("[demo] gateway stopped", flush=True)
         _stop_worker(worker)
         if not already_up:
             stopped = stack.down()
@@ -56,12 +67,28 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     return spawn_worker(settings, log)
 
 
+def _start_gateway(settings: Settings) -> GatewayProcess | None:
+    """The browser gateway (shopper and monitoring pages), or None when it cannot start."""
+    from stream.gateway.server import spawn_gateway
+
+    log_dir = Path(settings.gateway.data_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / "demo-gateway.log"
+    print(f"[demo] starting the gateway (log {log})", flush=True)
+    try:
+        return spawn_gateway(settings, log)
+    except RuntimeError as exc:
+        print(f"[demo] {exc}", file=sys.stderr)
+        return None
+
+
 def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
     stop_process(worker)
     print(f"[demo] worker stopped (exit {worker.returncode})", flush=True)
 
 
-async def _live(settings: Settings, worker: subprocess.Popen[bytes], *, duration_s: float | None, rate: float, dataset: str) -> int:
+async def _live(settings: Settings, worker: subprocess.Popen[bytes], gateway: GatewayProcess, *,
+                duration_s: float | None, rate: float, dataset: str) -> int:
     from models.datasets import load_dataset
     from stream.replay import replay
 
@@ -70,6 +97,8 @@ async def _live(settings: Settings, worker: subprocess.Popen[bytes], *, duration
     if ready_s is None:
         return 1
     print(f"[demo] worker serving {ready_s:.1f} s after start; replaying {dataset} at {rate:g} events/s", flush=True)
+    print(f"[demo] shopper page    {gateway.base_url}/shop", flush=True)
+    print(f"[demo] monitoring page {gateway.base_url}/monitor", flush=True)
     started = time.monotonic()
     replay_task = asyncio.create_task(replay(settings, frame, dataset, rate=rate, duration_s=duration_s, progress=False))
     watch = asyncio.create_task(_print_outputs(settings, worker, started))
@@ -78,6 +107,9 @@ async def _live(settings: Settings, worker: subprocess.Popen[bytes], *, duration
         while deadline is None or time.monotonic() < deadline:
             if worker.poll() is not None:
                 print(f"[demo] the worker exited with code {worker.returncode}; see its log", file=sys.stderr)
+                return 1
+            if gateway.process.poll() is not None:
+                print(f"[demo] the gateway exited with code {gateway.process.returncode}; see {gateway.log}", file=sys.stderr)
                 return 1
             await asyncio.sleep(0.5)
     finally:

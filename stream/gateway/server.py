@@ -25,7 +25,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from stream.gateway.app import ABORT_EXTENSION, create_app
 from stream.gateway.catalogue import load_catalogue
 from stream.runtime import check_services, settings_env, stop_process
-from stream.settings import Settings
+from infra.stack import port_open
+from stream.settings import Settings, SettingsError
 
 
 class AbortableHttpProtocol(HttpToolsProtocol):
@@ -43,6 +44,9 @@ def server_config(settings: Settings, app: Any, **overrides: Any) -> uvicorn.Con
 
 def run_gateway(settings: Settings) -> int:
     """Blocking: check the services, load the catalogue, serve until SIGINT/SIGTERM."""
+    g = settings.gateway
+    if g.port and port_open("127.0.0.1" if g.host in ("0.0.0.0", "::") else g.host, g.port, timeout_s=0.5):
+        raise SettingsError(f"bad setting STREAMREC_GATEWAY__PORT: {g.host}:{g.port} is already in use; choose another port")
     check_services(settings)
     catalogue = load_catalogue(settings)
     app = create_app(settings, catalogue)
@@ -53,7 +57,6 @@ def run_gateway(settings: Settings) -> int:
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
         if server.started:
-            g = settings.gateway
             port = server.servers[0].sockets[0].getsockname()[1] if server.servers else g.port
             base = f"http://{g.host}:{port}"
             print(f"gateway serving {base}  shopper page {base}/shop  monitoring page {base}/monitor  docs {base}/docs",

@@ -237,3 +237,14 @@ async def test_cors_answers_the_configured_origins_only(tmp_path: Path, catalogu
             assert resp.status == 200 and resp.headers["access-control-allow-origin"] == "http://localhost:3000"
         async with http.options(f"{base}/events", headers={"origin": "http://evil.example", **preflight}) as resp:
             assert "access-control-allow-origin" not in resp.headers
+
+
+def test_a_taken_port_fails_at_start_naming_the_setting(tmp_path: Path) -> None:
+    from stream.gateway.server import run_gateway
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = offline_settings(tmp_path, port=taken.getsockname()[1])
+        with pytest.raises(SettingsError, match="STREAMREC_GATEWAY__PORT"):
+            run_gateway(settings)
