@@ -171,8 +171,24 @@ class Serving:
         return cls(scorer, version, plan, vectors, index)
 
 
+@dataclass(frozen=True)
+class FeatureRows:
+    """What one ranking read returned: every candidate row's item, the distinct users and
+    items, and their rows."""
+
+    row_items: list[ItemId]
+    users: list[UserId]
+    items: list[ItemId]
+    user_rows: list[FeatureDict]
+    item_rows: list[FeatureDict]
+
+
 class RankingRecommender:
-    """Implements ``stream.recommend.Recommender``. Not thread-safe; one per worker."""
+    """Implements ``stream.recommend.Recommender``. Not thread-safe; one per worker.
+
+    ``scoring_errors`` counts the batches a model failed to score (each fell back to
+    the heuristic); the worker exports it as the ``scoring_errors`` counter.
+    """
 
     def __init__(
         self,
@@ -263,9 +279,11 @@ class RankingRecommender:
         fetched = time.perf_counter()
         stages = {"candidates": (fetched - began) * 1000, "features": 0.0, "scoring": 0.0}
         if serving is not None:
+            # outside the guard below: a Redis error here stops the worker, as in _candidates
+            rows = await self._read_features(requests, lists, serving)
             try:
-                return await self._rank(requests, lists, serving, stages, fetched)
-            except Exception:  # the worker keeps serving the heuristic list
+                return self._rank(requests, lists, serving, rows, stages, fetched)
+            except Exception:  # a bad model: the worker keeps serving the heuristic list
                 self.scoring_errors += 1
                 log.exception("scoring with model %s failed; heuristic ranking for this batch", serving.version)
         self._last_version = NO_MODEL
@@ -287,12 +305,20 @@ class RankingRecommender:
             out.append(generate(self.cfg, recent, inputs.neighbours, popular, seen, nearby))
         return out
 
-    async def _rank(self, requests: Sequence[RecommendRequest], lists: list[Candidates], serving: Serving,
-                    stages: dict[str, float], fetched: float) -> list[Ranked]:
+    async def _read_features(self, requests: Sequence[RecommendRequest], lists: list[Candidates],
+                             serving: Serving) -> FeatureRows:
+        """The model's columns of the batch's users and candidates: ONE round trip."""
         row_items = list(chain.from_iterable(cands.item_ids for cands in lists))
         users = list(dict.fromkeys(r.user_id for r in requests))
         unique_items = list(dict.fromkeys(row_items))
         user_rows, item_rows = await self._store.read_many(serving.plan.requests(users, unique_items))
+        return FeatureRows(row_items, users, unique_items, user_rows, item_rows)
+
+    def _rank(self, requests: Sequence[RecommendRequest], lists: list[Candidates], serving: Serving,
+              rows: FeatureRows, stages: dict[str, float], fetched: float) -> list[Ranked]:
+        """Score every candidate row with the model and keep each list's top-K (no I/O)."""
+        row_items, users, unique_items = rows.row_items, rows.users, rows.items
+        user_rows, item_rows = rows.user_rows, rows.item_rows
         user_pos = dict(zip(users, range(len(users))))
         item_pos = dict(zip(unique_items, range(len(unique_items))))
         sizes = [len(cands) for cands in lists]
