@@ -109,6 +109,7 @@ class EventProcessor:
             self.recommender = self._build_recommender()
             await self.recommender.start()
             self.refresh_model_info()
+            self.metrics.count("scoring_errors", 0)  # exported from the start, not from the first failure
 
     def _build_recommender(self) -> Recommender:
         assert self.store is not None
@@ -259,6 +260,13 @@ class EventProcessor:
         elif self.cache is not None and stale:
             await self.cache.update([], stale)
 
+    def _count_scoring_errors(self) -> None:
+        """Mirror the recommender's cumulative model failures in the ``scoring_errors`` counter."""
+        assert self.recommender is not None
+        new = self.recommender.scoring_errors - self.metrics.total_counts["scoring_errors"]
+        if new > 0:
+            self.metrics.count("scoring_errors", new)
+
     async def release_debounced(self) -> None:
         """Rank the held requests whose debounce window has ended (called by a timer)."""
         due = self.debouncer.due(time.monotonic())
@@ -271,6 +279,7 @@ class EventProcessor:
         began = time.perf_counter()
         ranked = await self.recommender.recommend_many(requests)
         per_request_ms = (time.perf_counter() - began) * 1000
+        self._count_scoring_errors()
         now = datetime.now(timezone.utc)
         version = self.recommender.model_version
         emitted: list[tuple[str, bytes]] = []

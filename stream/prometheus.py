@@ -16,8 +16,9 @@ true sum. A bucket bound counts the fine buckets whose upper edge is at or below
 so it is exact to one fine bucket (2%) in value.
 
 Counters: ``streamrec_worker_count_total{name=...}``, one sample per counter name the
-worker uses (``events_in``, ``dlq``, ``recommendations``, ...). Consumer lag:
-``streamrec_consumer_lag{partition=...}``. Identity: ``streamrec_worker_info``
+worker uses (``events_in``, ``dlq``, ``recommendations``, ``scoring_errors``, ...).
+Consumer lag: ``streamrec_consumer_lag{topic=...}``, messages not yet read per input
+topic, summed over the worker's partitions (what ``WorkerMetrics.lag`` holds). Identity: ``streamrec_worker_info``
 (worker id, model version, provider). Process RSS/CPU come from prometheus_client's
 ``ProcessCollector``.
 
@@ -112,10 +113,11 @@ class WorkerMetricsCollector:
         for name, value in sorted(dict(m.total_counts).items()):
             counts.add_metric([worker, name], float(value))
         yield counts
-        lag = GaugeMetricFamily("streamrec_consumer_lag", "Consumer lag in messages by topic partition.",
-                                labels=["worker", "partition"])
-        for partition, value in sorted(dict(m.lag).items()):
-            lag.add_metric([worker, str(partition)], float(value))
+        lag = GaugeMetricFamily("streamrec_consumer_lag",
+                                "Consumer lag in messages by input topic, summed over the worker's partitions.",
+                                labels=["worker", "topic"])
+        for topic, value in sorted(dict(m.lag).items()):
+            lag.add_metric([worker, str(topic)], float(value))
         yield lag
         yield from self._latency_families(worker, m.total_hist)
 

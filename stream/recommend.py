@@ -57,6 +57,11 @@ class Recommender(Protocol):
     @property
     def provider(self) -> str: ...
 
+    @property
+    def scoring_errors(self) -> int:
+        """Batches a model failed to rank since start (each got a fallback list instead)."""
+        ...
+
     async def start(self) -> None:
         """Load what ranking needs (a model, say); called once before the first batch."""
         ...
@@ -91,6 +96,7 @@ class TopMeanRecommender:
 
     model_version = "top-mean-v1"
     provider = "none"
+    scoring_errors = 0  # no model to fail
 
     def __init__(self, index: TopItemsIndex, *, top_k: int, candidates: int) -> None:
         self._index = index

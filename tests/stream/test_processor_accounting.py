@@ -107,3 +107,37 @@ async def test_every_consumed_record_is_applied_a_duplicate_or_dead_lettered() -
     assert counts["events_valid"] + counts["dlq"] + counts["skipped_duplicate"] == len(batch)
     assert (counts["events_valid"], counts["dlq_late"], counts["dlq_invalid_json"]) == (200, 7, 1)
     assert sorted(DeadLetter.model_validate_json(s["value"]).offset for s in dlq.sent) == list(range(200, 208))
+
+
+class FailingModelRecommender:
+    """Ranks nothing, and counts every batch as a model failure (as RankingRecommender does)."""
+
+    model_version = "none"
+    provider = "none"
+
+    def __init__(self) -> None:
+        self.scoring_errors = 0
+
+    async def recommend_many(self, requests: list[Any]) -> list[Any]:
+        from stream.recommend import Ranked
+
+        self.scoring_errors += 1
+        return [Ranked([], {}) for _ in requests]
+
+
+async def test_model_failures_are_exported_as_the_scoring_errors_counter() -> None:
+    from prometheus_client import generate_latest
+
+    from features.user_state import UserState
+    from stream.prometheus import metrics_registry
+    from stream.recommend import RecommendRequest
+
+    processor, _, _ = _processor()
+    processor.recommender = FailingModelRecommender()  # type: ignore[assignment]
+    request = RecommendRequest("u1", UserState(), _event(0, T0))
+    for _ in range(3):
+        await processor._rank_and_send([request])
+    assert processor.metrics.total_counts["scoring_errors"] == 3
+    text = generate_latest(metrics_registry(processor.metrics, process=False)).decode()
+    assert 'streamrec_worker_count_total{name="scoring_errors",worker=' in text
+    assert [line for line in text.splitlines() if 'name="scoring_errors"' in line][0].endswith(" 3.0")

@@ -34,7 +34,7 @@ def filled_metrics() -> WorkerMetrics:
         metrics.observe("scoring", ms)
     metrics.model_version = "ranker-v3"
     metrics.provider = "CPUExecutionProvider"
-    metrics.lag = {"clickstream/0": 4}
+    metrics.lag = {"clickstream": 4, "streamrec.events-by-item": 0}  # per topic, as the worker fills it
     metrics.snapshot()  # a window ends: the cumulative figures must survive it
     return metrics
 
@@ -71,7 +71,8 @@ async def test_counters_info_and_lag_are_scraped(endpoint: PrometheusEndpoint) -
     assert got[key("streamrec_worker_count_total", name="events_in")] == 7
     assert got[key("streamrec_worker_count_total", name="dlq")] == 2
     assert got[key("streamrec_worker_info", model_version="ranker-v3", provider="CPUExecutionProvider")] == 1
-    assert got[key("streamrec_consumer_lag", partition="clickstream/0")] == 4
+    assert got[key("streamrec_consumer_lag", topic="clickstream")] == 4
+    assert got[key("streamrec_consumer_lag", topic="streamrec.events-by-item")] == 0
 
 
 async def test_stage_latency_quantiles_come_from_the_cumulative_histogram(endpoint: PrometheusEndpoint) -> None:
