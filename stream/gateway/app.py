@@ -366,6 +366,7 @@ def create_app(settings: Settings, catalogue: Catalogue, *, vendor: FsPath | Non
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(gateway))
     ProcessCollector(registry=registry)
+    app.state.registry = registry
 
     @app.get("/metrics", tags=["operations"], response_class=Response, summary="The gateway's figures in Prometheus text")
     async def prometheus(request: Request) -> Response:
