@@ -1,11 +1,15 @@
-# streamrec: the two quickstart commands are `make demo` and `make test`.
-.PHONY: install demo test test-unit stack-up stack-down lint
+# streamrec: the two quickstart commands are `make demo` and `make test`
+# (`make demo` also starts the browser gateway and prints its pages' addresses).
+.PHONY: install demo gateway test test-unit stack-up stack-down lint
 
 install:
 	@bash infra/install.sh
 
 demo: install
 	.venv/bin/streamrec demo $(if $(DURATION),--duration $(DURATION),)
+
+gateway: install
+	.venv/bin/streamrec gateway
 
 test: install
 	.venv/bin/pytest
