@@ -18,12 +18,22 @@ from stream.settings import load_settings
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
+class FakeChangelogTopic:
+    async def send(self, *, key: str, value: Any, partition: int, **options: Any) -> None:
+        pass
+
+
 class FakeTable:
+    """A Faust table's touch points: its local store and its changelog (topic or send)."""
+
+    key_serializer = value_serializer = "json"
+
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
+        self.changelog_topic = FakeChangelogTopic()
 
     def send_changelog(self, partition: int, key: str, value: Any) -> None:
-        self.data[key] = value
+        pass
 
 
 class RecordingSink:
