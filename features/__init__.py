@@ -13,6 +13,8 @@ Modules
                   Feast's Redis layout without feast; one raw round trip per batch.
 ``history``, ``export``
                   offline: the same update functions over an event log → parquet → Feast.
+``verify``        the invariant check: online counts and means against a recomputation
+                  from ``clickstream`` and the DLQ (``streamrec verify``; every bench ends with it).
 ``harness``, ``bench``, ``cli``
                   a real worker process for tests/bench, the benchmark, ``streamrec`` commands.
 
