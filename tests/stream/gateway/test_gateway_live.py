@@ -226,6 +226,8 @@ def test_monitoring_page_charts_the_live_metric_stream(browser: Any, gateway: Ga
         page.wait_for_function("(n) => Number(document.getElementById('chart-latency').dataset.points) > n",
                                arg=points, timeout=10_000)
         page.wait_for_function("() => window.monitor.gateway.length >= 2", timeout=10_000)
+        # a few more windows, so that the saved picture shows lines rather than points
+        page.wait_for_function("() => Number(document.getElementById('chart-rate').dataset.points) >= 8", timeout=15_000)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "monitor.png"), full_page=True)
         outside = [u for u in requests if not u.startswith(base)]
