@@ -84,7 +84,6 @@ class Gateway:
         self.cache = RecommendationCache(self.redis, settings.features.project, settings.recommend.cache_ttl_s)
         self.producer: AIOKafkaProducer | None = None
         self.counts: Counter[str] = Counter()
-        self.started_at = time.time()
         self._stats_task: asyncio.Task[None] | None = None
 
     async def start(self, *, connect: bool = True) -> None:
@@ -131,8 +130,9 @@ class Gateway:
         return bool(broker["ok"] and redis["ok"]), report
 
     async def _broker_ok(self) -> dict[str, Any]:
+        if self.producer is None:
+            return {"ok": False, "at": self.settings.broker.bootstrap_servers, "error": "not connected"}
         try:
-            assert self.producer is not None, "not started"
             await asyncio.wait_for(self.producer.client.fetch_all_metadata(), HEALTH_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - any failure means: not reachable
             return {"ok": False, "at": self.settings.broker.bootstrap_servers, "error": _describe(exc)}
