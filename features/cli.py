@@ -35,7 +35,8 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
         "verify", help="recompute every user's and item's counts and means from clickstream; compare with Redis"
     )
     verify.add_argument("--wait", type=float, default=0.0, dest="wait_s",
-                        help="retry for up to this many seconds while the worker catches up (default 0)")
+                        help="retry while the worker catches up; give up after this many seconds "
+                             "without progress (default 0: compare once)")
     verify.add_argument("--json", type=Path, dest="json_path", help="also write the report here")
     verify.set_defaults(func=_verify)
 

@@ -12,8 +12,9 @@ must be in the DLQ.
 The recomputation is direct (counts and sums over the topic), not the worker's
 update functions, so a bug in those cannot hide itself here.
 
-Run it once the worker has caught up; ``wait_s`` retries until the rows match or the
-time is up (a worker still applying its backlog reads as mismatches). A client that
+Run it once the worker has caught up; ``wait_s`` retries while the worker still
+applies its backlog (which reads as mismatches) and gives up once that long passes
+without progress. A client that
 re-sends an event after its id left the window (``dedup_max_ids`` newer events)
 shows up as a count one too high: that is a real double count.
 """
@@ -210,12 +211,15 @@ def check(expected: Expected, dlq: set[Source], users: Sequence[FeatureDict], it
 async def verify(settings: Any, *, wait_s: float = 0.0, idle_s: float = 2.0) -> VerifyReport:
     """Read ``clickstream`` and the DLQ from the beginning and the online rows; compare.
 
-    Retries (DLQ and online rows) until they match or ``wait_s`` has passed.
+    Retries (DLQ and online rows) until they match, or until ``wait_s`` seconds pass
+    without the number of mismatches going down (a worker still catching up makes
+    progress; one that lost events does not).
     """
     began = time.monotonic()
     records = await _read(settings, settings.topics.clickstream, idle_s)
     clicks = [Record(r.partition, r.offset, r.value or b"") for r in records]
     store = RedisFeatureStore.from_url(settings.redis.effective_url, settings.features)
+    fewest, progressed = math.inf, time.monotonic()
     try:
         while True:
             letters = [r.value or b"" for r in await _read(settings, settings.topics.dlq, idle_s)]
@@ -223,7 +227,9 @@ async def verify(settings: Any, *, wait_s: float = 0.0, idle_s: float = 2.0) -> 
             expected = recompute(clicks, late, max_bytes=settings.worker.max_event_bytes,
                                  allow_unknown_fields=settings.worker.allow_unknown_fields)
             mismatches = check(expected, dlq, *await _online(store, expected))
-            if not mismatches or time.monotonic() - began >= wait_s:
+            if len(mismatches) < fewest:
+                fewest, progressed = len(mismatches), time.monotonic()
+            if not mismatches or time.monotonic() - progressed >= wait_s:
                 break
             await asyncio.sleep(1.0)
     finally:
