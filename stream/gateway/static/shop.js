@@ -74,8 +74,13 @@ function connect(id) {
   if (state.source) state.source.close();
   const source = new EventSource(`/streams/users/${encodeURIComponent(id)}`);
   state.source = source;
-  source.addEventListener("open", () => setConn("live", "status-ok"));
-  source.addEventListener("error", () => setConn("reconnecting…", "status-warn"));
+  let lost = false;
+  source.addEventListener("open", () => {
+    setConn("live", "status-ok");
+    if (lost && source === state.source) loadCached(id); // lists sent while it was away: the cache has the last one
+    lost = false;
+  });
+  source.addEventListener("error", () => { lost = true; setConn("reconnecting…", "status-warn"); });
   source.addEventListener("recommendation", (e) => {
     if (source !== state.source) return;
     onList(JSON.parse(e.data), "live");
@@ -91,7 +96,7 @@ function setConn(text, cls) {
 async function loadCached(id) {
   try {
     const rec = await getJSON(`/users/${encodeURIComponent(id)}/recommendations`);
-    if (state.user === id && !state.lastList) onList(rec, "cache");
+    if (state.user === id) onList(rec, "cache");
   } catch (err) {
     if (state.user === id && !state.lastList) {
       $("#rec-cause").textContent = err.status === 404
@@ -134,7 +139,8 @@ async function send(type, itemId, rating) {
 // -- lists ---------------------------------------------------------------------------
 function onList(rec, how) {
   if (rec.user_id !== state.user) return;
-  if (state.lastList && how === "cache") return; // a live list came first: it is newer
+  // a cached list only when it is newer than the one shown (a live one may have come first)
+  if (how === "cache" && state.lastList && Date.parse(state.lastList.emitted_at) >= Date.parse(rec.emitted_at)) return;
   const causes = [rec.cause_event_id, ...(rec.covers || [])].filter((id) => state.pending.has(id));
   const cause = state.pending.get(rec.cause_event_id) || (causes.length ? state.pending.get(causes[0]) : null);
   renderList(rec);
