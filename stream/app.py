@@ -10,6 +10,8 @@ idempotent by ``event_id`` (features/), so redelivery changes nothing.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -18,7 +20,7 @@ from mode import CrashingSupervisor
 from stream.processor import EventProcessor
 from stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
 from stream.settings import Settings
-from stream.transport import TunedTransport
+from stream.transport import SourceRoutedSink, TunedTransport, transaction_of
 
 
 
@@ -30,6 +32,9 @@ class StreamrecApp(faust.App):
         self.fetch_max_wait_ms = settings.broker.fetch_max_wait_ms
         self.processor: EventProcessor | None = None
         self.prometheus: PrometheusEndpoint | None = None
+        # Held by each batch from its first effect to its ack, and by each offset commit
+        # (stream/transport.py): a commit sees a batch whole or not at all.
+        self.commit_gate = asyncio.Lock()
         super().__init__(**kwargs)
 
     def _new_transport(self) -> TunedTransport:
@@ -110,12 +115,16 @@ def build_app(settings: Settings) -> StreamrecApp:
 
     dlq, recommendations, metrics = raw_topic(t.dlq), raw_topic(t.recommendations), raw_topic(t.metrics)
     by_item, to_recommend = raw_topic(t.by_item), raw_topic(t.to_recommend)
+
+    def routed(topic: faust.TopicT) -> SourceRoutedSink:
+        return SourceRoutedSink(app, topic)
     tables: dict[str, Any] = {"users": {}, "shards": {}, "items": {}}
     if w.role != "recommend":
         tables = {name: app.Table(table, partitions=b.partitions)
                   for name, table in (("users", "user_state"), ("shards", "global_shard"), ("items", "item_state"))}
-    processor = EventProcessor(settings, **tables, dlq=dlq, by_item=by_item, recommendations=recommendations,
-                               to_recommend=to_recommend if w.role == "features" else None)
+    processor = EventProcessor(settings, **tables, dlq=routed(dlq), by_item=routed(by_item),
+                               recommendations=routed(recommendations),
+                               to_recommend=routed(to_recommend) if w.role == "features" else None)
     app.processor = processor
 
     # Batches amortise Faust's per-message cost; a batch waits at most batch_within_ms.
@@ -124,29 +133,26 @@ def build_app(settings: Settings) -> StreamrecApp:
     if w.role != "recommend":
         @app.on_partitions_revoked.connect
         async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-            processor.forget_state()
+            await processor.forget_state()
 
         @app.on_partitions_assigned.connect
         async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
-            processor.forget_state()
+            await processor.forget_state()
 
         # An unexpected error (Redis gone, a bug) stops the worker rather than one agent silently:
         # it restarts from the committed offsets and the idempotent updates absorb the redelivery.
         @app.agent(raw_topic(t.clickstream), name="ingest", supervisor_strategy=CrashingSupervisor)
         async def ingest(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(**take):
-                await processor.on_clickstream([(e, e.message.partition, e.message.offset) for e in events])
+            await consume_in_batches(app, stream, take, processor.on_clickstream)
 
         @app.agent(by_item, name="item-state", supervisor_strategy=CrashingSupervisor)
         async def item_state(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(**take):
-                await processor.on_item_batch([(e, e.message.partition, e.message.offset) for e in events])
+            await consume_in_batches(app, stream, take, processor.on_item_batch)
 
     if w.role == "recommend":
         @app.agent(to_recommend, name="recommend", supervisor_strategy=CrashingSupervisor)
         async def recommend(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(**take):
-                await processor.on_recommend_tasks(events)
+            await consume_in_batches(app, stream, take, lambda batch: processor.on_recommend_tasks([e for e, _, _ in batch]))
 
     if settings.recommend.debounce_ms > 0 and w.role != "features":
         @app.timer(interval=settings.recommend.debounce_ms / 2000.0)
@@ -161,6 +167,37 @@ def build_app(settings: Settings) -> StreamrecApp:
         await metrics.send(key=w.id.encode(), value=snapshot.to_bytes())
 
     return app
+
+
+async def consume_in_batches(
+    app: StreamrecApp, stream: faust.StreamT, take: dict[str, Any],
+    handle: Callable[[Sequence[tuple[Any, int, int]]], Awaitable[None]],
+) -> None:
+    """Feed ``stream`` to ``handle`` in batches of (event, partition, offset), each batch
+    handled and acked inside ``app.commit_gate``; under exactly_once, one call per input
+    partition, whose outputs go in that partition's transaction (stream/transport.py)."""
+    async for events in stream.take_events(**take):
+        async with app.commit_gate:
+            if app.in_transaction:  # exactly_once: each input partition's part in its own transaction
+                for (topic, partition), part in _by_source(events).items():
+                    with transaction_of(topic, partition):
+                        await handle([(e, partition, e.message.offset) for e in part])
+            else:
+                await handle([(e, e.message.partition, e.message.offset) for e in events])
+            await ack_all(stream, events)
+
+
+def _by_source(events: Sequence[Any]) -> dict[tuple[str, int], list[Any]]:
+    parts: dict[tuple[str, int], list[Any]] = {}
+    for event in events:
+        parts.setdefault((event.message.topic, event.message.partition), []).append(event)
+    return parts
+
+
+async def ack_all(stream: faust.StreamT, events: Sequence[Any]) -> None:
+    """Ack a batch inside the commit gate (take_events acks it again afterwards: a no-op)."""
+    for event in events:
+        await stream.ack(event)
 
 
 def consumer_lag(app: StreamrecApp) -> dict[str, int]:

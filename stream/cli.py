@@ -19,7 +19,8 @@ from pathlib import Path
 from stream.settings import Settings, SettingsError, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
-PLUGIN_MODULES = ("features.cli", "models.cli", "stream.bench_e2e", "stream.bench_broker", "stream.gateway.bench")
+PLUGIN_MODULES = ("features.cli", "models.cli", "stream.bench_e2e", "stream.bench_broker", "stream.bench_recovery",
+                  "stream.gateway.bench")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -139,26 +139,26 @@ class EventProcessor:
         if self.cache is not None:
             await self.cache.close()
 
-    def flush_state(self) -> int:
+    async def flush_state(self) -> int:
         """Write changed states to their tables' changelogs; call before committing offsets."""
-        return self.users.flush() + self.shards.flush() + self.items.flush()
+        return await self.users.flush() + await self.shards.flush() + await self.items.flush()
 
     async def before_commit(self) -> None:
         """Everything the consumed events changed is sent before their offsets commit:
-        states to their changelogs (Faust flushes its producer next) and feature rows to Redis."""
-        self.flush_state()
+        states to their changelogs (the producer is flushed next) and feature rows to Redis."""
+        await self.flush_state()
         if self.writer is not None:
             await self.writer.flush()
 
-    def flush_state_if_due(self) -> int:
+    async def flush_state_if_due(self) -> int:
         """Flush a table once ``worker.state_flush_keys`` of its states are pending, so
         no single flush (encoding + changelog sends, ~50 µs a key) stalls the loop for long."""
         limit = self.settings.worker.state_flush_keys
-        return sum(table.flush() for table in (self.users, self.shards, self.items) if table.pending >= limit)
+        return sum([await table.flush() for table in (self.users, self.shards, self.items) if table.pending >= limit])
 
-    def forget_state(self) -> None:
+    async def forget_state(self) -> None:
         """Around a rebalance: flush, then drop decoded states another worker may now own."""
-        self.flush_state()
+        await self.flush_state()
         for table in (self.users, self.shards, self.items):
             table.forget()
 
@@ -211,7 +211,7 @@ class EventProcessor:
                 await self.cache.update([], accepted_users)  # their cached lists are stale now
             if to_rank:
                 await self._hand_over(to_rank)
-        self.flush_state_if_due()
+        await self.flush_state_if_due()
 
     async def _hand_over(self, requests: list[RecommendRequest]) -> None:
         """One task per user (the batch's last event, covering the earlier ones: every
@@ -329,4 +329,4 @@ class EventProcessor:
         if n:
             self.metrics.observe("item_update", (time.perf_counter() - began) * 1000 / n)
         self.metrics.count("item_updates", n)
-        self.flush_state_if_due()
+        await self.flush_state_if_due()

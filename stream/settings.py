@@ -225,6 +225,14 @@ class Settings(BaseSettings):
     recommend: RecommendSettings = RecommendSettings()
     features: FeatureConfig = FeatureConfig()
     models: ModelConfig = ModelConfig()
+
+    @model_validator(mode="after")
+    def _exactly_once_without_debounce(self) -> Settings:
+        # A debounced list is sent by a timer, outside the transaction of the event that caused it.
+        if self.broker.processing_guarantee == "exactly_once" and self.recommend.debounce_ms > 0:
+            raise ValueError("STREAMREC_RECOMMEND__DEBOUNCE_MS must be 0 with STREAMREC_BROKER__PROCESSING_GUARANTEE="
+                             "exactly_once (a debounced list is sent outside its event's transaction)")
+        return self
     gateway: GatewaySettings = GatewaySettings()
 
 

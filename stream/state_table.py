@@ -9,20 +9,35 @@ never stalls the event loop for long): into the table's local store
 and to its changelog partition, which the caller names (the partition of the
 message that owns the key), so it works outside Faust's per-event context too.
 
-Correctness under at-least-once delivery: the worker calls ``flush`` before every
-offset commit (``StreamrecApp.before_commit``), and Faust flushes its producer before
-committing, so a committed offset always implies a sent changelog. A crash loses
-only uncommitted work, which is redelivered and re-applied. On a rebalance the
-worker flushes and then ``forget``s the decoded objects, since another worker may
-own those keys next.
+Correctness: the worker calls ``flush`` before every offset commit, with no batch in
+progress (``StreamrecApp.commit_gate``), then flushes the producer. ``flush`` hands
+each message to the producer itself and awaits it: Faust's ``table[key] = value`` path
+(``send_soon``) goes through a buffer whose flush gives up after 100 ms with messages
+still queued, so a commit could pass a changelog write (under exactly_once it then
+landed in the next transaction, and a crash lost it). A committed offset therefore
+always implies a sent changelog; a crash loses only uncommitted work, which is
+redelivered and re-applied. On a rebalance the worker flushes and then ``forget``s
+the decoded objects, since another worker may own those keys next.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 S = TypeVar("S")
+ChangelogSend = Callable[[int, str, Any], Awaitable[Any]]
+
+
+def changelog_sender(table: Any) -> ChangelogSend:
+    """Send (partition, key, value) to a Faust table's changelog now (not through the buffer)."""
+    topic = table.changelog_topic
+
+    async def send(partition: int, key: str, value: Any) -> Any:
+        return await topic.send(key=key, value=value, partition=partition, key_serializer=table.key_serializer,
+                                value_serializer=table.value_serializer, force=True)
+
+    return send
 
 
 class StateTable(Generic[S]):
@@ -36,6 +51,7 @@ class StateTable(Generic[S]):
         max_live: int = 200_000,
     ) -> None:
         self.table = table
+        self._send: ChangelogSend | None = None  # made on the first flush (the recommend role has no tables)
         self._decode = decode
         self._encode = encode
         self._factory = factory
@@ -67,15 +83,20 @@ class StateTable(Generic[S]):
     def pending(self) -> int:
         return len(self._dirty)
 
-    def flush(self) -> int:
-        """Write every changed key once (local store + changelog); returns how many."""
-        for key, partition in self._dirty.items():
+    async def flush(self) -> int:
+        """Write every changed key once (local store + changelog); returns how many.
+        Returns once each message is with the producer (delivery: the producer's flush)."""
+        dirty, self._dirty = self._dirty, {}
+        if not dirty:
+            return 0
+        if self._send is None:
+            self._send = changelog_sender(self.table)
+        send = self._send
+        for key, partition in dirty.items():
             value = self._encode(self._live[key])
             self.table.data[key] = value
-            self.table.send_changelog(partition, key, value)
-        written = len(self._dirty)
-        self._dirty.clear()
-        return written
+            await send(partition, key, value)
+        return len(dirty)
 
     def forget(self) -> None:
         """Drop the decoded objects (after a flush): the next ``get`` reads the table."""

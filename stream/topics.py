@@ -1,6 +1,6 @@
 """Create streamrec's topics up front, with the configured partition count.
 
-Kafka (and Tansu) auto-create a topic on first use with the broker's default
+Kafka auto-creates a topic on first use with the broker's default
 partition count; a producer that writes before the worker has declared its topics
 would then fix the wrong count for good, and Faust refuses a changelog whose
 partitions differ from its source topic. So the worker, the replay tool and the
@@ -8,6 +8,9 @@ tests call ``ensure_topics`` first. It is idempotent and verifies existing topic
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -25,6 +28,18 @@ def topic_names(settings: Settings) -> list[str]:
     return [t.clickstream, t.dlq, t.by_item, t.recommendations, t.metrics, t.control, t.to_recommend]
 
 
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 15.0) -> dict[str, int]:
+    """Topic → partition count, once the broker's metadata shows partitions for every topic
+    (a topic created a moment ago can still be listed with none)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        partitions = {d["topic"]: len(d["partitions"]) for d in described}
+        if all(partitions.get(name) for name in names) or time.monotonic() > deadline:
+            return partitions
+        await asyncio.sleep(0.1)
+
+
 async def ensure_topics(settings: Settings) -> dict[str, int]:
     """Create missing topics; returns name → partitions. Raises TopicMismatch naming the setting."""
     b = settings.broker
@@ -38,10 +53,9 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass  # another process won the race; verified below
-        described = await admin.describe_topics(topic_names(settings))
+        partitions = await _partition_counts(admin, topic_names(settings))
     finally:
         await admin.close()
-    partitions = {d["topic"]: len(d["partitions"]) for d in described}
     # clickstream and the repartition topic feed changelogged tables: their counts must match the setting
     for name in (settings.topics.clickstream, settings.topics.by_item):
         if partitions.get(name) != b.partitions:

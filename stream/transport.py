@@ -7,13 +7,16 @@ partitions whose records still wait in its buffer; data that arrives for those w
 until the in-flight fetch returns, up to the full wait on a quiet topic. These subclasses
 set the wait from ``Settings.broker.fetch_max_wait_ms`` without touching faust's files,
 serve fetched partitions round-robin (no topic starves behind another's backlog),
-and await ``app.before_commit()`` before each offset commit (write-behind state and
-feature rows reach their changelogs and Redis before the offsets that produced them).
+and commit behind ``app.commit_gate`` after ``app.before_commit()`` (write-behind state
+and feature rows reach their changelogs and Redis, in the same transaction under
+exactly_once, before the offsets that produced them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import contextvars
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import aiokafka
@@ -52,15 +55,63 @@ class _TunedConsumer(faust_aiokafka.Consumer):
         return _TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
-        # Write-behind state must reach its changelog before the offsets that produced it
-        # are committed; Faust flushes the producer right before committing.
-        before_commit = getattr(self.app, "before_commit", None)
-        if before_commit is not None:
-            await before_commit()
-        return await super().force_commit(topics, start_new_transaction=start_new_transaction)
+        # A commit must cover each batch whole or not at all: the gate keeps batches out
+        # while the offsets are chosen, the write-behind state and feature rows of every
+        # acked event are flushed, and (exactly_once) the transaction commits. Otherwise
+        # an event acked mid-commit had its offset committed before its state was written.
+        gate = getattr(self.app, "commit_gate", None)
+        if gate is None:
+            return await super().force_commit(topics, start_new_transaction=start_new_transaction)
+        async with gate:
+            await self.app.before_commit()  # type: ignore[attr-defined]  # StreamrecApp
+            if self.in_transaction:
+                # Faust flushes its send buffer before a plain offset commit but not before
+                # committing a transaction: buffered changelog writes would land in the next
+                # transaction, after the offsets that produced them (lost on a crash).
+                await self.app.producer.flush()
+            return await super().force_commit(topics, start_new_transaction=start_new_transaction)
 
 
 class TunedTransport(faust_aiokafka.Transport):
     """Drop-in aiokafka transport whose worker consumer uses ``app.fetch_max_wait_ms``."""
 
     Consumer = _TunedConsumer
+
+
+# -- exactly_once: outputs in the transaction of the input that caused them ----------------
+# Faust (0.15) runs one transactional producer per input partition number and commits each
+# partition's offsets in its own transaction, but it picks the producer for an output by the
+# output's partition, and sends to topics the worker does not consume (recommendations, the
+# DLQ) outside any transaction. Both break exactly-once: an item message for an event of
+# clickstream partition 1 sent in partition 3's transaction survives a crash that aborts
+# partition 1's, and a recommendation sent outside a transaction is seen again when its event
+# is reprocessed. While a batch of one input partition is handled, ``transaction_of`` names
+# that partition, and ``SourceRoutedSink`` sends in its transaction.
+_source: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("streamrec_source", default=None)
+
+
+@contextlib.contextmanager
+def transaction_of(topic: str, partition: int) -> Iterator[None]:
+    """Within this block, ``SourceRoutedSink`` sends belong to the transaction of topic/partition."""
+    token = _source.set((topic, partition))
+    try:
+        yield
+    finally:
+        _source.reset(token)
+
+
+class SourceRoutedSink:
+    """A Faust topic whose sends go in the transaction of the input partition being handled
+    (``transaction_of``); a plain ``topic.send`` outside one or without exactly_once."""
+
+    def __init__(self, app: Any, topic: Any) -> None:
+        self.app, self.topic = app, topic
+
+    async def send(self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None) -> Any:
+        source = _source.get()
+        if source is None or not self.app.in_transaction:
+            return await self.topic.send(key=key, value=value, partition=partition)
+        topic, source_partition = source
+        transactional_id = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(topic)}-{source_partition}"
+        return await self.app.producer.send(self.topic.get_topic_name(), key, value, partition, None, None,
+                                            transactional_id=transactional_id)

@@ -7,22 +7,31 @@ import pytest
 from stream.state_table import StateTable
 
 
+class FakeChangelogTopic:
+    def __init__(self, sent: list[tuple[int, str, Any]]) -> None:
+        self.sent = sent
+
+    async def send(self, *, key: str, value: Any, partition: int, **options: Any) -> None:
+        assert options["force"] is True  # now, not through Faust's send buffer
+        self.sent.append((partition, key, value))
+
+
 class FakeChangelogTable:
-    """Stands in for a Faust table's two touch points: its local store and its changelog."""
+    """Stands in for a Faust table's touch points: its local store and its changelog topic."""
+
+    key_serializer = value_serializer = "json"
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
         self.changelog: list[tuple[int, str, Any]] = []
-
-    def send_changelog(self, partition: int, key: str, value: Any) -> None:
-        self.changelog.append((partition, key, value))
+        self.changelog_topic = FakeChangelogTopic(self.changelog)
 
 
 def counter_table(table: FakeChangelogTable) -> StateTable[list[int]]:
     return StateTable(table, decode=lambda d: list(d["n"]), encode=lambda s: {"n": list(s)}, factory=list)
 
 
-def test_many_changes_to_one_key_write_one_changelog_message_on_flush() -> None:
+async def test_many_changes_to_one_key_write_one_changelog_message_on_flush() -> None:
     table = FakeChangelogTable()
     states = counter_table(table)
     for n in range(5):
@@ -30,46 +39,46 @@ def test_many_changes_to_one_key_write_one_changelog_message_on_flush() -> None:
         state.append(n)
         states.mark("k", state, partition=2)
     assert table.changelog == []
-    assert states.flush() == 1
+    assert await states.flush() == 1
     assert table.changelog == [(2, "k", {"n": [0, 1, 2, 3, 4]})]
     assert table.data["k"] == {"n": [0, 1, 2, 3, 4]}
 
 
-def test_unmarked_changes_are_not_written_and_flush_twice_writes_once() -> None:
+async def test_unmarked_changes_are_not_written_and_flush_twice_writes_once() -> None:
     table = FakeChangelogTable()
     states = counter_table(table)
     states.get("a").append(1)
-    assert states.flush() == 0
+    assert await states.flush() == 0
     states.mark("b", [7], partition=0)
-    states.flush()
-    states.flush()
+    await states.flush()
+    await states.flush()
     assert len(table.changelog) == 1
 
 
-def test_forget_reads_the_table_again_and_refuses_unflushed_changes() -> None:
+async def test_forget_reads_the_table_again_and_refuses_unflushed_changes() -> None:
     table = FakeChangelogTable()
     states = counter_table(table)
     states.mark("k", [1], partition=0)
     with pytest.raises(RuntimeError):
         states.forget()
-    states.flush()
+    await states.flush()
     table.data["k"] = {"n": [9]}  # e.g. recovered from the changelog after a rebalance
     states.forget()
     assert states.get("k") == [9]
 
 
-def test_eviction_keeps_dirty_states() -> None:
+async def test_eviction_keeps_dirty_states() -> None:
     table = FakeChangelogTable()
     states = StateTable(table, decode=lambda d: list(d["n"]), encode=lambda s: {"n": s}, factory=list, max_live=2)
     states.mark("dirty", [1], partition=0)
     for key in ("x", "y", "z"):
         states.get(key)
     assert states.dirty() == [("dirty", [1])]
-    states.flush()
+    await states.flush()
     assert table.data["dirty"] == {"n": [1]}
 
 
-def test_processor_flushes_a_table_once_enough_states_are_pending() -> None:
+async def test_processor_flushes_a_table_once_enough_states_are_pending() -> None:
     from stream.processor import EventProcessor
     from stream.settings import load_settings
 
@@ -79,9 +88,9 @@ def test_processor_flushes_a_table_once_enough_states_are_pending() -> None:
     for n, key in enumerate(("a", "b")):
         processor.users.mark(key, processor.users.get(key), partition=n)
     processor.shards.mark("p0", processor.shards.get("p0"), partition=0)
-    assert processor.flush_state_if_due() == 0 and users.changelog == []
+    assert await processor.flush_state_if_due() == 0 and users.changelog == []
     processor.users.mark("c", processor.users.get("c"), partition=1)
-    assert processor.flush_state_if_due() == 3
+    assert await processor.flush_state_if_due() == 3
     assert sorted(key for _, key, _ in users.changelog) == ["a", "b", "c"]
     assert shards.changelog == []  # below the bound: waits for the commit
-    assert processor.flush_state() == 1 and [key for _, key, _ in shards.changelog] == ["p0"]
+    assert await processor.flush_state() == 1 and [key for _, key, _ in shards.changelog] == ["p0"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
+import subprocess
 import time
 import uuid
 from collections import defaultdict
@@ -127,6 +129,31 @@ def test_metrics_snapshots_arrive_with_counts(run: dict) -> None:
     assert all(s.window_end >= s.window_start for s in snaps)
 
 
+def test_table_changelogs_are_compacted_topics(run: dict, worker: RunningWorker) -> None:
+    """Faust asks for compaction; the broker must hold it, so recovery reads one record per key."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    app_id = worker.settings.worker.app_id
+    names = [f"{app_id}-{table}-changelog" for table in ("user_state", "item_state", "global_shard")]
+
+    async def policies() -> dict[str, str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=worker.settings.broker.bootstrap_servers)
+        await admin.start()
+        try:
+            responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+        finally:
+            await admin.close()
+        found = {}
+        for response in responses:
+            for resource in response.resources:
+                configs = {entry[0]: entry[1] for entry in resource[4]}
+                found[resource[3]] = configs.get("cleanup.policy")
+        return found
+
+    assert asyncio.run(policies()) == {name: "compact" for name in names}
+
+
 def test_features_read_through_feast_equal_the_means_recomputed_from_events(run: dict, feast_store, worker: RunningWorker) -> None:  # type: ignore[no-untyped-def]
     from features.repo import feature_refs
 
@@ -189,6 +216,34 @@ def test_a_standard_kafka_client_gets_a_recommendation(run: dict, worker: Runnin
         inbox.close()
     assert found is not None, worker.log_tail()
     assert found.user_id == "standard-client" and found.items
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (Debian: apt-get install kcat; .ci/run installs it)")
+def test_kcat_produces_an_event_and_reads_its_recommendation(run: dict, worker: RunningWorker) -> None:
+    """Debian's kcat (librdkafka), a client nobody here wrote, exactly as the README shows it."""
+    s = worker.settings
+    event = ClickEvent(event_id=f"kcat-{uuid.uuid4().hex}", user_id="kcat-user", item_id="i2",
+                       type=EventType.CLICK, ts=time.time())
+    broker = s.broker.bootstrap_servers
+    produced = subprocess.run(
+        ["kcat", "-P", "-b", broker, "-t", s.topics.clickstream, "-K", "\t", "-X", "partitioner=murmur2_random"],
+        input=f"{event.user_id}\t{event.to_bytes().decode()}\n", capture_output=True, text=True, timeout=30,
+    )
+    assert produced.returncode == 0, produced.stderr
+    found = None
+    deadline = time.monotonic() + 60
+    while found is None and time.monotonic() < deadline:
+        consumed = subprocess.run(
+            ["kcat", "-C", "-b", broker, "-t", s.topics.recommendations, "-o", "beginning", "-e", "-q"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert consumed.returncode == 0, consumed.stderr
+        lists = [Recommendation.model_validate_json(line) for line in consumed.stdout.splitlines() if line.strip()]
+        found = next((rec for rec in lists if rec.cause_event_id == event.event_id), None)
+        if found is None:
+            time.sleep(0.5)
+    assert found is not None, worker.log_tail()
+    assert found.user_id == "kcat-user" and found.items
 
 
 @pytest.fixture

