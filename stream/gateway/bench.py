@@ -54,6 +54,7 @@ class GatewayBench:
         self.rss: list[float] = []
         self.browser_latencies: list[float] = []
         self.browser_note: str | None = None
+        self.browser_timings: dict[str, list[float]] = {}
 
     def on_message(self, message: Any) -> None:
         if message.event != "recommendation":
@@ -157,6 +158,13 @@ class GatewayBench:
                     n += 1
                     await asyncio.sleep(a.click_every)
                 self.browser_latencies = list(await page.evaluate("window.streamrec.latencies"))
+                timings = await page.evaluate(
+                    "window.streamrec.timings.map((t) => ({...t, post: window.streamrec.posted.get(t.id) ?? null}))")
+                self.browser_timings = {
+                    "post": [t["post"] for t in timings if t["post"] is not None],
+                    "arrived": [t["arrived"] for t in timings],
+                    "render": [t["shown"] - t["arrived"] for t in timings],
+                }
                 self.browser_clicks = n
             finally:
                 await browser.close()
@@ -179,6 +187,8 @@ class GatewayBench:
                           **latency_summary([v[1] for i, v in self.emit_ms.items() if i in self.sent], "emit_to_stream_")},
             "browser_clicks": getattr(self, "browser_clicks", 0), "browser_lists": len(self.browser_latencies), **browser,
             "browser_note": self.browser_note,
+            # in the page (p50): click → POST answered, click → the list's message arrived, arrived → shown
+            "browser_breakdown": {k: latency_summary(v, f"{k}_")[f"{k}_p50_ms"] for k, v in self.browser_timings.items()},
             "gateway_rss_mb": round(max(self.rss, default=rss_ready), 1), "gateway_rss_mb_ready": round(rss_ready, 1),
             "gateway_cpu_percent": round(cpu, 1),
             "streams_dropped": stats.get("streams_dropped", 0),
@@ -245,6 +255,9 @@ def _print(report: dict[str, Any]) -> None:
     if report["browser_lists"]:
         print(f"[gateway] browser click → list shown: p50 {ms('browser_p50_ms')} / p95 {ms('browser_p95_ms')} / "
               f"max {ms('browser_max_ms')} ms over {report['browser_lists']} lists ({report['browser_clicks']} clicks)")
+        bb = report["browser_breakdown"]
+        print(f"[gateway]   in the page (p50): click → POST answered {bb.get('post')} ms, click → list arrived "
+              f"{bb.get('arrived')} ms, arrived → shown {bb.get('render')} ms")
     elif report["browser_note"]:
         print(f"[gateway] {report['browser_note']}")
     print(f"[gateway] gateway RSS max {report['gateway_rss_mb']:.0f} MB (ready {report['gateway_rss_mb_ready']:.0f} MB), "

@@ -9,6 +9,8 @@ const state = {
   source: null,          // the EventSource of the current user
   pending: new Map(),    // event_id -> {sentAt, label} for events that have no list yet
   latencies: [],         // ms, event -> list shown, for lists caused by this page's events
+  timings: [],           // per such list: {id: its cause, arrived: ms from the event to the list's arrival, shown: ... to it shown}
+  posted: new Map(),     // event_id -> ms from the event to its POST answered
   lists: 0,
   lastEventId: null,
   lastList: null,
@@ -83,7 +85,7 @@ function connect(id) {
   source.addEventListener("error", () => { lost = true; setConn("reconnecting…", "status-warn"); });
   source.addEventListener("recommendation", (e) => {
     if (source !== state.source) return;
-    onList(JSON.parse(e.data), "live");
+    onList(JSON.parse(e.data), "live", performance.now());
   });
 }
 
@@ -112,7 +114,8 @@ async function send(type, itemId, rating) {
   const event = { event_id: newId(), user_id: state.user, item_id: itemId, type, ts: Date.now() / 1000 };
   if (type === "rating") event.rating = rating;
   const what = `${type.replace("_", " ")}${type === "rating" ? " " + rating + "★" : ""} · ${label(state.items.get(itemId)) || itemId}`;
-  state.pending.set(event.event_id, { sentAt: performance.now(), label: what });
+  const sentAt = performance.now();
+  state.pending.set(event.event_id, { sentAt, label: what });
   state.lastEventId = event.event_id;
   document.body.dataset.lastEventId = event.event_id;
   const entry = el("li", {}, what + " ", el("span", { className: "muted" }, "sending…"));
@@ -128,6 +131,7 @@ async function send(type, itemId, rating) {
       entry.lastChild.className = "error";
       return;
     }
+    state.posted.set(event.event_id, performance.now() - sentAt);
     entry.lastChild.textContent = `sent (partition ${body.partition}, offset ${body.offset})`;
   } catch (err) {
     state.pending.delete(event.event_id);
@@ -137,7 +141,7 @@ async function send(type, itemId, rating) {
 }
 
 // -- lists ---------------------------------------------------------------------------
-function onList(rec, how) {
+function onList(rec, how, arrivedAt) {
   if (rec.user_id !== state.user) return;
   // a cached list only when it is newer than the one shown (a live one may have come first)
   if (how === "cache" && state.lastList && Date.parse(state.lastList.emitted_at) >= Date.parse(rec.emitted_at)) return;
@@ -155,8 +159,10 @@ function onList(rec, how) {
   const causeNode = $("#rec-cause");
   causeNode.replaceChildren();
   if (cause) {
-    const ms = shownAt - Math.min(...causes.map((id) => state.pending.get(id).sentAt));
+    const sentAt = Math.min(...causes.map((id) => state.pending.get(id).sentAt));
+    const ms = shownAt - sentAt;
     state.latencies.push(ms);
+    state.timings.push({ id: rec.cause_event_id, arrived: (arrivedAt ?? shownAt) - sentAt, shown: ms });
     for (const id of causes) state.pending.delete(id);
     panel.dataset.latencyMs = ms.toFixed(1);
     causeNode.append(`Because of your ${cause.label}`,
