@@ -59,7 +59,8 @@ function chartSpecs() {
   return {
     "chart-latency": workerSeries((id, n) => QUANTILES.map(([q, color]) => ({
       label: `${q}${who(id)}`, stroke: color, dash: DASHES[n % DASHES.length], worker: id,
-      value: (s) => (s.latency_ms[monitor.stage] ? s.latency_ms[monitor.stage][q] : null),
+      // a log scale (a cold start's seconds and a warm worker's milliseconds on one chart): no zeros
+      value: (s) => (s.latency_ms[monitor.stage] && s.latency_ms[monitor.stage][q] > 0 ? s.latency_ms[monitor.stage][q] : null),
     }))),
     "chart-rate": workerSeries((id, n) => [
       { label: `events/s${who(id)}`, stroke: PALETTE[0], dash: DASHES[n % DASHES.length], worker: id, value: (s) => s.events_per_s },
@@ -97,16 +98,17 @@ function cacheData() {
 }
 
 const CACHE_SERIES = [
-  { label: "hit rate in the interval %", stroke: PALETTE[2], dash: [] },
+  { label: "hit rate in the interval %", stroke: PALETTE[2], dash: [], gaps: true }, // null: no page loads then
   { label: "since the gateway started %", stroke: PALETTE[6], dash: [6, 3] },
 ];
+const Y_SCALES = { "chart-latency": { distr: 3 }, "chart-cache": { range: [0, 100] } };
 
 // -- drawing -------------------------------------------------------------------------
 function draw(id, series, data) {
   const node = document.getElementById(id);
   node.dataset.points = String(data[0].length);
   node.dataset.series = String(series.length);
-  const key = series.map((s) => s.label).join("|") + "@" + node.clientWidth;
+  const key = series.map((s) => s.label).join("|") + "@" + node.clientWidth + "@" + monitor.stage;
   const known = monitor.plots.get(id);
   if (known && known.key === key) {
     known.plot.setData(data);
@@ -116,9 +118,9 @@ function draw(id, series, data) {
   const opts = {
     width: Math.max(node.clientWidth, 300),
     height: 220,
-    scales: { x: { time: true } },
-    series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.stroke, dash: s.dash, width: 1.5, spanGaps: true,
-      points: { show: data[0].length < 3 } }))],
+    scales: { x: { time: true }, ...(Y_SCALES[id] ? { y: Y_SCALES[id] } : {}) },
+    series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.stroke, dash: s.dash, width: 1.5, spanGaps: !s.gaps,
+      points: { show: s.gaps || data[0].length < 3 } }))],
     axes: [{}, { size: 56 }],
   };
   monitor.plots.set(id, { key, plot: new uPlot(opts, data, node) });

@@ -9,6 +9,7 @@ under ``artifacts/screenshots`` (``STREAMREC_SCREENSHOT_DIR`` to change).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import time
@@ -36,6 +37,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 SCREENSHOTS = Path(os.environ.get("STREAMREC_SCREENSHOT_DIR", "artifacts/screenshots"))
 
 
+def run_async(coro: Any) -> Any:
+    """``asyncio.run`` in a thread of its own: Playwright's sync API keeps a loop running in this one."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 @pytest.fixture(scope="module")
 def gateway(worker: RunningWorker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     data_dir = tmp_path_factory.mktemp("gateway")
@@ -52,7 +59,7 @@ def gateway(worker: RunningWorker, tmp_path_factory: pytest.TempPathFactory) -> 
             await wait_until_serving(http, process.base_url, alive=alive)
 
     try:
-        asyncio.run(warm_up())
+        run_async(warm_up())
         yield process
     finally:
         process.stop()
@@ -85,7 +92,7 @@ def test_a_posted_event_comes_back_as_its_list_on_that_users_stream_only(gateway
             for c in [*mine, other]:
                 await c.close()
 
-    asyncio.run(run())
+    run_async(run())
 
 
 def test_posted_events_are_on_clickstream_keyed_by_user(gateway: GatewayProcess) -> None:
@@ -110,7 +117,7 @@ def test_posted_events_are_on_clickstream_keyed_by_user(gateway: GatewayProcess)
         stored = ClickEvent.model_validate_json(records[0].value)
         assert (stored.event_id, stored.type, stored.rating) == (body["event_id"], "rating", 4.5)
 
-    asyncio.run(run())
+    run_async(run())
 
 
 def test_healthz_ok_and_metrics_arrive(gateway: GatewayProcess, worker: RunningWorker) -> None:
@@ -124,7 +131,7 @@ def test_healthz_ok_and_metrics_arrive(gateway: GatewayProcess, worker: RunningW
                                                 for m in monitor.received), 15)
             await monitor.close()
 
-    asyncio.run(run())
+    run_async(run())
 
 
 async def test_healthz_names_redis_when_it_is_down(bootstrap_servers: str, tmp_path: Path) -> None:
@@ -208,6 +215,22 @@ def test_shopper_page_shows_the_list_caused_by_a_click_within_2s(browser: Any, g
         context.close()
 
 
+# 60 clicks of 8 users over ~3 s, then a page load for each of them; returns when it began (epoch s)
+BURST = """async () => {
+  const began = Date.now() / 1000;
+  const items = ["1", "32", "50", "110", "260", "296", "318", "356"];
+  for (let i = 0; i < 60; i++) {
+    await fetch("/events", { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ event_id: `burst-${crypto.randomUUID()}`, user_id: `burst-${i % 8}`, item_id: items[i % 8],
+                             type: "click", ts: Date.now() / 1000 }) });
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  for (let i = 0; i < 8; i++) await fetch(`/users/burst-${i}/recommendations`);
+  return began;
+}"""
+
+
 def test_monitoring_page_charts_the_live_metric_stream(browser: Any, gateway: GatewayProcess, worker: RunningWorker) -> None:
     base = gateway.base_url
     worker_id = worker.settings.worker.id
@@ -226,7 +249,14 @@ def test_monitoring_page_charts_the_live_metric_stream(browser: Any, gateway: Ga
         page.wait_for_function("(n) => Number(document.getElementById('chart-latency').dataset.points) > n",
                                arg=points, timeout=10_000)
         page.wait_for_function("() => window.monitor.gateway.length >= 2", timeout=10_000)
-        # a few more windows, so that the saved picture shows lines rather than points
+        # traffic from this page: the throughput chart must show it in a window after it began
+        began = page.evaluate(BURST)
+        page.wait_for_function(
+            "(t) => { const p = window.monitor.plots.get('chart-rate'); if (!p) return false;"
+            " const [xs, perSecond] = p.plot.data; return xs.some((x, i) => x >= t && perSecond[i] > 1); }",
+            arg=began, timeout=15_000)
+        # the page loads of the burst reach the cache hit rate chart through the gateway's figures
+        page.wait_for_function("() => window.monitor.gateway.some((g) => g.cache_hits + g.cache_misses >= 8)", timeout=10_000)
         page.wait_for_function("() => Number(document.getElementById('chart-rate').dataset.points) >= 8", timeout=15_000)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "monitor.png"), full_page=True)
