@@ -32,8 +32,8 @@ class StreamrecApp(faust.App):
         self.fetch_max_wait_ms = settings.broker.fetch_max_wait_ms
         self.processor: EventProcessor | None = None
         self.prometheus: PrometheusEndpoint | None = None
-        # Held by each batch from its first effect to its ack, and by each offset commit
-        # (stream/transport.py): a commit sees a batch whole or not at all.
+        # exactly_once: held by each batch from its first effect to its ack, and by each
+        # commit (stream/transport.py), so a transaction holds a batch whole or not at all.
         self.commit_gate = asyncio.Lock()
         super().__init__(**kwargs)
 
@@ -173,17 +173,18 @@ async def consume_in_batches(
     app: StreamrecApp, stream: faust.StreamT, take: dict[str, Any],
     handle: Callable[[Sequence[tuple[Any, int, int]]], Awaitable[None]],
 ) -> None:
-    """Feed ``stream`` to ``handle`` in batches of (event, partition, offset), each batch
-    handled and acked inside ``app.commit_gate``; under exactly_once, one call per input
-    partition, whose outputs go in that partition's transaction (stream/transport.py)."""
+    """Feed ``stream`` to ``handle`` in batches of (event, partition, offset). Under
+    exactly_once, one call per input partition, whose outputs go in that partition's
+    transaction (stream/transport.py), and each batch handled and acked inside
+    ``app.commit_gate``."""
     async for events in stream.take_events(**take):
-        async with app.commit_gate:
-            if app.in_transaction:  # exactly_once: each input partition's part in its own transaction
-                for (topic, partition), part in _by_source(events).items():
-                    with transaction_of(topic, partition):
-                        await handle([(e, partition, e.message.offset) for e in part])
-            else:
-                await handle([(e, e.message.partition, e.message.offset) for e in events])
+        if not app.in_transaction:
+            await handle([(e, e.message.partition, e.message.offset) for e in events])
+            continue
+        async with app.commit_gate:  # each input partition's part in its own transaction
+            for (topic, partition), part in _by_source(events).items():
+                with transaction_of(topic, partition):
+                    await handle([(e, partition, e.message.offset) for e in part])
             await ack_all(stream, events)
 
 

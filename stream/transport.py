@@ -7,9 +7,9 @@ partitions whose records still wait in its buffer; data that arrives for those w
 until the in-flight fetch returns, up to the full wait on a quiet topic. These subclasses
 set the wait from ``Settings.broker.fetch_max_wait_ms`` without touching faust's files,
 serve fetched partitions round-robin (no topic starves behind another's backlog),
-and commit behind ``app.commit_gate`` after ``app.before_commit()`` (write-behind state
-and feature rows reach their changelogs and Redis, in the same transaction under
-exactly_once, before the offsets that produced them).
+and run ``app.before_commit()`` once a commit has chosen its offsets (write-behind
+state and feature rows reach their changelogs and Redis, in the same transaction
+under exactly_once, before the offsets that produced them).
 """
 
 from __future__ import annotations
@@ -55,21 +55,24 @@ class _TunedConsumer(faust_aiokafka.Consumer):
         return _TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
-        # A commit must cover each batch whole or not at all: the gate keeps batches out
-        # while the offsets are chosen, the write-behind state and feature rows of every
-        # acked event are flushed, and (exactly_once) the transaction commits. Otherwise
-        # an event acked mid-commit had its offset committed before its state was written.
-        gate = getattr(self.app, "commit_gate", None)
-        if gate is None:
+        if not self.in_transaction:
             return await super().force_commit(topics, start_new_transaction=start_new_transaction)
-        async with gate:
-            await self.app.before_commit()  # type: ignore[attr-defined]  # StreamrecApp
-            if self.in_transaction:
-                # Faust flushes its send buffer before a plain offset commit but not before
-                # committing a transaction: buffered changelog writes would land in the next
-                # transaction, after the offsets that produced them (lost on a crash).
-                await self.app.producer.flush()
+        # exactly_once: a transaction must hold each batch whole or not at all (a batch's
+        # outputs with its offsets), so no batch runs while the commit chooses offsets and
+        # commits (app.commit_gate, taken by each batch from its first effect to its ack).
+        async with self.app.commit_gate:  # type: ignore[attr-defined]  # StreamrecApp
             return await super().force_commit(topics, start_new_transaction=start_new_transaction)
+
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        # The offsets are chosen: write what their events changed (write-behind state, feature
+        # rows) before committing them. Flushing before choosing them (as force_commit would)
+        # let events acked meanwhile commit ahead of their state.
+        await self.app.before_commit()  # type: ignore[attr-defined]  # StreamrecApp
+        if self.in_transaction:
+            # Faust flushes its producer before a plain offset commit, not before committing a
+            # transaction: sends still in flight would land in the next transaction.
+            await self.app.producer.flush()
+        return bool(await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction))
 
 
 class TunedTransport(faust_aiokafka.Transport):
