@@ -99,7 +99,9 @@ async def _one(settings: Any, users: int, updates: int, tmp: Path) -> dict[str, 
                 break
             await asyncio.sleep(0.5)
         stop_worker(worker)
-        changelog = f"{settings.worker.app_id}-user_state-changelog"
+        w = settings.worker
+        group = w.app_id if w.role == "all" else f"{w.app_id}-{w.role}"  # the consumer group (stream/app.py)
+        changelog = f"{group}-user_state-changelog"
         records = await _changelog_records(settings, changelog)
         began = time.perf_counter()
         second = start_worker(settings, second_log)

@@ -14,6 +14,7 @@ under exactly_once, before the offsets that produced them).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.utils.locks import Event
 
 
 class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -50,7 +52,29 @@ def to_back_of_line(pending: dict[Any, Any], served: Iterable[Any]) -> None:
             pending[key] = pending.pop(key)
 
 
+class _FlowSuspension(Event):
+    """``Consumer.suspend_flow`` whose ``wait()`` never returns.
+
+    Faust's drain loop races each fetched message's delivery against
+    ``suspend_flow.wait()`` (set while partitions are revoked or tables recover) and
+    marks the message read either way, so a delivery that lost the race was a message
+    dropped: seen after a worker's restart, up to 30 events of a fetch never reached
+    the agent while the offsets after them were read, and the partition's commit stalled
+    behind them until the next restart. Nothing else waits on this event, so with a
+    ``wait()`` that never returns every started delivery completes, in order; stopping
+    still ends the wait (the drain loop also waits on the service's stop).
+    """
+
+    async def wait(self) -> bool:
+        await asyncio.get_running_loop().create_future()
+        return True  # not reached
+
+
 class _TunedConsumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.suspend_flow = _FlowSuspension()
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
