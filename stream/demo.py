@@ -100,7 +100,11 @@ async def _live(settings: Settings, worker: subprocess.Popen[bytes], gateway: Ga
     print(f"[demo] shopper page    {gateway.base_url}/shop", flush=True)
     print(f"[demo] monitoring page {gateway.base_url}/monitor", flush=True)
     started = time.monotonic()
-    replay_task = asyncio.create_task(replay(settings, frame, dataset, rate=rate, duration_s=duration_s, progress=False))
+    # The stack keeps its topics across runs: each demo's replay is new traffic (its own ids),
+    # not a re-send of the last demo's events that the workers would skip as duplicates.
+    run = uuid.uuid4().hex[:8]
+    replay_task = asyncio.create_task(replay(settings, frame, dataset, rate=rate, duration_s=duration_s,
+                                             progress=False, run=run))
     watch = asyncio.create_task(_print_outputs(settings, worker, started))
     deadline = None if duration_s is None else started + duration_s
     try:

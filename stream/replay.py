@@ -25,12 +25,14 @@ from stream.topics import ensure_topics
 TICK_S = 0.01  # pacing granularity: events are sent in small bursts every 10 ms
 
 
-def events_from(frame: pd.DataFrame, dataset: str) -> Iterator[ClickEvent]:
-    """Rows with a rating become ``rating`` events, rows without become ``purchase``."""
+def events_from(frame: pd.DataFrame, dataset: str, run: str = "") -> Iterator[ClickEvent]:
+    """Rows with a rating become ``rating`` events, rows without become ``purchase``.
+    ``run`` (when given) goes into every ``event_id``: the same rows as new events."""
+    prefix = f"{dataset}-{run}-" if run else f"{dataset}-"
     for row in frame.itertuples(index=True):
         is_rating = not pd.isna(row.rating)
         yield ClickEvent(
-            event_id=f"{dataset}-{row.Index}",
+            event_id=f"{prefix}{row.Index}",
             user_id=str(row.user_id),
             item_id=str(row.item_id),
             type=EventType.RATING if is_rating else EventType.PURCHASE,
@@ -49,8 +51,10 @@ async def replay(
     duration_s: float | None = None,
     original_time: bool = False,
     progress: bool = True,
+    run: str = "",
 ) -> int:
-    """Send rows at ``rate`` events/s; stops after ``limit`` events or ``duration_s``. Returns the count sent."""
+    """Send rows at ``rate`` events/s; stops after ``limit`` events or ``duration_s``. Returns the count sent.
+    ``run`` marks the event ids of this replay (see ``events_from``)."""
     if rate <= 0:
         raise ValueError("rate must be positive")
     rows = frame if limit is None else frame.iloc[:limit]
@@ -61,7 +65,7 @@ async def replay(
     started = time.monotonic()
     bar = tqdm(total=len(rows), unit="ev", desc=f"replay {dataset}", disable=not progress, smoothing=0.05)
     try:
-        for event in events_from(rows, dataset):
+        for event in events_from(rows, dataset, run):
             delay = started + sent / rate - time.monotonic()
             if delay > TICK_S:
                 await asyncio.sleep(delay)
