@@ -8,7 +8,7 @@
 - ``int8_static``: static QDQ INT8 with activation ranges calibrated on training rows.
 - ``fp16``: all float weights and ops in half precision, inputs/outputs kept fp32, for GPU.
 
-Sensitive nodes stay fp32 in the INT8 variants: the first MLP layer (ENVIRONMENT.md's
+Sensitive nodes stay fp32 in the INT8 variants: the first MLP layer (an early
 probe: quantizing it cost +0.048 RMSE) and, outside the folded ranker graph, the
 one-column bias tables (tiny, and their per-tensor quantization error lands directly
 on the prediction; the fold gives each bias its own scale, centred on its range).

@@ -1,11 +1,12 @@
 """The Faust application: topics, tables and the thin agents around ``EventProcessor``.
 
-Data flow (DESIGN.md): ``clickstream`` (keyed by user) → ingest agent: validate,
-dead-letter the bad, update the user's state (Faust table with changelog), write
-the user's features, send item-side messages (repartitioned by item) and a
+Data flow (README's Architecture): ``clickstream`` (keyed by user) → ingest agent:
+validate, dead-letter the bad, update the user's state (Faust table with changelog),
+write the user's features, send item-side messages (repartitioned by item) and a
 recommendation → item agent: update the item's state and features. A timer sends
-a metrics snapshot every window. Delivery is at-least-once; every state update is
-idempotent by ``event_id`` (features/), so redelivery changes nothing.
+a metrics snapshot every window. Delivery is at-least-once (or exactly-once on Kafka
+transactions); a redelivered record changes nothing, since each user and item keeps
+the highest source offset it applied (features/window.py).
 """
 
 from __future__ import annotations
