@@ -1,6 +1,6 @@
 """``streamrec bench features``: update throughput, freshness and online reads, one run.
 
-On a private embedded stack (Tansu + redis-server on free loopback ports) with one
+On a private embedded stack (Apache Kafka + redis-server on free loopback ports) with one
 real worker process (``python -m stream.cli worker``):
 
 1. throughput: real MovieLens ratings produced as fast as possible; events/s from

@@ -125,8 +125,8 @@ async def read_topic(consumer: Any, *, idle_s: float = 2.0) -> list[Any]:
     """Every record a started consumer reads until no message arrives for ``idle_s``,
     in the order received (offset order within a partition).
 
-    Reading "until the end offset" is unreliable on Tansu (its high watermark is
-    off by a batch), hence the idle timeout.
+    It stops on an idle timeout rather than at the end offsets, so it also ends on a
+    topic that is still being written to.
     """
     records: list[Any] = []
     last = time.monotonic()
