@@ -136,8 +136,12 @@ def server_properties(cfg: BrokerConfig) -> str:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: URL-safe base64 of 16 random bytes, no padding."""
-    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+    """A KRaft cluster id: URL-safe base64 of 16 random bytes, no padding, not starting
+    with "-" (StorageTool would read it as an option; Kafka's own ids avoid it too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def is_formatted(log_dir: Path) -> bool:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from infra.errors import StackError
-from infra.kafka import BrokerConfig, find_java, parse_java_version, server_properties
+from infra.kafka import BrokerConfig, find_java, new_cluster_id, parse_java_version, server_properties
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,10 @@ def test_server_properties_are_loopback_single_node_and_lean(tmp_path: Path) -> 
     assert props["offsets.topic.replication.factor"] == props["transaction.state.log.replication.factor"] == "1"
     assert int(props["log.cleaner.dedupe.buffer.size"]) <= 16 * 1024 * 1024
     assert props["log.dirs"] == str(tmp_path)
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    draws = iter([b"\xfb" + bytes(15), bytes(16)])  # the first encodes to "-wAA...": an option to StorageTool
+    monkeypatch.setattr("infra.kafka.os.urandom", lambda n: next(draws))
+    cluster_id = new_cluster_id()
+    assert not cluster_id.startswith("-") and len(cluster_id) == 22
