@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ from features.schema import USER_VIEW, FeatureRow
 from features.user_state import ItemMsg, Skipped, UserState, apply_user_event
 from stream.debounce import Debouncer
 from stream.metrics import GcPauses, WorkerMetrics
-from stream.rec_cache import RecommendationCache
+from stream.rec_cache import RecommendationCache, UserVersion
 from stream.recommend import RecommendRequest, Recommender, TopMeanRecommender, coalesce
 from stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_event
 from stream.settings import Settings
@@ -61,6 +61,11 @@ class RawMessage(Protocol):
 
     key: bytes | None
     value: bytes
+
+
+def user_version(state: UserState) -> UserVersion:
+    """Events applied to the user's state: orders the user's cached lists (stream/rec_cache.py)."""
+    return sum(state.activity.counts.values())
 
 
 def item_partition(item_id: str, partitions: int) -> int:
@@ -203,12 +208,13 @@ class EventProcessor:
         accepted_users = [r.entity_id for r in rows if r.view == USER_VIEW]
         self.metrics.count("events_valid", len(accepted_users))
         self.metrics.observe("user_update", (time.perf_counter() - began) * 1000 / len(batch))
+        stale = {user: user_version(self.users.get(user)) for user in accepted_users}
         if to_rank and self.to_recommend is None:
             # the cache entries of these users are replaced by their new lists or deleted
-            await self._recommend(to_rank, stale=accepted_users)
+            await self._recommend(to_rank, stale=stale)
         else:
-            if self.cache is not None and accepted_users:
-                await self.cache.update([], accepted_users)  # their cached lists are stale now
+            if self.cache is not None and stale:
+                await self.cache.update([], stale)  # their cached lists are stale now
             if to_rank:
                 await self._hand_over(to_rank)
         await self.flush_state_if_due()
@@ -241,7 +247,7 @@ class EventProcessor:
         self.metrics.count("dlq")
         self.metrics.count(f"dlq_{rejection.reason}")
 
-    async def _recommend(self, requests: list[RecommendRequest], stale: Sequence[str] = ()) -> None:
+    async def _recommend(self, requests: list[RecommendRequest], stale: Mapping[str, UserVersion] | None = None) -> None:
         """Rank one list per user (the last event covers the user's earlier ones), minus
         what the debounce holds; a held request covers the one it replaces."""
         now = time.monotonic()
@@ -273,7 +279,7 @@ class EventProcessor:
         if due:
             await self._rank_and_send(due)
 
-    async def _rank_and_send(self, requests: list[RecommendRequest], stale: Sequence[str] = ()) -> None:
+    async def _rank_and_send(self, requests: list[RecommendRequest], stale: Mapping[str, UserVersion] | None = None) -> None:
         """Rank, send each list, then cache them (and drop the ``stale`` users' entries)."""
         assert self.recommender is not None
         began = time.perf_counter()
@@ -282,7 +288,7 @@ class EventProcessor:
         self._count_scoring_errors()
         now = datetime.now(timezone.utc)
         version = self.recommender.model_version
-        emitted: list[tuple[str, bytes]] = []
+        emitted: list[tuple[str, UserVersion, bytes]] = []
         for request, result in zip(requests, ranked):
             cause = request.cause
             latency = StageLatency(
@@ -299,7 +305,7 @@ class EventProcessor:
             )
             payload = message.to_bytes()
             await self.recommendations.send(key=cause.user_id.encode(), value=payload)
-            emitted.append((cause.user_id, payload))
+            emitted.append((cause.user_id, user_version(request.state), payload))
             self.metrics.observe("event_to_emit", latency.event_to_emit or 0.0)
         if self.cache is not None:
             await self.cache.update(emitted, stale)

@@ -1,6 +1,6 @@
 """The per-user cache of the last recommendation list, in Redis beside the features.
 
-After each batch the worker writes each list it emitted and deletes the entry of
+After each batch the worker writes each list it emitted and drops the entry of
 every other user with a newly accepted event, in one pipelined round trip
 (``update``); a user's entry therefore never outlives their next processed event.
 Readers that need a user's list without an event (a page load in a frontend,
@@ -8,22 +8,52 @@ Readers that need a user's list without an event (a page load in a frontend,
 is the list for the user's latest known behaviour; a miss means an event is being
 processed (or none was ever seen), so the caller falls back. Hits and misses are
 counted for the hit rate.
+
+Every write carries the user's version (the number of events applied to the user's
+state, stream/processor.py): a list is stored only if its version is at least the
+newest the cache has seen for the user, and dropping an entry records its version.
+With split roles the features role drops entries while the recommend role, in
+another process, writes lists; without versions a list ranked for an older event
+and written after a newer event's drop would be served until the user's next event
+(tests/stream/test_split_roles_cache.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from features import resp
 from stream.schemas import Recommendation
+
+# KEYS: the list, the user's version. ARGV: version, ttl (s), payload (absent: drop the list).
+# A list of the newest version seen replaces the entry; a drop removes lists older than its version.
+_WRITE_IF_NEWER = b"""
+local seen = tonumber(redis.call('GET', KEYS[2]) or '-1')
+local version = tonumber(ARGV[1])
+if ARGV[3] then
+  if version < seen then return 0 end
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[2])
+else
+  if version <= seen then return 0 end
+  redis.call('DEL', KEYS[1])
+end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+_WRITE_SHA = hashlib.sha1(_WRITE_IF_NEWER).hexdigest().encode()
+
+UserVersion = int  # events applied to the user's state: grows with every accepted event
 
 
 class RecommendationCache:
     def __init__(self, client: aioredis.Redis, project: str, ttl_s: int) -> None:
         self._client = client
         self._prefix = f"{project}:rec:"
+        self._version_prefix = f"{project}:recv:"
         self._ttl_s = ttl_s
         self.hits = 0
         self.misses = 0
@@ -35,24 +65,41 @@ class RecommendationCache:
     def key(self, user_id: str) -> str:
         return self._prefix + user_id
 
-    async def update(self, lists: Sequence[tuple[str, bytes]], stale: Iterable[str] = ()) -> None:
-        """One round trip: cache each ``(user_id, serialized Recommendation)`` (later
-        entries win; expiring after the TTL) and delete the entries of the ``stale``
-        users that got no new list."""
-        newest = dict(lists)
-        ttl = b"%d" % self._ttl_s
-        commands = [resp.command(b"SET", self.key(u).encode(), payload, b"EX", ttl) for u, payload in newest.items()]
-        gone = [self.key(u).encode() for u in set(stale) if u not in newest]
-        if gone:
-            commands.append(resp.command(b"DEL", *gone))
-        await resp.round_trip(self._client, commands)
+    async def update(self, lists: Sequence[tuple[str, UserVersion, bytes]],
+                     stale: Mapping[str, UserVersion] | None = None) -> None:
+        """One round trip: cache each ``(user_id, version, serialized Recommendation)``
+        (later entries win; expiring after the TTL) and drop the entries of the ``stale``
+        users (user → version of their newest event) that got no new list here.
 
-    async def store_many(self, recommendations: Sequence[Recommendation]) -> None:
-        """Cache each user's newest list (later entries win), expiring after the TTL."""
-        await self.update([(r.user_id, r.to_bytes()) for r in recommendations])
+        Each write is applied only if its version is not older than the user's newest
+        one in the cache, so the order in which processes' writes arrive does not matter.
+        """
+        newest = {user: (version, payload) for user, version, payload in lists}
+        writes = [(u, v, p) for u, (v, p) in newest.items()]
+        writes += [(u, v, None) for u, v in (stale or {}).items() if u not in newest]
+        if not writes:
+            return
+        commands = [self._write(u, v, p) for u, v, p in writes]
+        try:
+            await resp.round_trip(self._client, commands)
+        except NoScriptError:
+            await self._client.script_load(_WRITE_IF_NEWER)  # a fresh or restarted Redis; writes are idempotent
+            await resp.round_trip(self._client, commands)
 
-    async def invalidate_many(self, user_ids: Iterable[str]) -> None:
-        await self.update([], user_ids)
+    def _write(self, user_id: str, version: UserVersion, payload: bytes | None) -> bytes:
+        args = [b"EVALSHA", _WRITE_SHA, b"2", self.key(user_id).encode(), (self._version_prefix + user_id).encode(),
+                b"%d" % version, b"%d" % self._ttl_s]
+        if payload is not None:
+            args.append(payload)
+        return resp.command(*args)
+
+    async def store_many(self, recommendations: Sequence[tuple[UserVersion, Recommendation]]) -> None:
+        """Cache each user's list of ``version`` (later entries win), expiring after the TTL."""
+        await self.update([(r.user_id, version, r.to_bytes()) for version, r in recommendations])
+
+    async def invalidate_many(self, versions: Mapping[str, UserVersion]) -> None:
+        """Drop the lists of these users older than the given versions."""
+        await self.update([], versions)
 
     async def get(self, user_id: str) -> Recommendation | None:
         raw = await self._client.get(self.key(user_id))
