@@ -61,6 +61,11 @@ class FeatureConfig(BaseModel):
     covisit_window_s: float = Field(default=3600.0, ge=0, description="Only recent items this close in time co-visit.")
     covisit_max_neighbours: int = Field(default=30, ge=1, le=10_000, description="Neighbours kept per item (bounded).")
     covisit_publish: int = Field(default=20, ge=1, le=10_000, description="Neighbours written to the item feature row.")
+    seen_max_items: int = Field(
+        default=500, ge=1, le=100_000,
+        description="Items a user's seen set keeps (the newest by event time); ranking leaves these out. "
+        "Bounds Redis memory and the per-ranking read; an item seen longer ago may be recommended again.",
+    )
     top_min_count: int = Field(default=5, ge=1, description="Ratings an item needs to enter the top-by-mean index.")
     registry_cache_ttl_s: int = Field(default=60, ge=0, description="Feast registry cache TTL for SDK readers.")
 

@@ -9,8 +9,11 @@ same pipelined round trip as the feature rows it writes:
 * ``<project>:idx:item_popularity``  sorted set, item id → ``decayed_rank_score``
   (log2 popularity + ref/half-life), which orders items by their decayed
   popularity at any common time without ever rescoring;
-* ``<project>:seen:<user_id>``  set of every item the user interacted with
-  (SADD of each user row's ``touched``; unbounded, unlike ``recent_items``).
+* ``<project>:seen_recent:<user_id>``  sorted set, item id → event time (ms) of the
+  newest row that touched it, trimmed to the newest ``seen_max_items``: what ranking
+  leaves out as already seen. Bounded, so a long-lived user costs the same memory and
+  the same read per ranking as a new one; an item seen longer ago than that may be
+  recommended again. (``ZADD GT`` keeps the newest time, so rewriting old rows changes nothing.)
 
 All three are idempotent under rewriting the same rows.
 """
@@ -27,7 +30,7 @@ class IndexKeys:
     def __init__(self, project: str) -> None:
         self.item_mean = f"{project}:idx:item_mean"
         self.item_popularity = f"{project}:idx:item_popularity"
-        self._seen_prefix = f"{project}:seen:"
+        self._seen_prefix = f"{project}:seen_recent:"
 
     def seen(self, user_id: str) -> str:
         return self._seen_prefix + user_id
@@ -37,7 +40,11 @@ def index_commands(row: FeatureRow, keys: IndexKeys, cfg: FeatureConfig) -> list
     """The packed Redis commands that keep the indexes in step with ``row``."""
     member = row.entity_id.encode()
     if row.view == USER_VIEW and row.touched:
-        return [command(b"SADD", keys.seen(row.entity_id).encode(), *(i.encode() for i in row.touched))]
+        key = keys.seen(row.entity_id).encode()
+        score = b"%d" % row.event_ts_ms
+        pairs = [part for item in row.touched for part in (score, item.encode())]
+        return [command(b"ZADD", key, b"GT", *pairs),
+                command(b"ZREMRANGEBYRANK", key, b"0", b"%d" % -(cfg.seen_max_items + 1))]
     if row.view != ITEM_VIEW:
         return []
     values = row.values

@@ -169,8 +169,8 @@ class RedisFeatureStore(OnlineFeatureStore):
         return [item.decode() for item in items]
 
     async def seen_items(self, user_id: str) -> set[str]:
-        """Every item the user interacted with (views, clicks, carts, purchases, ratings)."""
-        members = await self._client.smembers(self.keys.seen(user_id))  # type: ignore[misc]
+        """The newest ``seen_max_items`` items the user interacted with (any event type)."""
+        members = await self._client.zrange(self.keys.seen(user_id), 0, -1)
         return {item.decode() for item in members}
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from stream.settings import Settings, SettingsError, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
-PLUGIN_MODULES = ("features.cli", "models.cli", "stream.bench_e2e", "stream.bench_broker", "stream.bench_recovery",
+PLUGIN_MODULES = ("features.cli", "models.cli", "stream.bench_e2e", "stream.bench_broker", "stream.bench_recovery", "stream.bench_soak",
                   "stream.gateway.bench")
 
 

@@ -24,8 +24,10 @@ class Debouncer(Generic[R]):
 
     def offer(self, user_id: str, request: R, now: float) -> R | None:
         """The request to rank now, or None when it is held for later."""
+        if self.window_s == 0:  # no debounce: nothing to remember (one entry per user would grow forever)
+            return request
         last = self._last_sent.get(user_id)
-        if self.window_s == 0 or last is None or now - last >= self.window_s:
+        if last is None or now - last >= self.window_s:
             self._held.pop(user_id, None)
             self._last_sent[user_id] = now
             return request
@@ -49,6 +51,13 @@ class Debouncer(Generic[R]):
     def held(self) -> int:
         return len(self._held)
 
+    @property
+    def remembered(self) -> int:
+        """Users with a send time kept (bounded: see ``_forget_idle``)."""
+        return len(self._last_sent)
+
     def _forget_idle(self, now: float) -> None:
-        if len(self._last_sent) > 100_000:
+        """Drop users whose window has ended and who have nothing held: their next
+        request is sent at once either way, so forgetting them changes no decision."""
+        if len(self._last_sent) > 2 * len(self._held) + 1024:
             self._last_sent = {u: t for u, t in self._last_sent.items() if now - t < self.window_s or u in self._held}

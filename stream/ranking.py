@@ -9,7 +9,7 @@ Per ``recommend_many`` batch (all requests together), two Redis round trips:
    features the model reads, in ONE pipelined round trip.
 
 Candidates come from :func:`models.candidates.generate` (co-visitation, embedding
-neighbours in the ranker's item space, popular; minus everything the user has seen).
+neighbours in the ranker's item space, popular; minus the user's newest seen items, features/indexes.py).
 All rows of the batch are scored in ONE ``Scorer.score`` call (``batch_scoring=False``
 scores per request instead; ``python -m stream.ranking --bench`` measures both).
 
@@ -97,7 +97,7 @@ class CandidateReader:
         head = resp.header(2 + len(COVISIT_FIELDS), b"HMGET")
         commands = [head + resp.bulk(codec.entity_key(ITEM_KEY, item, self._project)) + self._hmget_tail for item in items]
         commands.append(resp.command(b"ZREVRANGE", self._keys.item_popularity.encode(), b"0", b"%d" % (popular_depth - 1)))
-        commands.extend(resp.command(b"SMEMBERS", self._keys.seen(user).encode()) for user in users)
+        commands.extend(resp.command(b"ZRANGE", self._keys.seen(user).encode(), b"0", b"-1") for user in users)
         replies = await resp.round_trip(self._client, commands)
         neighbours: dict[ItemId, tuple[list[ItemId], list[float]]] = {}
         for item, (raw_items, raw_weights) in zip(items, replies[: len(items)]):

@@ -68,3 +68,19 @@ async def test_seen_items_collect_every_touched_item(store: RedisFeatureStore) -
     await store.write_batch(rows)
     assert await store.seen_items("u1") == {"a", "b"}
     assert await store.seen_items("u2") == set()
+
+
+async def test_seen_items_keep_only_the_newest_and_ignore_rewrites(features_redis_url: str) -> None:
+    cfg = FeatureConfig(project="streamrec_seen", seen_max_items=3)
+    store = RedisFeatureStore.from_url(features_redis_url, cfg)
+    try:
+        rows = [FeatureRow(USER_VIEW, "u1", {"event_count": n}, 100 + n, touched=(f"i{n}",)) for n in range(6)]
+        await store.write_batch(rows)
+        assert await store.seen_items("u1") == {"i3", "i4", "i5"}
+        await store.write_batch(rows[:4])  # a replay of older rows: i3 keeps its time, the old ones stay out
+        assert await store.seen_items("u1") == {"i3", "i4", "i5"}
+        await store.write_batch([FeatureRow(USER_VIEW, "u1", {"event_count": 7}, 200, touched=("i0",))])
+        assert await store.seen_items("u1") == {"i0", "i4", "i5"}  # seen again: newest now, i3 the oldest
+    finally:
+        await store._client.delete(store.keys.seen("u1"))
+        await store.close()

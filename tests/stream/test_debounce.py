@@ -42,3 +42,16 @@ def test_the_last_event_of_every_user_is_always_ranked(steps: list[tuple[str, fl
     assert set(last.values()) <= set(ranked)
     sent_per_user = {u: [r for r in ranked if steps[r][0] == u] for u in last}
     assert all(v == sorted(v) for v in sent_per_user.values())
+
+
+def test_memory_stays_bounded_with_many_users() -> None:
+    off: Debouncer[int] = Debouncer(window_s=0.0)
+    for n in range(20_000):
+        off.offer(f"u{n}", n, float(n))
+    assert off.remembered == 0
+    on: Debouncer[int] = Debouncer(window_s=0.1)
+    for n in range(20_000):
+        assert on.offer(f"u{n}", n, n * 0.001) == n  # a new user each time: sent at once
+        on.due(n * 0.001)
+    assert on.remembered <= 1024 + 200  # only users inside their window (100 of them) plus the slack
+    assert on.offer("u19999", -1, 19.999 + 0.05) is None  # a remembered user is still debounced
