@@ -97,6 +97,8 @@ class E2EConfig(BaseModel):
     sweep_fresh_stack: bool = True  # own stack: a new broker, Redis and worker per step
     profile: bool = False  # py-spy flame graph of the worker per step
     progress: bool = True
+    users: int | None = Field(default=None, ge=1)  # clicks: synthetic users instead of MovieLens's 943
+    timeline_every_s: float | None = Field(default=None, gt=0)  # sample RSS and group lag this often (the soak)
 
     @property
     def sweep_search(self) -> dict[str, float]:
@@ -348,6 +350,7 @@ class Session:
     stack_pids: dict[str, int]
     children: list[subprocess.Popen[bytes]]  # producers and profilers: stopped on exit whatever happens
     rss_samples: list[float] = field(default_factory=list)
+    timeline: list[dict[str, float]] = field(default_factory=list)  # (t, RSS, lag) samples when asked for
     idle_cpu_percent: dict[str, float] = field(default_factory=dict)
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -409,6 +412,8 @@ async def _start_producer(session: Session, rate: float, step: int, start_row: i
     argv = [sys.executable, "-m", "stream.loadgen", "--rate", str(rate), "--duration", str(session.config.duration_s),
             "--out", str(out), "--run-id", f"{session.run_id}-s{step}", "--source", session.config.source,
             "--start-row", str(start_row), "--linger-ms", str(session.config.linger_ms)]
+    if session.config.users:
+        argv += ["--users", str(session.config.users)]
     log = open(session.run_dir / f"producer-{step}.log", "ab")  # noqa: SIM115 - the child writes to it
     env = {**os.environ, **settings_env(session.settings)}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env)
@@ -455,11 +460,16 @@ async def _run_step(session: Session, collector: Collector, rate: float, step: i
     expected = round(rate * cfg.duration_s)
     before = len(collector.received)
     bar = tqdm(total=expected, unit="rec", desc=f"e2e {rate:g}/s", disable=not cfg.progress, leave=False)
+    began, next_sample = time.time(), 0.0
     try:
         while producer.poll() is None:
             session.worker.check_alive()
             rss.append(session.worker.rss_mb())
             bar.update(len(collector.received) - before - bar.n)
+            if cfg.timeline_every_s is not None and time.time() - began >= next_sample:
+                next_sample += cfg.timeline_every_s
+                session.timeline.append({"t": round(time.time() - began, 2), "send_epoch_s": time.time(),
+                                         "rss_mb": round(rss[-1], 1), "lag": await group_lag(session.settings)})  # type: ignore[dict-item]
             await asyncio.sleep(SAMPLE_EVERY_S)
         if producer.returncode != 0:
             raise BenchError(f"the load generator exited with code {producer.returncode}")
@@ -541,6 +551,34 @@ def _step_result(session: Session, rate: float, sent: list[Sent], collector: Col
     return result
 
 
+async def group_lag(settings: Settings) -> int | None:
+    """The worker group's lag: records of its input topics (``clickstream`` and the item
+    topic) past its committed offsets (so it trails by up to the commit interval);
+    None while the broker cannot say (no group coordinator yet)."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    from stream.kafka import client_options, consumer
+
+    admin = AIOKafkaAdminClient(**client_options(settings.broker))
+    reader = consumer(settings.broker)
+    await admin.start()
+    await reader.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.worker.app_id)
+        described = await admin.describe_topics([settings.topics.clickstream, settings.topics.by_item])
+        parts = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+        ends = await reader.end_offsets(parts)
+    except KafkaError:
+        return None
+    else:
+        return sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in parts)
+    finally:
+        await reader.stop()
+        await admin.close()
+
+
 def _broker_figures(session: Session) -> dict[str, Any]:
     b, w = session.settings.broker, session.settings.worker
     return {
@@ -588,6 +626,8 @@ async def _drive(session: Session) -> dict[str, Any]:
     report["verify"] = verified
     report["model_versions"] = sorted(collector.model_versions)
     report["idle_cpu_percent"] = idle
+    if session.timeline:
+        report["timeline"] = session.timeline
     if cfg.sweep:
         report["sweep_converged"] = rate is None  # False: stopped by --sweep-steps before the bracket closed
     return report

@@ -64,8 +64,12 @@ class Template:
                           rating=self.rating, ts=ts)
 
 
-def templates(source: Source, n: int, *, start_row: int = 0, seed: int = 0) -> Iterator[Template]:
-    """``n`` event templates from ``source`` (MovieLens rows wrap around at the end)."""
+def templates(source: Source, n: int, *, start_row: int = 0, seed: int = 0, users: int | None = None) -> Iterator[Template]:
+    """``n`` event templates from ``source`` (MovieLens rows wrap around at the end).
+
+    ``users`` (clicks only): draw the users from that many synthetic ids (``c0``,
+    ``c1``, …) instead of MovieLens's 943, for runs that need many users.
+    """
     from models.datasets import load_movielens
 
     frame = load_movielens().interactions
@@ -75,7 +79,7 @@ def templates(source: Source, n: int, *, start_row: int = 0, seed: int = 0) -> I
             yield Template(str(user), str(item), EventType.RATING, float(rating))
         return
     rng = np.random.default_rng(seed + start_row)
-    users = frame["user_id"].unique()
+    users = frame["user_id"].unique() if not users else np.array([f"c{k}" for k in range(users)])
     popularity = frame["item_id"].value_counts()
     items = rng.choice(popularity.index.to_numpy(), n, p=(popularity / popularity.sum()).to_numpy())
     kinds = rng.choice([EventType.CLICK, EventType.VIEW], n, p=[0.5, 0.5])
@@ -128,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-row", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--linger-ms", type=int, default=5)
+    parser.add_argument("--users", type=int, help="clicks: draw users from this many synthetic ids (default: MovieLens's)")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
     settings = load_settings()
-    events = list(templates(args.source, max(1, round(args.rate * args.duration)), start_row=args.start_row, seed=args.seed))
+    events = list(templates(args.source, max(1, round(args.rate * args.duration)), start_row=args.start_row, seed=args.seed,
+                            users=args.users))
     print("ready", flush=True)  # data loaded: the bench times the run from here
     cpu0 = time.process_time()
     try:
