@@ -60,7 +60,16 @@ def _to_utc(value: Any) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
+        try:
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError) as exc:  # NaN, ±inf, beyond year 1..9999
+            raise ValueError(f"epoch seconds {value!r} are not a time") from exc
+    return value
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
     return value
 
 
@@ -87,7 +96,8 @@ class ClickEvent(BaseModel):
     user_id: Identifier
     item_id: Identifier | None = None
     type: EventType
-    rating: float | None = Field(default=None, ge=RATING_MIN, le=RATING_MAX, allow_inf_nan=False)
+    rating: Annotated[float | None, BeforeValidator(_not_bool)] = Field(default=None, ge=RATING_MIN, le=RATING_MAX,
+                                                                       allow_inf_nan=False)
     query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY_LENGTH)
     ts: UtcTime
 
@@ -96,7 +106,10 @@ class ClickEvent(BaseModel):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
+            raise ValueError("not a time in years 1..9999 UTC") from exc
 
     @model_validator(mode="after")
     def _fields_match_type(self) -> ClickEvent:
@@ -130,6 +143,8 @@ class Rejection(BaseModel):
         "unknown_field",
         "invalid_field",
         "inconsistent_fields",
+        "missing_key",  # a valid event whose record has no key (the key picks the user's partition)
+        "key_mismatch",  # a valid event whose record key is not its user_id
         "late",  # valid, but older than the user's newest event by more than the allowed lateness
     ]
     field: str | None = None
@@ -156,6 +171,23 @@ def parse_event(payload: bytes, *, max_bytes: int, allow_unknown_fields: bool = 
         return ClickEvent.model_validate(data)
     except ValidationError as exc:
         return _rejection_from(exc)
+
+
+def parse_record(key: bytes | None, payload: bytes, *, max_bytes: int,
+                 allow_unknown_fields: bool = False) -> ClickEvent | Rejection:
+    """Validate one ``clickstream`` record: its payload (:func:`parse_event`), then its key,
+    which must be the event's ``user_id`` (UTF-8): the key decides the partition, and a
+    user's events must all reach the same one. Never raises on bad input."""
+    parsed = parse_event(payload, max_bytes=max_bytes, allow_unknown_fields=allow_unknown_fields)
+    if isinstance(parsed, Rejection):
+        return parsed
+    if key is None:
+        return Rejection(reason="missing_key", field="key", detail="clickstream records are keyed by user_id")
+    if key != parsed.user_id.encode():
+        shown = key[:MAX_ID_LENGTH].decode("utf-8", errors="replace")
+        return Rejection(reason="key_mismatch", field="key",
+                         detail=f"record key {shown!r} is not the event's user_id {parsed.user_id!r}")
+    return parsed
 
 
 def _rejection_from(exc: ValidationError) -> Rejection:
