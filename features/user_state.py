@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.activity import Activity
 from features.config import FeatureConfig
 from features.schema import USER_VIEW, FeatureRow, FeatureValue, epoch_ms
-from features.window import EventWindow, mark_applied, redelivered, too_late
+from features.window import EventWindow, mark_applied, redelivered, routed_source, too_late
 from stream.schemas import ClickEvent, EventType, ItemId
 
 
@@ -144,13 +144,16 @@ class UserState:
 
 
 def apply_user_event(
-    state: UserState, event: ClickEvent, cfg: FeatureConfig, source: tuple[int, int] | None = None
+    state: UserState, event: ClickEvent, cfg: FeatureConfig, source: tuple[int, int] | None = None,
+    origin: tuple[int, int] | None = None,
 ) -> UserUpdate | Skipped:
     """Apply one event to ``state`` in place, unless already applied or too late.
 
     ``source`` is the event's (partition, offset) on ``clickstream``: with it a
     redelivered record is recognised exactly (offset at or below the user's mark for
-    that partition), and the item side deduplicates by it too.
+    that partition), and the item side deduplicates by it too. ``origin`` is, for a
+    copy routed to the user's partition (stream/routing.py), the (partition, offset) of
+    the original record: a second copy of the same original is a duplicate too.
 
     Returns ``Skipped("duplicate")`` for a redelivered record or a re-sent event id
     the window remembers, ``Skipped("late")`` for an event older than the user's
@@ -160,7 +163,7 @@ def apply_user_event(
     order; recent items stay ordered by event time.
     """
     ts_ms = epoch_ms(event.ts)
-    skipped = _check(state, event.event_id, ts_ms, cfg, source)
+    skipped = _check(state, event.event_id, ts_ms, cfg, source, origin)
     if skipped is not None:
         return skipped
     covisited = _covisited(state, event.item_id, ts_ms, cfg) if event.item_id else []
@@ -169,16 +172,20 @@ def apply_user_event(
     state.window.remember(event.event_id, ts_ms, newest_ms - cfg.allowed_lateness_ms, cfg.dedup_max_ids)
     if source is not None:
         mark_applied(state.applied, source)
+    if origin is not None:
+        mark_applied(state.applied, routed_source(origin))
     touched = (event.item_id,) if event.item_id is not None and event.type is not EventType.SEARCH else ()
     row = FeatureRow(USER_VIEW, event.user_id, state.features(), newest_ms, touched)
     return UserUpdate(row, _item_messages(event, ts_ms, covisited, cfg.covisit_symmetric, source))
 
 
 def _check(state: UserState, event_id: str, ts_ms: int, cfg: FeatureConfig,
-           source: tuple[int, int] | None) -> Skipped | None:
+           source: tuple[int, int] | None, origin: tuple[int, int] | None = None) -> Skipped | None:
     """The rules of :mod:`features.window`, in order: redelivery, re-send, lateness."""
     if source is not None and redelivered(state.applied, source):
         return Skipped("duplicate", f"record {source[0]}:{source[1]} was applied already")
+    if origin is not None and redelivered(state.applied, routed_source(origin)):
+        return Skipped("duplicate", f"a copy of record {origin[0]}:{origin[1]} was applied already")
     if state.window.seen(event_id):
         return Skipped("duplicate", f"event id {event_id!r} was applied already")
     newest_ms = state.activity.last_seen_ms

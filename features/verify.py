@@ -4,7 +4,9 @@ The invariant the worker keeps: every consumed event is applied once or refused 
 the DLQ (an invalid payload, or a valid event refused as ``late``); a redelivered
 record or a re-sent event id changes nothing. So from the topics alone, each
 distinct valid event (by ``event_id``) that has a record not dead-lettered as
-``late`` counts once for its user and, unless it is a search, for its item. The
+``late`` counts once for its user and, unless it is a search, for its item (a record
+on another partition than its user's counts through the copy the worker sends to that
+partition, stream/routing.py; a record not keyed by its user is invalid). The
 online rows must hold exactly those counts per type, ``event_count`` and the mean
 rating (to float rounding), the global shards their sums, and every invalid record
 must be in the DLQ.
@@ -34,7 +36,8 @@ from pydantic import ValidationError
 from features.global_state import shard_id
 from features.online import FeatureDict, RedisFeatureStore
 from features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, FeatureValue, count_feature
-from stream.schemas import EVENT_TYPES, ClickEvent, DeadLetter, EventType, parse_event
+from stream.routing import user_partition
+from stream.schemas import EVENT_TYPES, ClickEvent, DeadLetter, EventType, parse_record
 
 Source = tuple[int, int]  # (partition, offset) on clickstream
 COUNT_FEATURES = tuple(count_feature(t) for t in EVENT_TYPES)
@@ -45,11 +48,12 @@ MAX_LISTED = 50  # mismatches listed in a report; all are counted
 
 @dataclass(frozen=True)
 class Record:
-    """One consumed ``clickstream`` record."""
+    """One consumed ``clickstream`` record (``key`` ``None``: it had none)."""
 
     partition: int
     offset: int
     payload: bytes
+    key: bytes | None = None
 
 
 @dataclass
@@ -85,23 +89,29 @@ class Expected:
     records: int = 0
     late: int = 0  # records dead-lettered as late
     repeated: int = 0  # records of an event id seen before (redelivered or re-sent)
+    routed: int = 0  # records on another partition than their user's: the worker copies them there
     invalid: list[Source] = field(default_factory=list)
 
 
 def recompute(records: Iterable[Record], late: set[Source], *, max_bytes: int,
-              allow_unknown_fields: bool = False) -> Expected:
+              allow_unknown_fields: bool = False, partitions: int | None = None) -> Expected:
     """What the online store must hold after ``records``, given the ``late`` ones.
 
-    Records are parsed as the worker parses them. An event id counts once, if any of
-    its records was not refused as late.
+    Records are parsed as the worker parses them (payload and key). An event id counts
+    once, if any of its records was not refused as late. With ``partitions`` (the
+    topic's), a valid record on another partition than its user's counts only through
+    the copy the worker sends to that partition (stream/routing.py).
     """
     out = Expected()
     counted: set[str] = set()
     for record in records:
         out.records += 1
-        parsed = parse_event(record.payload, max_bytes=max_bytes, allow_unknown_fields=allow_unknown_fields)
+        parsed = parse_record(record.key, record.payload, max_bytes=max_bytes, allow_unknown_fields=allow_unknown_fields)
         if not isinstance(parsed, ClickEvent):
             out.invalid.append((record.partition, record.offset))
+            continue
+        if partitions is not None and user_partition(parsed.user_id, partitions) != record.partition:
+            out.routed += 1
             continue
         if (record.partition, record.offset) in late:
             out.late += 1
@@ -189,6 +199,7 @@ class VerifyReport:
     mismatch_count: int
     mismatches: list[str]
     seconds: float
+    routed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,7 +208,7 @@ class VerifyReport:
         verdict = "OK" if self.ok else f"FAILED: {self.mismatch_count} mismatches"
         return (f"verify {verdict}: {self.records} records, {self.events_applied} distinct events applied "
                 f"({self.users} users, {self.items} items), {self.repeated} repeated, {self.late} late, "
-                f"{self.invalid} invalid, in {self.seconds:.1f} s")
+                f"{self.invalid} invalid, {self.routed} routed to their user's partition, in {self.seconds:.1f} s")
 
 
 def check(expected: Expected, dlq: set[Source], users: Sequence[FeatureDict], items: Sequence[FeatureDict],
@@ -217,7 +228,7 @@ async def verify(settings: Any, *, wait_s: float = 0.0, idle_s: float = 2.0) -> 
     """
     began = time.monotonic()
     records = await _read(settings, settings.topics.clickstream, idle_s)
-    clicks = [Record(r.partition, r.offset, r.value or b"") for r in records]
+    clicks = [Record(r.partition, r.offset, r.value or b"", r.key) for r in records]
     store = RedisFeatureStore.from_url(settings.redis.effective_url, settings.features)
     fewest, progressed = math.inf, time.monotonic()
     try:
@@ -225,7 +236,8 @@ async def verify(settings: Any, *, wait_s: float = 0.0, idle_s: float = 2.0) -> 
             letters = [r.value or b"" for r in await _read(settings, settings.topics.dlq, idle_s)]
             dlq, late = dead_lettered(letters, settings.topics.clickstream)
             expected = recompute(clicks, late, max_bytes=settings.worker.max_event_bytes,
-                                 allow_unknown_fields=settings.worker.allow_unknown_fields)
+                                 allow_unknown_fields=settings.worker.allow_unknown_fields,
+                                 partitions=settings.broker.partitions)
             mismatches = check(expected, dlq, *await _online(store, expected))
             if len(mismatches) < fewest:
                 fewest, progressed = len(mismatches), time.monotonic()
@@ -242,7 +254,7 @@ def _report(expected: Expected, mismatches: list[str], seconds: float) -> Verify
         ok=not mismatches, records=expected.records, events_applied=sum(expected.total.counts.values()),
         repeated=expected.repeated, late=expected.late, invalid=len(expected.invalid),
         users=len(expected.users), items=len(expected.items), mismatch_count=len(mismatches),
-        mismatches=mismatches[:MAX_LISTED], seconds=round(seconds, 2),
+        mismatches=mismatches[:MAX_LISTED], seconds=round(seconds, 2), routed=expected.routed,
     )
 
 

@@ -9,7 +9,10 @@ its effect because of a bounded memory.
    partition). So a record is already applied iff its offset is at or below the
    highest offset the entity applied from that partition (:func:`redelivered`,
    :func:`mark_applied`). A consumer that restarts from an older offset after a
-   crash re-reads only such records.
+   crash re-reads only such records. A record that lands on another partition than its
+   user's is not applied there but copied to the user's partition (stream/routing.py);
+   a second copy of the same original (sent again after a crash) is recognised by one
+   more mark per source partition, on the originals' offsets (:func:`routed_source`).
 2. **Re-sent events** (bounded, :class:`EventWindow`): a client may send the same
    event twice, as two records with two offsets. The window remembers the ids of the
    entity's last ``max_ids`` applied events and refuses those ids again. It forgets
@@ -35,18 +38,28 @@ def too_late(ts_ms: int, newest_ms: int | None, lateness_ms: int) -> bool:
     return newest_ms is not None and ts_ms < newest_ms - lateness_ms
 
 
-def redelivered(applied: dict[str, int], source: tuple[int, int]) -> bool:
+Source = tuple[int | str, int]  # (partition, or a routed_source key; offset)
+
+
+def redelivered(applied: dict[str, int], source: Source) -> bool:
     """Whether the record at ``source`` = (partition, offset) was applied already,
     given ``applied``: source partition (as a string, JSON-safe) → highest offset applied."""
     partition, offset = source
     return offset <= applied.get(str(partition), -1)
 
 
-def mark_applied(applied: dict[str, int], source: tuple[int, int]) -> None:
+def mark_applied(applied: dict[str, int], source: Source) -> None:
     """Record that the record at ``source`` was applied (its offset is the partition's highest)."""
     partition, offset = source
     key = str(partition)
     applied[key] = max(offset, applied.get(key, -1))
+
+
+def routed_source(origin: tuple[int, int]) -> Source:
+    """Where the copies routed from ``origin`` = (partition, offset) of the original are
+    marked in ``applied``: apart from that partition's own records, by the original offset."""
+    partition, offset = origin
+    return f"routed:{partition}", offset
 
 
 @dataclass

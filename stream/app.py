@@ -123,9 +123,11 @@ def build_app(settings: Settings) -> StreamrecApp:
     if w.role != "recommend":
         tables = {name: app.Table(table, partitions=b.partitions)
                   for name, table in (("users", "user_state"), ("shards", "global_shard"), ("items", "item_state"))}
+    clickstream = raw_topic(t.clickstream)
     processor = EventProcessor(settings, **tables, dlq=routed(dlq), by_item=routed(by_item),
                                recommendations=routed(recommendations),
-                               to_recommend=routed(to_recommend) if w.role == "features" else None)
+                               to_recommend=routed(to_recommend) if w.role == "features" else None,
+                               reroute=routed(clickstream))  # a user's records to the user's partition
     app.processor = processor
 
     # Batches amortise Faust's per-message cost; a batch waits at most batch_within_ms.
@@ -142,7 +144,7 @@ def build_app(settings: Settings) -> StreamrecApp:
 
         # An unexpected error (Redis gone, a bug) stops the worker rather than one agent silently:
         # it restarts from the committed offsets and the idempotent updates absorb the redelivery.
-        @app.agent(raw_topic(t.clickstream), name="ingest", supervisor_strategy=CrashingSupervisor)
+        @app.agent(clickstream, name="ingest", supervisor_strategy=CrashingSupervisor)
         async def ingest(stream: faust.StreamT) -> None:
             await consume_in_batches(app, stream, take, processor.on_clickstream)
 

@@ -5,7 +5,8 @@ the agents in ``stream.app`` hand it batches of raw messages (Faust ``take_event
 Feature formulas live in ``features/``, ranking behind ``stream.recommend.Recommender``:
 this module only sequences them, batches the I/O and measures each stage.
 
-Per batch, in order: validate (bad payloads to the DLQ) → apply each event to its
+Per batch, in order: validate (bad payloads to the DLQ) → send an event on the wrong
+partition for its user on to the right one (stream/routing.py) → apply each event to its
 user's state (an event refused as too late goes to the DLQ too, reason ``late``:
 every consumed event is applied, a duplicate of an applied one, or in the DLQ) →
 write changed states to their tables (changelog) once → queue the feature rows on
@@ -35,7 +36,8 @@ from stream.debounce import Debouncer
 from stream.metrics import GcPauses, WorkerMetrics
 from stream.rec_cache import RecommendationCache, UserVersion
 from stream.recommend import RecommendRequest, Recommender, TopMeanRecommender, coalesce
-from stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_event
+from stream.routing import RoutingSink, routed_from, routed_header, user_partition
+from stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_record
 from stream.settings import Settings
 from stream.state_table import StateTable
 
@@ -85,6 +87,7 @@ class EventProcessor:
         by_item: Sink,
         recommendations: Sink,
         to_recommend: Sink | None = None,
+        reroute: RoutingSink | None = None,
     ) -> None:
         self.settings = settings
         self.cfg = settings.features
@@ -93,6 +96,9 @@ class EventProcessor:
         self.items = StateTable(items, ItemState.from_dict, ItemState.to_dict, ItemState)
         self.dlq, self.by_item, self.recommendations = dlq, by_item, recommendations
         self.to_recommend = to_recommend  # set in the features role: ranking happens in another process
+        # clickstream itself: a record on another partition than its user's goes there (stream/routing.py);
+        # None applies every record where it is
+        self.reroute = reroute
         self.metrics = WorkerMetrics(settings.worker.id)
         self.gc_pauses = GcPauses(self.metrics)
         self.triggers = frozenset(settings.recommend.trigger_types)
@@ -177,13 +183,19 @@ class EventProcessor:
         partitions = self.settings.broker.partitions
         self.metrics.count("events_in", len(batch))
         for message, partition, offset in batch:
-            parsed = parse_event(message.value or b"", max_bytes=self.settings.worker.max_event_bytes,
-                                 allow_unknown_fields=self.settings.worker.allow_unknown_fields)
+            parsed = parse_record(message.key, message.value or b"", max_bytes=self.settings.worker.max_event_bytes,
+                                  allow_unknown_fields=self.settings.worker.allow_unknown_fields)
             if isinstance(parsed, Rejection):
                 await self._dead_letter(message, parsed, partition, offset)
                 continue
+            if self.reroute is not None and (home := user_partition(parsed.user_id, partitions)) != partition:
+                await self.reroute.send(key=message.key, value=message.value, partition=home,
+                                        headers=routed_header(partition, offset))
+                self.metrics.count("routed")
+                continue
             state = self.users.get(parsed.user_id)
-            result = apply_user_event(state, parsed, self.cfg, source=(partition, offset))
+            result = apply_user_event(state, parsed, self.cfg, source=(partition, offset),
+                                      origin=routed_from(getattr(message, "headers", None)))
             if isinstance(result, Skipped):
                 self.metrics.count(f"skipped_{result.reason}")
                 if result.reason == "late":  # refused, not applied: it goes where refused events go

@@ -134,11 +134,12 @@ class SourceRoutedSink:
     def __init__(self, app: Any, topic: Any) -> None:
         self.app, self.topic = app, topic
 
-    async def send(self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None) -> Any:
+    async def send(self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> Any:
         source = _source.get()
         if source is None or not self.app.in_transaction:
-            return await self.topic.send(key=key, value=value, partition=partition)
+            return await self.topic.send(key=key, value=value, partition=partition, headers=headers)
         topic, source_partition = source
         transactional_id = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(topic)}-{source_partition}"
-        return await self.app.producer.send(self.topic.get_topic_name(), key, value, partition, None, None,
+        return await self.app.producer.send(self.topic.get_topic_name(), key, value, partition, None, headers,
                                             transactional_id=transactional_id)

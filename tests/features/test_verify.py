@@ -29,7 +29,7 @@ def _event(n: int, user: str = "u1", item: str | None = "i1", kind: EventType = 
 
 
 def _records(events: list[ClickEvent], partition: int = 0) -> list[Record]:
-    return [Record(partition, n, e.to_bytes()) for n, e in enumerate(events)]
+    return [Record(partition, n, e.to_bytes(), e.user_id.encode()) for n, e in enumerate(events)]
 
 
 def _letter(reason: str, partition: int, offset: int, topic: str = TOPIC) -> bytes:
@@ -57,9 +57,9 @@ def test_an_event_late_on_one_record_but_applied_on_another_counts_once() -> Non
 
 def test_records_are_parsed_as_the_worker_parses_them() -> None:
     payload = b'{"event_id":"x","user_id":"u","item_id":"i","type":"view","ts":1,"extra":1}'
-    assert recompute([Record(0, 0, payload)], set(), max_bytes=4096).invalid == [(0, 0)]
-    assert recompute([Record(0, 0, payload)], set(), max_bytes=4096, allow_unknown_fields=True).invalid == []
-    assert recompute([Record(0, 0, payload)], set(), max_bytes=10).invalid == [(0, 0)]
+    assert recompute([Record(0, 0, payload, b"u")], set(), max_bytes=4096).invalid == [(0, 0)]
+    assert recompute([Record(0, 0, payload, b"u")], set(), max_bytes=4096, allow_unknown_fields=True).invalid == []
+    assert recompute([Record(0, 0, payload, b"u")], set(), max_bytes=10).invalid == [(0, 0)]
 
 
 def test_dead_letters_of_other_topics_and_unreadable_ones_are_passed_over() -> None:
