@@ -31,3 +31,8 @@ def ndcg(rank: np.ndarray, k: int = 10) -> float:
     """NDCG@k with one relevant item: 1 / log2(rank + 2) inside the top k, else 0."""
     gains = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
     return float(np.mean(gains))
+
+
+def mrr(rank: np.ndarray, k: int = 10) -> float:
+    """Mean reciprocal rank inside the top ``k``: 1 / (rank + 1) there, else 0."""
+    return float(np.mean(np.where(rank < k, 1.0 / (np.asarray(rank, np.float64) + 1.0), 0.0)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.metrics import hit_rate, mae, ndcg, ranks, rmse
+from models.metrics import hit_rate, mae, mrr, ndcg, ranks, rmse
 
 
 def test_rmse_and_mae_by_hand() -> None:
@@ -26,3 +26,10 @@ def test_hit_rate_and_ndcg_by_hand() -> None:
     assert hit_rate(rank, k=10) == pytest.approx(0.75)
     assert ndcg(rank, k=10) == pytest.approx((1 + 1 / np.log2(3) + 1 / np.log2(5) + 0) / 4)
     assert hit_rate(rank, k=1) == pytest.approx(0.25)
+
+
+def test_mrr_counts_only_ranks_inside_the_list() -> None:
+    rank = np.array([0, 1, 3, 12])
+
+    assert mrr(rank, k=10) == pytest.approx((1 + 1 / 2 + 1 / 4 + 0) / 4)
+    assert mrr(rank, k=2) == pytest.approx((1 + 1 / 2) / 4)
