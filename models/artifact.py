@@ -23,13 +23,15 @@ from models.recommenders import NeuralRecommender
 from models.registry import ModelRegistry
 
 
-def _inputs_spec(n_features: int) -> dict[str, Any]:
-    return {
+def _inputs_spec(n_features: int, recent_items: int) -> dict[str, Any]:
+    spec: dict[str, Any] = {
         "user": {"dtype": "int64", "shape": ["batch"]},
         "item": {"dtype": "int64", "shape": ["batch"]},
         "dense": {"dtype": "float32", "shape": ["batch", n_features]},
-        "output": {"name": "score", "dtype": "float32", "shape": ["batch"]},
     }
+    if recent_items:
+        spec["recent"] = {"dtype": "int64", "shape": ["batch", recent_items]}
+    return spec | {"output": {"name": "score", "dtype": "float32", "shape": ["batch"]}}
 
 
 def build_variants(model: NeuralRecommender, folder: Path, check: Inputs, calibration: Inputs, cfg: ModelConfig, group: int | None) -> dict[str, Any]:
@@ -75,7 +77,8 @@ def publish_model(
             "data": data,
             "metrics": metrics,
             "features": list(model.features),
-            "inputs": _inputs_spec(len(model.features)),
+            "inputs": _inputs_spec(len(model.features), model.encoder.recent),
+            "recent_items": model.encoder.recent,
             "unknown_index": 0,
             "global_mean": model.global_mean,
             "users": model.encoder.users.ids(),

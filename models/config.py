@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Provider = Literal["auto", "cpu", "cuda"]
+RankerKind = Literal["ranker", "recent"]
 Variant = Literal["auto", "fp32", "int8", "int8_static", "fp16"]
 
 
@@ -33,6 +34,11 @@ class TrainConfig(BaseModel):
     patience: int = Field(default=3, ge=1)
     val_fraction: float = Field(default=0.05, gt=0.0, lt=0.5)
     negatives: int = Field(default=4, ge=1, description="sampled negatives per positive (implicit)")
+    recent_items: int = Field(default=20, ge=1, le=1000, description="recent items the ranker+recent model reads (the stream keeps STREAMREC_FEATURES__RECENT_ITEMS)")
+    recent_weight_decay: float = Field(
+        default=1e-4, ge=0.0,
+        description="Adam weight decay of the ranker+recent model, in place of weight_decay (chosen by validation RMSE, README)",
+    )
     threads: int = Field(default=1, ge=1, description="torch intra-op threads while training (1: no spinning on a shared 2-core box)")
 
     @field_validator("hidden")
@@ -56,6 +62,10 @@ class ModelConfig(BaseModel):
     gate_rmse: float = Field(default=0.005, ge=0.0, description="max RMSE loss of a quantized variant")
     gate_ndcg: float = Field(default=0.005, ge=0.0, description="max NDCG@10 loss of a quantized variant")
     default_dataset: str = "movielens"
+    ranker: RankerKind = Field(
+        default="recent",
+        description="what train publishes: 'recent' (the ranker with the user's recent items, models/recent_ranker.py) or 'ranker'",
+    )
     train: TrainConfig = TrainConfig()
 
     @field_validator("registry_dir")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from models.features import streaming_features
+from models.recent import PAD, recent_positions
 
 UNKNOWN_INDEX = 0
 
@@ -50,12 +51,18 @@ class Inputs:
     dense: np.ndarray  # float32 [n, f], NaN where a mean has no data yet
     target: np.ndarray  # float32 [n]
     ts: np.ndarray  # int64 [n], event time (epoch s) the features were taken at
+    recent: np.ndarray | None = None  # int64 [n, k], the user's recent item indices (0: none); only for models that read them
 
     def __len__(self) -> int:
         return len(self.user)
 
     def take(self, rows: np.ndarray) -> Inputs:
-        return Inputs(self.user[rows], self.item[rows], self.dense[rows], self.target[rows], self.ts[rows])
+        recent = None if self.recent is None else self.recent[rows]
+        return Inputs(self.user[rows], self.item[rows], self.dense[rows], self.target[rows], self.ts[rows], recent)
+
+    def model_inputs(self) -> tuple[np.ndarray, ...]:
+        """What the net (and its ONNX graph) takes, in order: user, item, dense[, recent]."""
+        return (self.user, self.item, self.dense) if self.recent is None else (self.user, self.item, self.dense, self.recent)
 
 
 @dataclass
@@ -67,10 +74,19 @@ class Encoder:
     items: IdIndex
     history: pd.DataFrame
     features: tuple[str, ...]
+    recent: int = 0  # recent items per row (models/recent.py); 0: the model reads none
 
     @classmethod
-    def fit(cls, history: pd.DataFrame, features: tuple[str, ...]) -> Encoder:
-        return cls(IdIndex.fit(history["user_id"]), IdIndex.fit(history["item_id"]), history, features)
+    def fit(cls, history: pd.DataFrame, features: tuple[str, ...], recent: int = 0) -> Encoder:
+        return cls(IdIndex.fit(history["user_id"]), IdIndex.fit(history["item_id"]), history, features, recent)
+
+    def recent_items(self, rows: pd.DataFrame) -> np.ndarray:
+        """int64 [len(rows), recent]: the item indices of each row's user's recent items
+        before the row's time, newest first; 0 pads (as the online scorer fills them)."""
+        if not hasattr(self, "_history_items"):
+            self._history_items = self.items.lookup(self.history["item_id"].to_numpy())
+        positions = recent_positions(self.history, rows, self.recent)
+        return np.where(positions == PAD, 0, self._history_items[np.maximum(positions, 0)])
 
     def encode(self, rows: pd.DataFrame, target: np.ndarray | None = None) -> Inputs:
         if target is None:
@@ -81,6 +97,7 @@ class Encoder:
             streaming_features(self.history, rows, self.features),
             np.asarray(target, np.float32),
             rows["ts"].to_numpy(np.int64),
+            self.recent_items(rows) if self.recent else None,
         )
 
     def sample_negatives(self, positives: Inputs, rng: np.random.Generator, per_positive: int) -> Inputs:

@@ -1,7 +1,8 @@
 """ONNX export of a trained net: one self-contained file, dynamic batch, parity checked.
 
-The graph has inputs ``user`` int64[N], ``item`` int64[N], ``dense`` float32[N, F] and
-output ``score`` float32[N]. Every export is compared with PyTorch eager on the given
+The graph has inputs ``user`` int64[N], ``item`` int64[N], ``dense`` float32[N, F]
+(and ``recent`` int64[N, K] for a model that reads the user's recent items,
+models/recent_ranker.py) and output ``score`` float32[N]. Every export is compared with PyTorch eager on the given
 rows; a max abs difference above ``PARITY_TOLERANCE`` raises :class:`ExportError` and
 leaves no file behind.
 """
@@ -20,7 +21,7 @@ from models.encoding import Inputs
 from models.training import predict
 
 PARITY_TOLERANCE = 1e-5
-INPUT_NAMES = ("user", "item", "dense")
+INPUT_NAMES = ("user", "item", "dense", "recent")
 OUTPUT_NAME = "score"
 
 
@@ -29,16 +30,20 @@ class ExportError(RuntimeError):
 
 
 def onnx_inputs(batch: Inputs) -> dict[str, np.ndarray]:
-    return {"user": batch.user.astype(np.int64), "item": batch.item.astype(np.int64), "dense": batch.dense.astype(np.float32)}
+    feed = {"user": batch.user.astype(np.int64), "item": batch.item.astype(np.int64), "dense": batch.dense.astype(np.float32)}
+    if batch.recent is not None:
+        feed["recent"] = batch.recent.astype(np.int64)
+    return feed
 
 
-def run_onnx(path: Path, batch: Inputs, chunk: int = 65536) -> np.ndarray:
-    """Score with a fresh CPU session (offline checks; serving uses models.scorer)."""
+def run_onnx(path: Path | bytes, batch: Inputs, chunk: int = 65536) -> np.ndarray:
+    """Score with a fresh CPU session on a file or a serialized graph (offline checks;
+    serving uses models.scorer)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"])
     parts = [
         session.run([OUTPUT_NAME], onnx_inputs(batch.take(np.arange(s, min(s + chunk, len(batch))))))[0]
         for s in range(0, len(batch), chunk)
@@ -68,7 +73,7 @@ def export_onnx(net: nn.Module, path: Path, check: Inputs) -> float:
     example = check.take(np.arange(min(len(check), 64)))
     if len(example) < 2:
         raise ExportError("need at least 2 rows to export a dynamic batch axis")
-    args = tuple(torch.as_tensor(a) for a in (example.user, example.item, example.dense))
+    args = tuple(torch.as_tensor(a) for a in example.model_inputs())
     batch = torch.export.Dim("batch", min=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -78,9 +83,9 @@ def export_onnx(net: nn.Module, path: Path, check: Inputs) -> float:
             program = torch.onnx.export(
                 graph,
                 args,
-                input_names=list(INPUT_NAMES),
+                input_names=list(INPUT_NAMES[: len(args)]),
                 output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch}, {0: batch}, {0: batch}),
+                dynamic_shapes=tuple({0: batch} for _ in args),
                 dynamo=True,
                 verbose=False,
             )

@@ -202,7 +202,11 @@ class ServingRanker(nn.Module):
         self.eval()
 
     def forward(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        user_vec, item_vec = F.embedding(user, self.user_vec), F.embedding(item, self.item_vec)
+        return self.score(user, item, dense, F.embedding(user, self.user_vec))
+
+    def score(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor, user_vec: torch.Tensor) -> torch.Tensor:
+        """The scores given each row's user vector (a subclass may add to the gathered one)."""
+        item_vec = F.embedding(item, self.item_vec)
         columns = dense.T
         filled = torch.where(torch.isnan(columns), self.fill, columns)
         gated = torch.where(torch.index_select(filled, 0, self.gate) > self.threshold, filled, self.fill_gated)

@@ -18,6 +18,7 @@ from models.config import TrainConfig
 from models.encoding import Encoder, Inputs, IdIndex
 from models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES, count_partner, is_count
 from models.nets import BiasedMF, DenseTransform, Ranker, SeedModel
+from models.recent_ranker import RecentRanker
 from models.training import History, Objective, fit, predict, seed_everything
 
 
@@ -42,8 +43,11 @@ def dense_transform(dense: np.ndarray, features: tuple[str, ...]) -> DenseTransf
     return DenseTransform(fill, counts, logged.mean(0), logged.std(0) + 1e-6, partner)
 
 
+NAMES = {"seed": "seed model", "mf": "biased MF", "ranker": "ranker", "recent": "ranker+recent"}
+
+
 class NeuralRecommender:
-    """Seed model, biased MF or ranker, trained by :func:`models.training.fit`.
+    """Seed model, biased MF, ranker or ranker+recent, trained by :func:`models.training.fit`.
 
     After ``fit``: ``net`` (the torch module), ``encoder`` (id maps + history +
     feature names) and ``history`` (the learning curve) describe the trained model.
@@ -59,16 +63,16 @@ class NeuralRecommender:
         content: pd.DataFrame | None = None,
         progress: bool = True,
     ) -> None:
-        if kind not in ("seed", "mf", "ranker"):
+        if kind not in NAMES:
             raise ValueError(f"unknown neural model {kind!r}")
         self.kind, self.cfg, self.objective, self.content, self.progress = kind, cfg, objective, content, progress
-        self.name = {"seed": "seed model", "mf": "biased MF", "ranker": "ranker"}[kind]
+        self.name = NAMES[kind]
         self.explicit_only = kind == "seed"
         self.features = EXPLICIT_FEATURES if objective == "explicit" else IMPLICIT_FEATURES
 
     def fit(self, train: pd.DataFrame, targets: np.ndarray | None = None) -> None:
         """Train on ``train``; ``targets`` replaces the ratings (distillation from a teacher)."""
-        self.encoder = Encoder.fit(train, self.features)
+        self.encoder = Encoder.fit(train, self.features, self.cfg.recent_items if self.kind == "recent" else 0)
         if targets is None and self.objective == "implicit":
             targets = np.ones(len(train))
         data = self.encoder.encode(train, targets)
@@ -77,8 +81,9 @@ class NeuralRecommender:
         fit_part, val_part = data.take(np.flatnonzero(~is_val)), data.take(np.flatnonzero(is_val))
         self.global_mean = float(np.mean(fit_part.target)) if self.objective == "explicit" else 0.0
         self.net = self._build(fit_part)
+        cfg = self.cfg.model_copy(update={"weight_decay": self.cfg.recent_weight_decay}) if self.kind == "recent" else self.cfg
         sampler = (lambda pos, r: self.encoder.sample_negatives(pos, r, self.cfg.negatives)) if self.objective == "implicit" else None
-        self.history: History = fit(self.net, fit_part, val_part, self.cfg, self.objective, sampler, self.name, self.progress)
+        self.history: History = fit(self.net, fit_part, val_part, cfg, self.objective, sampler, self.name, self.progress)
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         return predict(self.net, self.encoder.encode(rows)).astype(np.float64)
@@ -87,9 +92,10 @@ class NeuralRecommender:
         n_users, n_items = len(self.encoder.users), len(self.encoder.items)
         if self.kind == "mf":
             return BiasedMF(n_users, n_items, self.cfg.embedding_dim, self.global_mean)
-        if self.kind == "ranker":
+        if self.kind in ("ranker", "recent"):
+            net = RecentRanker if self.kind == "recent" else Ranker
             transform = dense_transform(data.dense, self.features)
-            return Ranker(n_users, n_items, self.cfg.embedding_dim, self.cfg.hidden, transform, self.global_mean, self.cfg.dropout)
+            return net(n_users, n_items, self.cfg.embedding_dim, self.cfg.hidden, transform, self.global_mean, self.cfg.dropout)
         return self._seed(data)
 
     def _seed(self, data: Inputs) -> SeedModel:
@@ -116,9 +122,13 @@ def _content_matrix(items: IdIndex, content: pd.DataFrame | None) -> np.ndarray:
 
 
 def catalogue(cfg: TrainConfig, objective: Objective, content: pd.DataFrame | None, progress: bool = True) -> list[Recommender]:
-    """Every model and baseline that applies to the objective, cheapest first."""
-    neural = [NeuralRecommender(k, cfg, objective, content, progress) for k in ("seed", "mf", "ranker")]
+    """Every model and baseline that applies to the objective, cheapest first; for ratings
+    also the ranker+recent model's INT8 ONNX variant, as a CPU worker serves it."""
+    from models.onnx_recommender import OnnxRecommender  # it imports this module
+
+    neural: list[Recommender] = [NeuralRecommender(k, cfg, objective, content, progress) for k in ("seed", "mf", "ranker", "recent")]
     baselines: list[Recommender] = [GlobalMean(), RunningMeans(), BiasBaseline(), Popularity()]
     if objective == "explicit":
-        return [m for m in baselines + neural if not isinstance(m, Popularity)]
+        served = OnnxRecommender(neural[-1], "int8")  # type: ignore[arg-type]
+        return [m for m in baselines + neural + [served] if not isinstance(m, Popularity)]
     return [m for m in baselines + neural if not m.explicit_only]

@@ -33,12 +33,15 @@ class ScoreBatch:
     ``dense`` is float32 [N, F] in the model's feature order (``Scorer.feature_names``)
     holding the online feature values as stored; NaN where a value is missing (a
     new user or item): the graph fills it. Unknown ids score through the reserved
-    cold-start index.
+    cold-start index. ``recent`` holds each user's recent item ids, newest first (the
+    user state's ``recent``), for a model that reads them (``Scorer.recent_items`` > 0):
+    a user missing from it, like an unknown item in it, contributes nothing.
     """
 
     user_ids: Sequence[str] | str
     item_ids: Sequence[str]
     dense: np.ndarray
+    recent: Mapping[str, Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
         users = len(self.item_ids) if isinstance(self.user_ids, str) else len(self.user_ids)
@@ -123,6 +126,7 @@ class Scorer:
     ) -> None:
         self.metadata, self.variant, self.version = metadata, variant, str(metadata.get("version", "unversioned"))
         self.feature_names: tuple[str, ...] = tuple(metadata["features"])
+        self.recent_items = int(metadata.get("recent_items", 0))
         self._users = _IdIndex((u, i + 1) for i, u in enumerate(metadata["users"]))
         self._items = _IdIndex((it, i + 1) for i, it in enumerate(metadata["items"]))
         providers = [provider, CPU] if provider != CPU else [CPU]
@@ -146,7 +150,26 @@ class Scorer:
             user = self._users.indices(batch.user_ids)
         item = self._items.indices(batch.item_ids)
         dense = batch.dense if batch.dense.dtype == np.float32 and batch.dense.flags.c_contiguous else np.ascontiguousarray(batch.dense, np.float32)
-        return self._session.run(self._outputs, {"user": user, "item": item, "dense": dense})[0]
+        feed = {"user": user, "item": item, "dense": dense}
+        if self.recent_items:
+            feed["recent"] = self._recent(batch)
+        return self._session.run(self._outputs, feed)[0]
+
+    def _recent(self, batch: ScoreBatch) -> np.ndarray:
+        """int64 [N, recent_items]: each row's user's recent item indices, 0-padded."""
+        recent = batch.recent or {}
+        if isinstance(batch.user_ids, str):
+            return np.tile(self._recent_row(recent.get(batch.user_ids, ())), (len(batch), 1))
+        users = list(dict.fromkeys(batch.user_ids))
+        table = np.stack([self._recent_row(recent.get(user, ())) for user in users])
+        position = dict(zip(users, range(len(users))))
+        return table[np.fromiter(map(position.__getitem__, batch.user_ids), np.int64, len(batch))]
+
+    def _recent_row(self, items: Sequence[str]) -> np.ndarray:
+        row = np.zeros(self.recent_items, np.int64)
+        known = self._items.indices(list(items[: self.recent_items]))
+        row[: len(known)] = known
+        return row
 
 
 def open_scorer(registry: Any, version: str, provider: Provider = "auto", variant: Variant = "auto", intra_op_threads: int = 1) -> Scorer:

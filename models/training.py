@@ -38,13 +38,9 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _tensors(batch: Inputs) -> tuple[torch.Tensor, ...]:
-    return (
-        torch.as_tensor(batch.user),
-        torch.as_tensor(batch.item),
-        torch.as_tensor(batch.dense),
-        torch.as_tensor(batch.target),
-    )
+def _tensors(batch: Inputs) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """The net's inputs (user, item, dense[, recent]) and the target."""
+    return tuple(map(torch.as_tensor, batch.model_inputs())), torch.as_tensor(batch.target)
 
 
 def predict(model: nn.Module, batch: Inputs, chunk: int = 65536) -> np.ndarray:
@@ -53,20 +49,22 @@ def predict(model: nn.Module, batch: Inputs, chunk: int = 65536) -> np.ndarray:
     outs = []
     with torch.inference_mode():
         for start in range(0, len(batch), chunk):
-            user, item, dense, _ = _tensors(batch.take(np.arange(start, min(start + chunk, len(batch)))))
-            outs.append(model(user, item, dense).numpy())
+            inputs, _ = _tensors(batch.take(np.arange(start, min(start + chunk, len(batch)))))
+            outs.append(model(*inputs).numpy())
     return np.concatenate(outs) if outs else np.zeros(0, np.float32)
 
 
 def _concat(parts: list[Inputs]) -> Inputs:
-    return Inputs(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("user", "item", "dense", "target", "ts")))
+    joined = [np.concatenate([getattr(p, name) for p in parts]) for name in ("user", "item", "dense", "target", "ts")]
+    recent = None if parts[0].recent is None else np.concatenate([p.recent for p in parts if p.recent is not None])
+    return Inputs(*joined, recent)
 
 
 def _epoch_data(train: Inputs, objective: Objective, sampler: NegativeSampler | None, rng: np.random.Generator) -> Inputs:
     if objective == "explicit":
         return train
     assert sampler is not None, "the implicit objective needs a negative sampler"
-    positives = Inputs(train.user, train.item, train.dense, np.ones(len(train), np.float32), train.ts)
+    positives = Inputs(train.user, train.item, train.dense, np.ones(len(train), np.float32), train.ts, train.recent)
     return _concat([positives, sampler(positives, rng)])
 
 
@@ -120,14 +118,15 @@ def _train_epoch(
     rng: np.random.Generator,
 ) -> float:
     model.train()
-    user, item, dense, target = _tensors(data)
+    inputs, target = _tensors(data)
     order = torch.as_tensor(rng.permutation(len(data)))
     total = 0.0
     for start in range(0, len(data), cfg.batch_size):
         rows = order[start : start + cfg.batch_size]
-        u, i = user[rows], item[rows]
-        loss = loss_fn(model(u, i, dense[rows]), target[rows])
-        regularised = loss + cfg.embedding_l2 * model.penalty(u, i) if cfg.embedding_l2 else loss
+        batch = [part[rows] for part in inputs]
+        loss = loss_fn(model(*batch), target[rows])
+        # the penalty takes the forward's inputs but dense: (user, item[, recent])
+        regularised = loss + cfg.embedding_l2 * model.penalty(*batch[:2], *batch[3:]) if cfg.embedding_l2 else loss
         optimiser.zero_grad(set_to_none=True)
         regularised.backward()
         optimiser.step()

@@ -20,7 +20,7 @@ from stream.settings import Settings, SettingsError, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
 PLUGIN_MODULES = ("features.cli", "models.cli", "stream.bench_e2e", "stream.bench_broker", "stream.bench_recovery", "stream.bench_soak",
-                  "stream.gateway.bench")
+                  "stream.gateway.bench", "stream.reliability")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,8 +201,20 @@ def _add_recommendations(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_recommendations)
 
 
+def _redis_unreachable(settings: Settings, exc: BaseException) -> str:
+    """The message for Redis down, in check_services' words (stream/runtime.py)."""
+    from stream.runtime import _redis_host_port
+
+    where = _redis_host_port(settings.redis.url)
+    return (f"redis is not reachable at {where} (STREAMREC_REDIS__URL: {exc}); start the embedded stack with "
+            "`streamrec stack up` or point STREAMREC_REDIS__URL at a running redis")
+
+
 def _recommendations(args: argparse.Namespace) -> int:
+    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+
     from stream.rec_cache import RecommendationCache
+    from stream.runtime import ServiceUnavailable
 
     settings = load_settings()
 
@@ -213,7 +225,10 @@ def _recommendations(args: argparse.Namespace) -> int:
         finally:
             await cache.close()
 
-    rec = asyncio.run(read())
+    try:
+        rec = asyncio.run(read())
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise ServiceUnavailable(_redis_unreachable(settings, exc)) from None
     if rec is None:
         print(f"no cached list for user {args.user_id} (none yet, or a new event of theirs is being ranked)")
         return 1

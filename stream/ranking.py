@@ -289,6 +289,12 @@ class RankingRecommender:
         self._last_version = NO_MODEL
         return [Ranked(_items(cands, range(min(self._top_k, len(cands))), cands.scores), dict(stages)) for cands in lists]
 
+    async def candidate_lists(self, requests: Sequence[RecommendRequest]) -> list[Candidates]:
+        """Each request's candidates in merge order, unranked: what ``recommend_many``
+        would score with the serving model (its embedding neighbours included). One
+        candidate read, no feature read; for evaluation (``models/prequential.py``)."""
+        return await self._candidates(requests, self._serving) if requests else []
+
     async def _candidates(self, requests: Sequence[RecommendRequest], serving: Serving | None) -> list[Candidates]:
         recents = [[(r.item_id, r.affinity) for r in request.state.recent[: self.cfg.recent_items]] for request in requests]
         expand = list(dict.fromkeys(item for recent in recents for item, _ in recent))
