@@ -20,7 +20,8 @@ from features.config import FeatureConfig
 from features.history import HistoryStats, feature_history
 from features.repo import feature_refs, feature_store, offline_path
 from features.schema import ITEM_KEY, TIMESTAMP_COLUMN, USER_KEY, VIEWS, FeatureRow
-from stream.schemas import ClickEvent, EventType, parse_event
+from stream.routing import routed_from
+from stream.schemas import ClickEvent, EventType, parse_record
 
 EVENT_COLUMNS = ("event_id", "user_id", "item_id", "type", "rating", "query", TIMESTAMP_COLUMN)
 
@@ -140,10 +141,14 @@ async def read_topic(consumer: Any, *, idle_s: float = 2.0) -> list[Any]:
 
 
 async def dump_topic(consumer: Any, *, idle_s: float = 2.0, max_bytes: int = 65536) -> list[ClickEvent]:
-    """The valid events of :func:`read_topic`, in event-time order."""
+    """The valid events of :func:`read_topic`, in event-time order, valid as the worker
+    reads them (payload and key), each record once: a copy the worker sent to its user's
+    partition (stream/routing.py) is its original again."""
     events = []
     for record in await read_topic(consumer, idle_s=idle_s):
-        parsed = parse_event(record.value or b"", max_bytes=max_bytes)
+        if routed_from(record.headers) is not None:
+            continue
+        parsed = parse_record(record.key, record.value or b"", max_bytes=max_bytes)
         if isinstance(parsed, ClickEvent):
             events.append(parsed)
     return sorted(events, key=lambda e: e.ts)

@@ -1,0 +1,43 @@
+"""``streamrec features export --from-topic`` reads clickstream as the worker does:
+records not keyed by their user are not events, and a copy the worker routed to its
+user's partition (stream/routing.py) is not a second event."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from features.export import dump_topic
+from stream.kafka import consumer, producer
+from stream.routing import routed_header
+from stream.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+
+def _event(event_id: str, user: str = "u1") -> bytes:
+    return json.dumps({"event_id": event_id, "user_id": user, "item_id": "i1", "type": "view", "ts": 1}).encode()
+
+
+async def test_dump_topic_keeps_what_the_worker_applies(bootstrap_servers: str) -> None:
+    settings = load_settings(broker={"bootstrap_servers": bootstrap_servers})
+    topic = f"dump-{uuid.uuid4().hex[:8]}"
+    out = producer(settings.broker)
+    await out.start()
+    try:
+        await out.send_and_wait(topic, _event("kept"), key=b"u1")
+        await out.send_and_wait(topic, _event("kept"), key=b"u1", headers=routed_header(1, 0))  # its routed copy
+        await out.send_and_wait(topic, _event("no-key"))
+        await out.send_and_wait(topic, _event("other-key"), key=b"u2")
+        await out.send_and_wait(topic, b"{broken", key=b"u1")
+    finally:
+        await out.stop()
+    client = consumer(settings.broker, topic, auto_offset_reset="earliest")
+    await client.start()
+    try:
+        events = await dump_topic(client, idle_s=2.0)
+    finally:
+        await client.stop()
+    assert [e.event_id for e in events] == ["kept"]
