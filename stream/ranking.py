@@ -334,7 +334,9 @@ class RankingRecommender:
         scored = time.perf_counter()
         stages["features"] = (scored - fetched) * 1000
         row_users = list(chain.from_iterable(map(repeat, (r.user_id for r in requests), sizes)))
-        scores = self._score(serving.scorer, row_users, row_items, dense, sizes)
+        # the user's recent items, as the state holds them now: what a ranker+recent model reads
+        recent = {r.user_id: [e.item_id for e in r.state.recent] for r in requests} if serving.scorer.recent_items else None
+        scores = self._score(serving.scorer, row_users, row_items, dense, sizes, recent)
         out, start = [], 0
         for cands, n in zip(lists, sizes):
             mine = scores[start : start + n]
@@ -344,12 +346,13 @@ class RankingRecommender:
         self._last_version = serving.version
         return [Ranked(items_, dict(stages)) for items_ in out]
 
-    def _score(self, scorer: Scorer, users: list[str], items: list[str], dense: np.ndarray, sizes: list[int]) -> np.ndarray:
+    def _score(self, scorer: Scorer, users: list[str], items: list[str], dense: np.ndarray, sizes: list[int],
+               recent: dict[UserId, list[ItemId]] | None) -> np.ndarray:
         if self.batch_scoring or len(sizes) == 1:
-            return scorer.score(ScoreBatch(users, items, dense))
+            return scorer.score(ScoreBatch(users, items, dense, recent))
         parts, start = [], 0
         for n in sizes:
-            parts.append(scorer.score(ScoreBatch(users[start], items[start : start + n], dense[start : start + n])) if n else np.zeros(0, np.float32))
+            parts.append(scorer.score(ScoreBatch(users[start], items[start : start + n], dense[start : start + n], recent)) if n else np.zeros(0, np.float32))
             start += n
         return np.concatenate(parts)
 
