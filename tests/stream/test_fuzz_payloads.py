@@ -24,6 +24,7 @@ def payloads() -> list:  # type: ignore[type-arg]
     return all_payloads(run="t", base_ts=BASE_TS, partitions=2)
 
 
+@pytest.mark.slow
 def test_every_payload_gets_a_verdict_its_category_allows(payloads: list) -> None:  # type: ignore[type-arg]
     wrong = [(p.category, p.verdict(), p.key, p.value[:120]) for p in payloads if p.verdict() not in EXPECTED[p.category]]
     assert wrong == []
@@ -31,6 +32,7 @@ def test_every_payload_gets_a_verdict_its_category_allows(payloads: list) -> Non
     assert len(payloads) >= 10_000
 
 
+@pytest.mark.slow
 def test_the_fuzz_is_mostly_bad_and_covers_every_reason(payloads: list) -> None:  # type: ignore[type-arg]
     verdicts = Counter(p.verdict() for p in payloads)
     assert set(verdicts) == {"applied", "payload_too_large", "invalid_encoding", "invalid_json", "not_an_object",
