@@ -17,6 +17,10 @@ sends the copy again: the copies of one source partition reach the user's partit
 their original order, so the user keeps one more mark per source partition, the
 highest original offset of an applied copy (``routed_source`` in features/window.py),
 and a second copy of the same original is recognised exactly (features/user_state.py).
+That order holds while one worker at a time sends a source partition's copies: under
+exactly_once a worker that lost the partition is fenced by its transactional id; under
+at_least_once one that has not yet noticed could interleave stale copies, which the
+offset marks of its own records do not survive either.
 """
 
 from __future__ import annotations
