@@ -12,6 +12,7 @@ the highest source offset it applied (features/window.py).
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -45,6 +46,9 @@ class StreamrecApp(faust.App):
         await super().on_start()
         assert self.processor is not None
         await self.processor.start()
+        if self.settings.worker.gc_freeze:
+            gc.collect()
+            gc.freeze()  # the start-up heap leaves the collector's scans (WorkerSettings.gc_freeze)
         w = self.settings.worker
         try:
             self.prometheus = await start_prometheus_endpoint(self.processor.metrics, port=w.prometheus_port, host=w.prometheus_host)

@@ -579,6 +579,34 @@ async def group_lag(settings: Settings) -> int | None:
         await admin.close()
 
 
+async def worker_gc_figures(settings: Settings) -> dict[str, Any]:
+    """The worker's garbage collections over the run, from its snapshots on ``metrics``
+    (stage ``gc_pause``, count ``gc_full``): a stalled event loop shows in every tail."""
+    from stream.kafka import consumer
+
+    reader = consumer(settings.broker, settings.topics.metrics, auto_offset_reset="earliest")
+    await reader.start()
+    collections = full = 0
+    worst: list[float] = []
+    try:
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 2.0:
+            batch = await reader.getmany(timeout_ms=250)
+            for records in batch.values():
+                idle_since = time.monotonic()
+                for record in records:
+                    snap = json.loads(record.value)
+                    pause = snap["latency_ms"].get("gc_pause")
+                    full += snap["counts"].get("gc_full", 0)
+                    if pause:
+                        collections += pause["count"]
+                        worst.append(pause["max"])
+    finally:
+        await reader.stop()
+    return {"collections": collections, "full_collections": full, "max_pause_ms": max(worst, default=None),
+            "windows_with_pause_over_50ms": sum(w > 50 for w in worst), "windows": len(worst)}
+
+
 def _broker_figures(session: Session) -> dict[str, Any]:
     b, w = session.settings.broker, session.settings.worker
     return {
@@ -619,6 +647,7 @@ async def _drive(session: Session) -> dict[str, Any]:
                     await _drain(collector)
         final_rss = session.worker.rss_mb()
         duplicates = collector.duplicates
+        gc_figures = await worker_gc_figures(session.settings)
         verified = await bench_check(session.settings)  # the worker's online features against clickstream
     finally:
         await collector.stop()
@@ -626,6 +655,7 @@ async def _drive(session: Session) -> dict[str, Any]:
     report["verify"] = verified
     report["model_versions"] = sorted(collector.model_versions)
     report["idle_cpu_percent"] = idle
+    report["worker_gc"] = gc_figures
     if session.timeline:
         report["timeline"] = session.timeline
     if cfg.sweep:

@@ -159,6 +159,12 @@ class WorkerSettings(BaseModel):
     stream_buffer_maxsize: int = Field(default=4096, ge=1)
     batch_max: int = Field(default=500, ge=1, le=100_000)
     batch_within_ms: float = Field(default=5.0, gt=0, le=10_000)
+    gc_freeze: bool = Field(
+        default=True,
+        description="after start-up, move every object alive then (Faust, onnxruntime, Feast, the model: ~350k) out "
+        "of the garbage collector's scans (gc.freeze): a full collection over them stalls the event loop for "
+        "100 ms or more, periodically, in every stage's tail",
+    )
     gil_switch_interval_ms: float = Field(
         default=0.5, gt=0, le=100,
         description="sys.setswitchinterval of the worker: Faust's consumer runs in a second thread, and with "
