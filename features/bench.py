@@ -71,8 +71,8 @@ def run_bench(options: BenchOptions) -> int:
         stack = EmbeddedStack(
             StackConfig.on_free_ports(Path(tmp) / "stack")
         )
-        records = stack.up()
         try:
+            records = stack.up()
             settings = isolated_settings(stack.config.bootstrap_servers, stack.config.redis_url, Path(tmp) / "worker")
             result = asyncio.run(_measure(settings, options, Path(tmp)))
         finally:

@@ -103,9 +103,31 @@ class EmbeddedStack:
             child = self._children.pop(record.pid, None)
             if child is not None:
                 child.wait()
+        for pid, child in self._children.items():  # started but not recorded: interrupted while starting
+            _terminate(pid)
+            child.wait()
+        self._children.clear()
         if self.state_path.exists():
             self.state_path.unlink()
         return stopped
+
+    def stop(self, name: str) -> bool:
+        """Stop one service of this stack (SIGTERM, as ``down`` does), e.g. to inject a fault;
+        ``up()`` starts it again. False when it was no longer running; a name the stack
+        never recorded raises :class:`StackError`."""
+        records = self._load()
+        record = next((r for r in records if r.name == name), None)
+        if record is None:
+            raise StackError(f"no service {name!r} recorded in {self.state_path} (recorded: "
+                             f"{', '.join(r.name for r in records) or 'none'})")
+        running = _is_same_process(record)
+        if running:
+            _terminate(record.pid, record.stop_grace_s)
+        child = self._children.pop(record.pid, None)
+        if child is not None:
+            child.wait()
+        self._save([r for r in records if r.name != name])
+        return running
 
     def reset(self) -> list[str]:
         """Stop the stack and delete its data (topics, offsets, Redis files); returns what was stopped."""

@@ -99,8 +99,8 @@ def run(rate: float, duration_s: float, lingers: list[int], window_s: float, par
     for linger in lingers:
         with tempfile.TemporaryDirectory(prefix="streamrec-broker-") as tmp:
             stack = EmbeddedStack(StackConfig.on_free_ports(Path(tmp)))
-            stack.up()
             try:
+                stack.up()
                 samples = asyncio.run(_one_hop(stack.config.bootstrap_servers, fetch_wait_ms, rate, duration_s, linger, partitions))
             finally:
                 stack.down()

@@ -125,8 +125,8 @@ def run(user_counts: list[int], updates: int) -> dict[str, Any]:
     for users in user_counts:
         with tempfile.TemporaryDirectory(prefix="streamrec-recovery-") as tmp:
             stack = EmbeddedStack(StackConfig.on_free_ports(Path(tmp) / "stack"))
-            stack.up()
             try:
+                stack.up()
                 settings = isolated_settings(stack.config.bootstrap_servers, stack.config.redis_url,
                                              Path(tmp) / "worker", worker={"role": "features"})
                 runs.append(asyncio.run(_one(settings, users, updates, Path(tmp))))

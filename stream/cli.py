@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from stream.settings import Settings, SettingsError, load_settings
+from stream.signals import sigterm_as_interrupt
 
 Handler = Callable[[argparse.Namespace], int]
 PLUGIN_MODULES = ("features.cli", "models.cli", "stream.bench_e2e", "stream.bench_broker", "stream.bench_recovery", "stream.bench_soak",
@@ -31,8 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    # SIGTERM stops what a command started, as Ctrl-C does (the gateway's server has its own handling)
+    handling = contextlib.nullcontext() if args.func is _gateway else sigterm_as_interrupt()
     try:
-        return int(args.func(args) or 0)
+        with handling:
+            return int(args.func(args) or 0)
     except SettingsError as exc:
         print(f"streamrec: {exc}", file=sys.stderr)
         return 2

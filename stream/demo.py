@@ -32,28 +32,29 @@ PRINT_EVERY_S = 0.5  # at most two recommendation lines a second: readable, stil
 
 
 def run_demo(settings: Settings, *, duration_s: float | None, rate: float, dataset: str) -> int:
+    """Blocking; stops what it started on return, error, Ctrl-C or SIGTERM (stream/signals.py)."""
     stack = stack_from(settings)
     already_up = bool(stack.status())
+    worker, gateway = None, None
     try:
         for record in stack.up():
             print(f"[demo] {record.name} ready on port {record.port} (pid {record.pid})", flush=True)
-    except StackError as exc:
-        print(f"[demo] {exc}", file=sys.stderr)
-        return 1
-    worker = _start_worker(settings)
-    gateway = None
-    try:
+        worker = _start_worker(settings)
         gateway = _start_gateway(settings)
         if gateway is None:
             return 1
         return asyncio.run(_live(settings, worker, gateway, duration_s=duration_s, rate=rate, dataset=dataset))
+    except StackError as exc:
+        print(f"[demo] {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:
         if gateway is not None:
             gateway.stop()
             print("[demo] gateway stopped", flush=True)
-        _stop_worker(worker)
+        if worker is not None:
+            _stop_worker(worker)
         if not already_up:
             stopped = stack.down()
             print(f"[demo] stopped {', '.join(stopped)}", flush=True)

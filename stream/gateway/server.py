@@ -92,15 +92,19 @@ def spawn_gateway(settings: Settings, log: Path, *, timeout_s: float = 60.0) -> 
     with open(log, "ab") as out:
         process = subprocess.Popen([sys.executable, "-m", "stream.cli", "gateway"], stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with open(log, "rb") as f:
-            f.seek(began)
-            found = re.search(rb"gateway serving (http://\S+)", f.read())
-        if found:
-            return GatewayProcess(process, found.group(1).decode(), log, settings)
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
+    try:
+        while time.monotonic() < deadline:
+            with open(log, "rb") as f:
+                f.seek(began)
+                found = re.search(rb"gateway serving (http://\S+)", f.read())
+            if found:
+                return GatewayProcess(process, found.group(1).decode(), log, settings)
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+    except BaseException:  # Ctrl-C or SIGTERM while it starts: it must not outlive us
+        stop_process(process)
+        raise
     stop_process(process)
     raise RuntimeError(f"the gateway did not start (log {log}):\n{log.read_text(errors='replace')[-3000:]}")
 
