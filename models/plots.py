@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -27,6 +29,28 @@ def plot_learning_curves(curves: Mapping[str, History], path: Path, metric: str 
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_over_time(series: Mapping[str, Any], path: Path, title: str) -> Path:
+    """Per-bucket HR@10 and NDCG@10 of each variant (``models.prequential.over_time``'s
+    output), events per bucket shaded behind the left panel."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    starts = [datetime.fromtimestamp(s, timezone.utc) for s in series["start"]]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
+    for axis, metric in zip(axes, ("hr@10", "ndcg@10")):
+        for variant, values in series["variants"].items():
+            axis.plot(starts, values[metric], marker=".", label=variant)
+        axis.set(title=f"{title}: {metric} per {series['bucket_s'] / 3600:g} h", xlabel="event time (UTC)")
+        axis.grid(alpha=0.3)
+    volume = axes[0].twinx()
+    volume.bar(starts, series["events"], width=series["bucket_s"] / 86400 * 0.9, color="grey", alpha=0.15)
+    volume.set_ylabel("events scored")
+    axes[0].legend(loc="upper left")
+    fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

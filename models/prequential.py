@@ -1,0 +1,252 @@
+"""Prequential (test-then-learn) evaluation of the live recommend path.
+
+A data set is replayed in event-time order through the worker's own code, without a
+broker: each event updates its user's and items' state with the pure update functions
+(``features/user_state.py``, ``features/item_state.py``), the rows go to a real Redis
+through ``features/online.py``'s :class:`RedisFeatureStore` (with the popularity and
+seen indexes), and every user of a batch gets a new list from ``stream/ranking.py``'s
+:class:`RankingRecommender` (its :class:`CandidateReader`, ``models/candidates.py``,
+the ONNX ranker). Before an event is applied it is scored against the list its user
+held at that moment, the one made after the user's previous batch.
+
+Per event and variant: HR@k, NDCG@k and MRR (reciprocal rank inside the list, 0 when
+the item is absent); per variant, catalogue coverage (distinct items shown in the
+scored lists over the items of the data set) and ARP, the average recommendation
+popularity: the mean number of earlier events on each item shown (the items people
+actually picked, ``arp_events``, are the reference).
+
+Batches follow event time: consecutive events within ``window_s`` of the batch's first
+event (MovieLens stamps whole seconds, and one second's events have no order among
+them). Each user of a batch gets one list, from its state after the batch, as the
+worker's coalescing does (``stream/recommend.py``).
+
+Variants, all in one pass, each its own :class:`RankingRecommender` over the same store:
+
+``popularity``  the popular source alone, in merge order;
+``covisit``     co-visitation neighbours first (popular items fill a short list), merge order;
+``candidates``  the pipeline's candidates (co-visitation, embedding, popular) in merge order;
+``pipeline``    the same candidates ranked by the model: what the worker serves.
+
+Only events from index ``start`` on are scored; earlier ones warm the state up (the
+ranker is trained on them, see ``models/quality.py``), and lists are made then only
+for users whose next event is scored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from features.config import FeatureConfig
+from features.item_state import ItemState, ItemUpdate, apply_item_event
+from features.online import RedisFeatureStore
+from features.schema import FeatureRow
+from features.user_state import UserState, UserUpdate, apply_user_event
+from models.candidates import CandidateConfig
+from models.config import ModelConfig
+from models.metrics import hit_rate, mrr, ndcg
+from models.watcher import ModelWatcher
+from stream.ranking import CandidateReader, RankingRecommender
+from stream.recommend import RecommendRequest
+from stream.schemas import ClickEvent, ItemId, UserId
+
+VARIANTS = ("popularity", "covisit", "candidates", "pipeline")
+FLUSH_ROWS = 5000  # rows held back at most while no list is due (warm-up writes in big batches)
+ABSENT = np.iinfo(np.int64).max // 2  # the rank of an item the list does not hold
+
+
+def variant_configs(cfg: CandidateConfig) -> dict[str, CandidateConfig]:
+    """The candidate settings of the model-free variants (``candidates`` and
+    ``pipeline`` use ``cfg`` itself)."""
+    return {
+        "popularity": cfg.model_copy(update={"covisit": 0, "embedding": 0}),
+        "covisit": cfg.model_copy(update={"covisit": cfg.max_candidates, "embedding": 0}),
+    }
+
+
+def batches(ts: Sequence[float], window_s: float, batch_max: int = 500) -> Iterator[range]:
+    """Consecutive index ranges: each batch holds the events within ``window_s`` of its
+    first event's time, at most ``batch_max`` (``ts`` ascending, seconds)."""
+    start = 0
+    for i in range(1, len(ts) + 1):
+        if i == len(ts) or ts[i] - ts[start] >= window_s or i - start >= batch_max:
+            yield range(start, i)
+            start = i
+
+
+def next_event(users: Sequence[UserId]) -> np.ndarray:
+    """For each event, the index of its user's next event (-1 for the user's last)."""
+    out = np.full(len(users), -1, np.int64)
+    later: dict[UserId, int] = {}
+    for i in range(len(users) - 1, -1, -1):
+        out[i] = later.get(users[i], -1)
+        later[users[i]] = i
+    return out
+
+
+@dataclass
+class Scored:
+    """Per scored event: its time, the rank of its item in each variant's held list
+    (:data:`ABSENT` when not there), and the list's ARP; plus the items shown."""
+
+    ts: list[float] = field(default_factory=list)
+    rank: dict[str, list[int]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
+    arp: dict[str, list[float]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
+    arp_events: list[float] = field(default_factory=list)
+    shown: dict[str, set[ItemId]] = field(default_factory=lambda: {v: set() for v in VARIANTS})
+
+    def add(self, event: ClickEvent, held: dict[str, dict[UserId, list[ItemId]]], counts: Counter[ItemId]) -> None:
+        self.ts.append(event.ts.timestamp())
+        self.arp_events.append(counts[event.item_id])
+        for variant, lists in held.items():
+            items = lists.get(event.user_id, [])
+            self.rank[variant].append(items.index(event.item_id) if event.item_id in items else ABSENT)
+            self.arp[variant].append(float(np.mean([counts[i] for i in items])) if items else float("nan"))
+            self.shown[variant].update(items)
+
+
+def figures(rank: np.ndarray, k: int) -> dict[str, float]:
+    if not len(rank):
+        return {f"hr@{k}": float("nan"), f"ndcg@{k}": float("nan"), "mrr": float("nan")}
+    return {f"hr@{k}": hit_rate(rank, k), f"ndcg@{k}": ndcg(rank, k), "mrr": mrr(rank, k)}
+
+
+def summarise(scored: Scored, catalogue: int, k: int) -> dict[str, dict[str, float]]:
+    """Overall figures per variant (``events`` scored, coverage over ``catalogue`` items)."""
+    table = {}
+    for variant in VARIANTS:
+        row = figures(np.asarray(scored.rank[variant], np.int64), k)
+        row |= {"coverage": len(scored.shown[variant]) / max(catalogue, 1), "arp": float(np.nanmean(scored.arp[variant])) if scored.ts else float("nan"),
+                "events": float(len(scored.ts))}
+        table[variant] = row
+    return table
+
+
+def over_time(scored: Scored, bucket_s: float, k: int) -> dict[str, Any]:
+    """Per time bucket (``bucket_s`` wide, from the first scored event): its start (epoch
+    s), the events in it, and each variant's HR@k and NDCG@k."""
+    ts = np.asarray(scored.ts, np.float64)
+    if not len(ts):
+        return {"bucket_s": bucket_s, "start": [], "events": [], "variants": {}}
+    which = ((ts - ts[0]) // bucket_s).astype(np.int64)
+    present = np.unique(which)
+    out: dict[str, Any] = {"bucket_s": bucket_s, "start": (ts[0] + present * bucket_s).tolist(),
+                           "events": [int((which == b).sum()) for b in present], "variants": {}}
+    for variant in VARIANTS:
+        rank = np.asarray(scored.rank[variant], np.int64)
+        per = [figures(rank[which == b], k) for b in present]
+        out["variants"][variant] = {key: [p[key] for p in per] for key in per[0]}
+    return out
+
+
+def bucket_for(span_s: float, most: int = 60) -> float:
+    """The finest of an hour, a day, a week or 30 days that cuts ``span_s`` into at most
+    ``most`` buckets (30 days when none does)."""
+    return next((b for b in (3600.0, 86400.0, 7 * 86400.0) if span_s / b <= most), 30 * 86400.0)
+
+
+class Replay:
+    """The worker's state, store and recommenders for one replay. Use as an async
+    context manager (closes the recommenders and the store). Coroutines; blocking
+    model loads run in a thread."""
+
+    def __init__(self, redis_url: str, models: ModelConfig, cfg: CandidateConfig, top_k: int = 10,
+                 features: FeatureConfig | None = None) -> None:
+        self.features = features or FeatureConfig(project=f"prequential_{uuid.uuid4().hex[:8]}")
+        self.store = RedisFeatureStore.from_url(redis_url, self.features)
+        self.top_k = top_k
+        self.users: dict[UserId, UserState] = {}
+        self.items: dict[ItemId, ItemState] = {}
+        self.counts: Counter[ItemId] = Counter()
+        self._pending: dict[tuple[str, str], FeatureRow] = {}
+
+        def recommender(candidates: CandidateConfig, watcher: ModelWatcher | None) -> RankingRecommender:
+            reader = CandidateReader.from_url(redis_url, self.features)
+            return RankingRecommender(self.store, reader, watcher, candidates, top_k=top_k, poll_interval_s=1e9)
+
+        free = variant_configs(cfg)
+        self.pipeline = recommender(cfg, ModelWatcher(models))
+        self.baselines = {name: recommender(candidates, None) for name, candidates in free.items()}
+
+    async def __aenter__(self) -> Replay:
+        await self.pipeline.start()
+        if self.pipeline.model_version == "none":
+            raise RuntimeError("no model is promoted in the registry: the pipeline variant has nothing to rank with")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for made in (self.pipeline, *self.baselines.values()):
+            await made.close()
+        await self.store.close()
+
+    def apply(self, events: Sequence[ClickEvent]) -> None:
+        """Apply ``events`` as the worker does; their rows wait for :meth:`flush` (the
+        last row of an entity wins, as it would in the store)."""
+        for event in events:
+            update = apply_user_event(self.users.setdefault(event.user_id, UserState()), event, self.features)
+            if not isinstance(update, UserUpdate):
+                continue
+            self._pending[update.row.view, update.row.entity_id] = update.row
+            for msg in update.item_messages:
+                result = apply_item_event(self.items.setdefault(msg.item_id, ItemState()), msg, self.features)
+                if isinstance(result, ItemUpdate):
+                    self._pending[result.row.view, result.row.entity_id] = result.row
+            if event.item_id is not None:
+                self.counts[event.item_id] += 1
+
+    @property
+    def pending(self) -> int:
+        """Rows applied and not yet written."""
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Write the pending rows in one round trip: lists made after it see every event applied."""
+        if self._pending:
+            await self.store.write_batch(list(self._pending.values()))
+            self._pending.clear()
+
+    async def lists(self, causes: Sequence[ClickEvent]) -> dict[str, dict[UserId, list[ItemId]]]:
+        """Each variant's top-k for the users of ``causes`` (one cause per user), as of now."""
+        await self.flush()
+        requests = [RecommendRequest(e.user_id, self.users[e.user_id], e) for e in causes]
+        out: dict[str, dict[UserId, list[ItemId]]] = {}
+        for name, made in (*self.baselines.items(), ("pipeline", self.pipeline)):
+            ranked = await made.recommend_many(requests)
+            out[name] = {r.user_id: [i.item_id for i in got.items] for r, got in zip(requests, ranked)}
+        merged = await self.pipeline.candidate_lists(requests)
+        out["candidates"] = {r.user_id: cands.item_ids[: self.top_k] for r, cands in zip(requests, merged)}
+        return out
+
+
+async def replay(events: Sequence[ClickEvent], start: int, run: Replay, window_s: float = 1.0,
+                 progress: bool = True) -> Scored:
+    """Score every event from index ``start`` on against its user's held lists, then
+    apply it; ``events`` in event-time order."""
+    ts = [e.ts.timestamp() for e in events]
+    following = next_event([e.user_id for e in events])
+    held: dict[str, dict[UserId, list[ItemId]]] = {v: {} for v in VARIANTS}
+    scored = Scored()
+    bar = tqdm(total=len(events), unit="ev", desc="prequential replay", disable=not progress, smoothing=0.05)
+    for batch in batches(ts, window_s):
+        for i in batch:
+            if i >= start:
+                scored.add(events[i], held, run.counts)
+        run.apply([events[i] for i in batch])
+        last = {events[i].user_id: i for i in batch}
+        causes = [events[i] for i in last.values() if following[i] >= start]
+        if causes:
+            for variant, lists in (await run.lists(causes)).items():
+                held[variant].update(lists)
+        elif run.pending >= FLUSH_ROWS:
+            await run.flush()
+        bar.update(len(batch))
+    bar.close()
+    if run.pipeline.scoring_errors:
+        raise RuntimeError(f"the model failed to score {run.pipeline.scoring_errors} batches: the pipeline figures would mix in the heuristic")
+    return scored

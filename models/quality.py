@@ -1,0 +1,134 @@
+"""Recommendation quality of the lists people see: ``streamrec evaluate --protocol
+prequential[:FRACTION]`` and ``--protocol topn``.
+
+``prequential`` trains the serving ranker on the earliest ``1 - FRACTION`` of the
+events (``models/pipeline.py``'s :func:`train_and_publish`, time holdout), then
+replays the whole data set through the worker's code (``models/prequential.py``)
+and scores the last ``FRACTION`` event by event. ``topn`` is leave-last-out over the
+full catalogue and 99 sampled negatives (``models/evaluation.py``) for popularity,
+item-kNN, EASE, ALS, BPR (``models/topn.py``), the ranker alone, and the live
+pipeline's lists (``models/live_lists.py``): one table, the same split and seed.
+
+Both need a Redis for the worker's store: a private ``redis-server`` started here
+(stopped by PID at the end) unless ``--redis-url`` names one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from features.config import FeatureConfig
+from models.candidates import CandidateConfig
+from models.config import ModelConfig
+from models.datasets import Dataset
+
+DEFAULT_FRACTION = 0.2
+
+
+def objective_dataset(dataset: Dataset, objective: str) -> Dataset:
+    """``dataset`` as the ranker should learn it: ``implicit`` drops the explicit flag
+    (the ranker then learns which items a user picks, with sampled negatives)."""
+    return dataset if objective == "explicit" or not dataset.explicit else dataclasses.replace(dataset, explicit=False)
+
+
+@contextmanager
+def redis_for(url: str | None) -> Iterator[str]:
+    """``url``, or a private redis-server's for the duration."""
+    if url:
+        yield url
+        return
+    from stream.ranking import _private_redis
+
+    process, private = _private_redis()
+    try:
+        yield private
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fraction: float = DEFAULT_FRACTION,
+                    objective: str = "implicit", features: FeatureConfig | None = None,
+                    candidates: CandidateConfig | None = None, window_s: float = 1.0, progress: bool = True) -> dict[str, Any]:
+    """Train on the time holdout's first part, replay everything, score the rest."""
+    from models.pipeline import train_and_publish
+    from models.prequential import Replay, bucket_for, over_time, replay, summarise
+    from models.splits import Protocol, time_holdout
+    from stream.replay import events_from
+
+    frame = dataset.interactions
+    protocol = Protocol("holdout", fraction)
+    start = len(frame) - len(time_holdout(frame, fraction)[1])
+    with tempfile.TemporaryDirectory(prefix="streamrec-prequential-") as registry:
+        cfg = models.model_copy(update={"registry_dir": Path(registry)})
+        trained = train_and_publish(objective_dataset(dataset, objective), cfg, protocol, promote=True, progress=progress)
+        events = list(events_from(frame, dataset.name))
+
+        async def scored() -> Any:
+            async with Replay(redis_url, cfg, candidates or CandidateConfig(), features=features) as run:
+                return await replay(events, start, run, window_s, progress)
+
+        result = asyncio.run(scored())
+    span = float(frame["ts"].iloc[-1] - frame["ts"].iloc[start])
+    return {"dataset": dataset.name, "events": len(frame), "scored_from": start, "objective": objective,
+            "model": {"version": trained.version, "metrics": trained.metrics}, "window_s": window_s,
+            "summary": summarise(result, frame["item_id"].nunique(), 10),
+            "arp_events": float(sum(result.arp_events) / max(len(result.arp_events), 1)),
+            "over_time": over_time(result, bucket_for(span), 10)}
+
+
+def run_topn(dataset: Dataset, models: ModelConfig, redis_url: str, *, objective: str = "implicit",
+             features: FeatureConfig | None = None, candidates: CandidateConfig | None = None,
+             sampled_only: bool = False) -> dict[str, Any]:
+    """Leave-last-out top-N table of the references, the ranker and the live lists."""
+    from models.baselines import Popularity
+    from models.evaluation import evaluate_ranking, summarise
+    from models.live_lists import LiveLists
+    from models.splits import Protocol
+    from models.topn import EASE, ImplicitALS, ImplicitBPR, ItemKNN
+
+    seed = models.train.seed
+    with tempfile.TemporaryDirectory(prefix="streamrec-topn-") as registry:
+        cfg = models.model_copy(update={"registry_dir": Path(registry)})
+        live = LiveLists(objective_dataset(dataset, objective), cfg, redis_url, features, candidates or CandidateConfig())
+
+        def chosen() -> list[Any]:
+            return [Popularity(), ItemKNN(), EASE(), ImplicitALS(seed=seed), ImplicitBPR(seed=seed),
+                    live.ranker(), live.recommender("candidates"), live.recommender("pipeline")]
+
+        results = evaluate_ranking(dataset.interactions, Protocol.parse("leave-last-out"), chosen, seed, full=not sampled_only)
+    return {"dataset": dataset.name, "rows": len(dataset), "protocol": "leave-last-out", "seed": seed, "objective": objective,
+            "model": live.trained, "summary": summarise(results)}
+
+
+def format_prequential(result: dict[str, Any]) -> str:
+    from models.evaluation import format_table
+
+    return format_table(result["summary"]) + f"\n(ARP of the items people picked: {result['arp_events']:.1f})"
+
+
+def cmd_quality(args: argparse.Namespace, models: ModelConfig, dataset: Dataset) -> dict[str, Any]:
+    """``streamrec evaluate --protocol prequential[:FRACTION]|topn``: print, plot, return the JSON payload."""
+    from models.evaluation import format_table
+    from models.plots import plot_over_time
+
+    kind, _, arg = args.protocol.partition(":")
+    features = FeatureConfig(half_life_s=args.half_life_s) if args.half_life_s else None
+    with redis_for(args.redis_url) as url:
+        if kind == "topn":
+            result = run_topn(dataset, models, url, objective=args.objective, features=features, sampled_only=args.sampled_only)
+            print(format_table(result["summary"]))
+            return result
+        result = run_prequential(dataset, models, url, fraction=float(arg or DEFAULT_FRACTION), objective=args.objective,
+                                 features=features, window_s=args.window_s)
+    print(format_prequential(result))
+    plot = Path(args.json).with_suffix(".png") if args.json else Path(f"var/eval/prequential-{dataset.name}.png")
+    print(f"over time: {plot_over_time(result['over_time'], plot, f'prequential, {dataset.name}')}")
+    return result
