@@ -30,7 +30,8 @@ def _inputs_spec(n_features: int, recent_items: int) -> dict[str, Any]:
         "dense": {"dtype": "float32", "shape": ["batch", n_features]},
     }
     if recent_items:
-        spec["recent"] = {"dtype": "int64", "shape": ["batch", recent_items]}
+        spec["recent"] = {"dtype": "int64", "shape": ["users", recent_items]}
+        spec["recent_row"] = {"dtype": "int64", "shape": ["batch"]}
     return spec | {"output": {"name": "score", "dtype": "float32", "shape": ["batch"]}}
 
 

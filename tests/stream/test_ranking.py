@@ -131,7 +131,9 @@ async def independent_scores(world: World, store: RedisFeatureStore, user: str, 
     item_rows = await store.read_batch(ITEM_VIEW, items)
     prefixed = [{f"{ITEM_VIEW}:{k}": v for k, v in row.items()} for row in item_rows]
     batch = ScoreBatch.for_user(user, items, {f"{USER_VIEW}:{k}": v for k, v in user_row.items()}, prefixed, scorer.feature_names)
-    return scorer.score(batch)
+    # a ranker+recent model reads the user's recent items: here from the user's stored row
+    recent = {user: list(user_row.get("recent_items") or [])}
+    return scorer.score(ScoreBatch(batch.user_ids, batch.item_ids, batch.dense, recent))
 
 
 async def test_a_batch_is_ranked_per_request_in_order_and_batch_scoring_changes_nothing(world: World, parts: Parts) -> None:
