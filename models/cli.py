@@ -31,6 +31,8 @@ def _config(args: argparse.Namespace) -> ModelConfig:
     updates: dict[str, Any] = {}
     if getattr(args, "registry_dir", None):
         updates["registry_dir"] = Path(args.registry_dir)
+    if getattr(args, "ranker", None):
+        updates["ranker"] = args.ranker
     train = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k, None) is not None}
     if train:
         updates["train"] = cfg.train.model_copy(update=train)
@@ -151,6 +153,7 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
     train = subparsers.add_parser("train", help="train the ranker, export, quantize, gate and publish a version")
     _data_args(train)
     train.add_argument("--promote", action="store_true", help="serve the new version")
+    train.add_argument("--ranker", choices=["recent", "ranker"], help="the model to publish (default ModelConfig.ranker: recent)")
     train.add_argument("--plot", default="var/plots/learning_curve.png", help="learning-curve PNG")
     train.set_defaults(func=cmd_train)
 
@@ -182,6 +185,7 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
     scoring.add_argument("--epochs", type=int)
     scoring.add_argument("--seed", type=int)
     scoring.add_argument("--registry-dir")
+    scoring.add_argument("--ranker", choices=["recent", "ranker"], help="the model measured (default ModelConfig.ranker: recent)")
     scoring.set_defaults(func=cmd_bench_scoring)
 
 
