@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import dataclasses
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,20 +115,31 @@ def format_prequential(result: dict[str, Any]) -> str:
     return format_table(result["summary"]) + f"\n(ARP of the items people picked: {result['arp_events']:.1f})"
 
 
+def worker_settings() -> tuple[FeatureConfig, CandidateConfig]:
+    """The worker's feature and candidate settings (``STREAMREC_FEATURES__*``,
+    ``STREAMREC_RECOMMEND__CANDIDATES__*``), in a Feast project of the run's own."""
+    from stream.settings import load_settings
+
+    settings = load_settings()
+    return settings.features.model_copy(update={"project": f"quality_{uuid.uuid4().hex[:8]}"}), settings.recommend.candidates
+
+
 def cmd_quality(args: argparse.Namespace, models: ModelConfig, dataset: Dataset) -> dict[str, Any]:
     """``streamrec evaluate --protocol prequential[:FRACTION]|topn``: print, plot, return the JSON payload."""
     from models.evaluation import format_table
     from models.plots import plot_over_time
 
     kind, _, arg = args.protocol.partition(":")
-    features = FeatureConfig(half_life_s=args.half_life_s) if args.half_life_s else None
+    features, candidates = worker_settings()
+    settings = {"features": features.model_dump(exclude={"project"}), "candidates": candidates.model_dump(), "ranker": models.ranker}
     with redis_for(args.redis_url) as url:
         if kind == "topn":
-            result = run_topn(dataset, models, url, objective=args.objective, features=features, sampled_only=args.sampled_only)
+            result = run_topn(dataset, models, url, objective=args.objective, features=features, candidates=candidates,
+                              sampled_only=args.sampled_only)
             print(format_table(result["summary"]))
-            return result
+            return result | {"settings": settings}
         result = run_prequential(dataset, models, url, fraction=float(arg or DEFAULT_FRACTION), objective=args.objective,
-                                 features=features, window_s=args.window_s)
+                                 features=features, candidates=candidates, window_s=args.window_s) | {"settings": settings}
     print(format_prequential(result))
     plot = Path(args.json).with_suffix(".png") if args.json else Path(f"var/eval/prequential-{dataset.name}.png")
     print(f"over time: {plot_over_time(result['over_time'], plot, f'prequential, {dataset.name}')}")
