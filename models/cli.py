@@ -166,6 +166,7 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
     quality.add_argument("--objective", choices=["implicit", "explicit"], default="implicit", help="what the serving ranker learns")
     quality.add_argument("--window-s", type=float, default=1.0, help="prequential: event time one batch spans")
     quality.add_argument("--redis-url", help="a Redis for the worker's store (default: a private redis-server)")
+    quality.add_argument("--model-registry", help="prequential: keep the serving ranker here and reuse it when trained on the same data and split")
     evaluate.set_defaults(func=cmd_evaluate)
 
     models = subparsers.add_parser("models", help="the model registry")

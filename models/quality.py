@@ -29,6 +29,7 @@ from features.config import FeatureConfig
 from models.candidates import CandidateConfig
 from models.config import ModelConfig
 from models.datasets import Dataset
+from models.splits import Protocol
 
 DEFAULT_FRACTION = 0.2
 
@@ -55,21 +56,48 @@ def redis_for(url: str | None) -> Iterator[str]:
         process.wait()
 
 
+@contextmanager
+def serving_model(dataset: Dataset, models: ModelConfig, protocol: Protocol, objective: str,
+                  registry: Path | None) -> Iterator[tuple[ModelConfig, dict[str, Any]]]:
+    """A registry whose promoted version is ``models.ranker`` trained on the protocol's
+    first split: ``registry``'s own when its promoted version was trained on the same
+    data, split, objective, model and settings (the metadata says so), else trained
+    now (into ``registry``, or a temporary one)."""
+    from models.pipeline import train_and_publish
+    from models.registry import ModelRegistry
+
+    with tempfile.TemporaryDirectory(prefix="streamrec-quality-") as tmp:
+        cfg = models.model_copy(update={"registry_dir": registry or Path(tmp)})
+        data = objective_dataset(dataset, objective)
+        kept = ModelRegistry(cfg.registry_dir)
+        version = kept.current_version() if registry else None
+        meta = kept.metadata(version) if version else {}
+        wanted = {"model": models.ranker, "objective": "explicit" if data.explicit else "implicit",
+                  "train_config": models.train.model_dump(mode="json")}
+        trained_on = meta.get("data", {})
+        same = (bool(version) and trained_on.get("dataset") == dataset.name and trained_on.get("rows") == len(dataset)
+                and trained_on.get("protocol") == f"{protocol.kind}:{protocol.value:g}"
+                and all(meta.get(key) == value for key, value in wanted.items()))
+        if same:
+            yield cfg, {"version": version, "metrics": meta.get("metrics", {}), "reused": True}
+            return
+        trained = train_and_publish(data, cfg, protocol, promote=True)
+        yield cfg, {"version": trained.version, "metrics": trained.metrics, "reused": False}
+
+
 def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fraction: float = DEFAULT_FRACTION,
                     objective: str = "implicit", features: FeatureConfig | None = None,
-                    candidates: CandidateConfig | None = None, window_s: float = 1.0, progress: bool = True) -> dict[str, Any]:
-    """Train on the time holdout's first part, replay everything, score the rest."""
-    from models.pipeline import train_and_publish
+                    candidates: CandidateConfig | None = None, window_s: float = 1.0, progress: bool = True,
+                    registry: Path | None = None) -> dict[str, Any]:
+    """Train on the time holdout's first part (or reuse ``registry``'s model for it, see
+    :func:`serving_model`), replay everything, score the rest."""
     from models.prequential import Replay, bucket_for, over_time, replay, summarise
-    from models.splits import Protocol, time_holdout
+    from models.splits import time_holdout
     from stream.replay import events_from
 
     frame = dataset.interactions
-    protocol = Protocol("holdout", fraction)
     start = len(frame) - len(time_holdout(frame, fraction)[1])
-    with tempfile.TemporaryDirectory(prefix="streamrec-prequential-") as registry:
-        cfg = models.model_copy(update={"registry_dir": Path(registry)})
-        trained = train_and_publish(objective_dataset(dataset, objective), cfg, protocol, promote=True, progress=progress)
+    with serving_model(dataset, models, Protocol("holdout", fraction), objective, registry) as (cfg, model):
         events = list(events_from(frame, dataset.name))
 
         async def scored() -> Any:
@@ -79,7 +107,7 @@ def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fr
         result = asyncio.run(scored())
     span = float(frame["ts"].iloc[-1] - frame["ts"].iloc[start])
     return {"dataset": dataset.name, "events": len(frame), "scored_from": start, "objective": objective,
-            "model": {"version": trained.version, "metrics": trained.metrics}, "window_s": window_s,
+            "model": model, "window_s": window_s,
             "summary": summarise(result, frame["item_id"].nunique(), 10),
             "arp_events": float(sum(result.arp_events) / max(len(result.arp_events), 1)),
             "over_time": over_time(result, bucket_for(span), 10)}
@@ -92,7 +120,6 @@ def run_topn(dataset: Dataset, models: ModelConfig, redis_url: str, *, objective
     from models.baselines import Popularity
     from models.evaluation import evaluate_ranking, summarise
     from models.live_lists import LiveLists
-    from models.splits import Protocol
     from models.topn import EASE, ImplicitALS, ImplicitBPR, ItemKNN
 
     seed = models.train.seed
@@ -139,7 +166,8 @@ def cmd_quality(args: argparse.Namespace, models: ModelConfig, dataset: Dataset)
             print(format_table(result["summary"]))
             return result | {"settings": settings}
         result = run_prequential(dataset, models, url, fraction=float(arg or DEFAULT_FRACTION), objective=args.objective,
-                                 features=features, candidates=candidates, window_s=args.window_s) | {"settings": settings}
+                                 features=features, candidates=candidates, window_s=args.window_s,
+                                 registry=Path(args.model_registry) if args.model_registry else None) | {"settings": settings}
     print(format_prequential(result))
     plot = Path(args.json).with_suffix(".png") if args.json else Path(f"var/eval/prequential-{dataset.name}.png")
     print(f"over time: {plot_over_time(result['over_time'], plot, f'prequential, {dataset.name}')}")
