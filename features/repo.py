@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from features.config import FeatureConfig
 from features.schema import TIMESTAMP_COLUMN, VIEWS, DType, ViewSpec
@@ -24,7 +24,8 @@ YAML_NAME = "feature_store.yaml"
 
 
 def redis_connection_string(redis_url: str) -> str:
-    """Feast's ``host:port,db=N[,password=..][,ssl=true]`` form of a ``redis://`` URL."""
+    """Feast's ``host:port,db=N[,username=..][,password=..][,ssl=true,ssl_ca_certs=..]`` form of a
+    ``redis://`` or ``rediss://`` URL (``?ssl_ca_certs=`` names the CA to trust)."""
     url = urlparse(redis_url)
     if url.scheme not in ("redis", "rediss") or not url.hostname:
         raise ValueError(f"redis_url must look like redis://host:port/db, got {redis_url!r}")
@@ -38,6 +39,7 @@ def redis_connection_string(redis_url: str) -> str:
         parts.append(f"password={unquote(url.password)}")
     if url.scheme == "rediss":
         parts.append("ssl=true")
+        parts += [f"ssl_ca_certs={ca}" for ca in parse_qs(url.query).get("ssl_ca_certs", [])[:1]]
     return ",".join(parts)
 
 
@@ -67,6 +69,8 @@ def write_feature_store_yaml(cfg: FeatureConfig, redis_url: str, data_dir: Path)
         )
     )
     path = repo / YAML_NAME
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # it holds the Redis login, when there is one
     path.write_text(text)
     return repo
 

@@ -8,6 +8,11 @@ setting to change: the stack never stops, reuses or talks over a service it did 
 start (a system Redis on 6379 stays untouched). The broker's log directory stays under
 ``<data_dir>/broker`` across ``down``/``up``; ``reset()`` stops the stack and empties it.
 
+Security is off by default. ``StackConfig.sasl_users`` makes the broker's listener ask
+for a SCRAM-SHA-512 login (the users are created when its storage is formatted),
+``redis_auth`` makes redis-server ask for a login, and ``tls`` puts both behind TLS
+with certificates made for the stack under ``<data_dir>/tls`` (infra/tls.py).
+
 Blocking calls throughout; meant for the command line, the demo and test fixtures.
 """
 
@@ -20,14 +25,15 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import psutil
 
 from infra.errors import StackError
-from infra.kafka import BrokerConfig
-from infra.services import ServiceSpec, broker_spec, ensure_redis_server, redis_spec
+from infra.kafka import BrokerConfig, BrokerSecurity
+from infra.services import RedisAuth, ServiceSpec, broker_spec, ensure_redis_server, redis_spec
+from infra.tls import TlsFiles, ensure_tls_files
 
 STATE_FILE = "stack.json"
 
@@ -55,6 +61,9 @@ class StackConfig:
     partitions: int = 4
     host: str = "127.0.0.1"
     start_timeout_s: float = 60.0
+    sasl_users: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (name, password): SCRAM-SHA-512
+    redis_auth: RedisAuth | None = None
+    tls: bool = False
 
     @classmethod
     def on_free_ports(cls, data_dir: Path, **overrides: object) -> StackConfig:
@@ -68,7 +77,20 @@ class StackConfig:
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.host}:{self.redis_port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.redis_port}/0"
+
+    @property
+    def broker_protocol(self) -> str:
+        return BrokerSecurity(self.sasl_users, TlsFiles(self.tls_dir, "") if self.tls else None).protocol
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA that clients must trust, when the stack runs TLS."""
+        return self.tls_dir / "ca.pem" if self.tls else None
 
 
 class EmbeddedStack:
@@ -132,7 +154,7 @@ class EmbeddedStack:
     def reset(self) -> list[str]:
         """Stop the stack and delete its data (topics, offsets, Redis files); returns what was stopped."""
         stopped = self.down()
-        for name in ("broker", "redis"):
+        for name in ("broker", "redis", "tls"):
             shutil.rmtree(self.config.data_dir / name, ignore_errors=True)
         return stopped
 
@@ -155,9 +177,11 @@ class EmbeddedStack:
     def _specs(self) -> list[ServiceSpec]:
         cfg = self.config
         broker_dir = cfg.data_dir / "broker"
+        tls = ensure_tls_files(cfg.tls_dir, cfg.host) if cfg.tls else None
         broker = BrokerConfig(host=cfg.host, port=cfg.broker_port, controller_port=cfg.controller_port,
-                              log_dir=broker_dir / "data", partitions=cfg.partitions, heap_mb=cfg.broker_heap_mb)
-        return [redis_spec(ensure_redis_server(), cfg.host, cfg.redis_port, cfg.data_dir / "redis"),
+                              log_dir=broker_dir / "data", partitions=cfg.partitions, heap_mb=cfg.broker_heap_mb,
+                              security=BrokerSecurity(cfg.sasl_users, tls))
+        return [redis_spec(ensure_redis_server(), cfg.host, cfg.redis_port, cfg.data_dir / "redis", cfg.redis_auth, tls),
                 broker_spec(broker, broker_dir)]
 
     def _start(self, spec: ServiceSpec) -> ServiceRecord:

@@ -13,12 +13,17 @@ import asyncio
 import contextlib
 import importlib
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stream.settings import Settings, SettingsError, load_settings
 from stream.signals import sigterm_as_interrupt
+
+if TYPE_CHECKING:
+    from infra.stack import StackConfig
 
 Handler = Callable[[argparse.Namespace], int]
 PLUGIN_MODULES = ("features.cli", "models.cli", "stream.bench_e2e", "stream.bench_broker", "stream.bench_recovery", "stream.bench_soak",
@@ -72,6 +77,14 @@ def _add_stack(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stack", help="start, stop or inspect the embedded broker + Redis")
     p.add_argument("action", choices=("up", "down", "status", "reset"),
                    help="reset stops the stack and deletes its topics and data")
+    p.add_argument("--sasl", action="store_true", default=None,
+                   help="up: the broker asks for a SCRAM-SHA-512 login, STREAMREC_BROKER__SASL_USERNAME/__SASL_PASSWORD "
+                        "(STREAMREC_STACK__SASL)")
+    p.add_argument("--redis-auth", action="store_true", default=None,
+                   help="up: redis-server asks for STREAMREC_REDIS__PASSWORD (and __USERNAME, an ACL user) "
+                        "(STREAMREC_STACK__REDIS_AUTH)")
+    p.add_argument("--tls", action="store_true", default=None,
+                   help="up: broker and redis-server speak TLS only, certificates made under the data dir (STREAMREC_STACK__TLS)")
     p.set_defaults(func=_stack)
 
 
@@ -79,13 +92,16 @@ def _stack(args: argparse.Namespace) -> int:
     from infra.errors import StackError
     from stream.runtime import stack_from
 
-    settings = load_settings()
+    flags = {name: True for name in ("sasl", "redis_auth", "tls") if getattr(args, name)}
+    settings = load_settings(stack=flags) if flags else load_settings()
     stack = stack_from(settings)
     try:
         if args.action == "up":
             for record in stack.up():
                 print(f"{record.name:8s} pid {record.pid:<7d} port {record.port:<6d} ready in {record.started_in_s:.2f} s  log {record.log}")
             print(f"bootstrap servers {stack.config.bootstrap_servers}   redis {stack.config.redis_url}")
+            for line in _client_settings(stack.config):
+                print(line)
         elif args.action in ("down", "reset"):
             stopped = stack.down() if args.action == "down" else stack.reset()
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -98,6 +114,21 @@ def _stack(args: argparse.Namespace) -> int:
         print(f"streamrec stack: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _client_settings(config: StackConfig) -> list[str]:
+    """The client settings a secured stack needs beside the credentials (never printed)."""
+    lines = []
+    if config.broker_protocol != "PLAINTEXT":
+        lines.append(f"export STREAMREC_BROKER__SECURITY_PROTOCOL={config.broker_protocol}")
+    if config.sasl_users:
+        lines.append("export STREAMREC_BROKER__SASL_MECHANISM=SCRAM-SHA-512")
+    if config.ca_file is not None:
+        lines += [f"export STREAMREC_BROKER__SSL_CAFILE={config.ca_file}", f"export STREAMREC_REDIS__SSL_CAFILE={config.ca_file}",
+                  f"export STREAMREC_REDIS__URL={config.redis_url}"]
+    if lines:
+        lines.insert(0, "clients need (credentials as set for the stack: STREAMREC_BROKER__SASL_*, STREAMREC_REDIS__PASSWORD):")
+    return lines
 
 
 # -- worker --------------------------------------------------------------------------
@@ -249,7 +280,9 @@ def _add_settings(sub: argparse._SubParsersAction) -> None:
 
 def _settings(args: argparse.Namespace) -> int:
     settings: Settings = load_settings()
-    print(settings.model_dump_json(indent=2))
+    shown = json.loads(settings.model_dump_json())  # SecretStr fields print as "**********"
+    shown["redis"]["url"] = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1**********@", settings.redis.url)  # a password in the URL
+    print(json.dumps(shown, indent=2))
     return 0
 
 

@@ -1,5 +1,6 @@
 """aiokafka clients built from settings, for the tools around the worker (replay,
-tail, benchmarks, tests). The worker itself talks to Kafka through Faust."""
+tail, benchmarks, tests). The worker itself talks to Kafka through Faust, with the
+same security settings (``faust_credentials``, used by stream/app.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream.settings import BrokerSettings
+from stream.settings import BrokerSettings, SettingsError
 
 
 def client_options(broker: BrokerSettings) -> dict[str, Any]:
@@ -18,12 +19,73 @@ def client_options(broker: BrokerSettings) -> dict[str, Any]:
         "security_protocol": broker.security_protocol,
     }
     if broker.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context(cafile=str(broker.ssl_cafile) if broker.ssl_cafile else None)
+        options["ssl_context"] = ssl_context(broker)
     if broker.security_protocol.startswith("SASL"):
         options["sasl_mechanism"] = broker.sasl_mechanism
         options["sasl_plain_username"] = broker.sasl_username
         options["sasl_plain_password"] = broker.sasl_password.get_secret_value() if broker.sasl_password else None
     return options
+
+
+def ssl_context(broker: BrokerSettings) -> ssl.SSLContext:
+    """A client TLS context trusting ``ssl_cafile`` (the system's CAs without it);
+    an unreadable file is a SettingsError naming the setting."""
+    try:
+        return ssl.create_default_context(cafile=str(broker.ssl_cafile) if broker.ssl_cafile else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"bad setting STREAMREC_BROKER__SSL_CAFILE: cannot read {broker.ssl_cafile} ({exc})") from None
+
+
+def faust_credentials(broker: BrokerSettings) -> Any:
+    """Faust's ``broker_credentials`` for these settings (``None`` for PLAINTEXT)."""
+    import faust
+
+    protocol = broker.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context(broker))
+    return faust.SASLCredentials(
+        username=broker.sasl_username,
+        password=broker.sasl_password.get_secret_value() if broker.sasl_password else None,
+        mechanism=broker.sasl_mechanism,
+        ssl_context=ssl_context(broker) if protocol == "SASL_SSL" else None,
+    )
+
+
+async def check_login(broker: BrokerSettings, timeout_s: float = 10.0) -> None:
+    """Connect to the first bootstrap server as every client will; a refused login or an
+    untrusted certificate raises SettingsError naming the setting to fix."""
+    import asyncio
+
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import KafkaError, SaslAuthenticationFailed
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    from infra.tls import handshake
+
+    host, _, port = broker.bootstrap_servers.split(",")[0].strip().rpartition(":")
+    options = {k: v for k, v in client_options(broker).items() if k != "bootstrap_servers"}
+    conn = None
+    try:
+        if "ssl_context" in options:  # the certificate first, outside asyncio (infra/tls.py)
+            handshake(host, int(port), options["ssl_context"], timeout_s)
+        conn = await asyncio.wait_for(create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **options), timeout_s)
+        # a request too: a listener that wants a login it did not get closes the connection then
+        await asyncio.wait_for(conn.send(MetadataRequest([])), timeout_s)
+    except SaslAuthenticationFailed as exc:
+        raise SettingsError(f"bad setting STREAMREC_BROKER__SASL_PASSWORD: the broker at {host}:{port} refused the "
+                            f"{broker.sasl_mechanism} login of {broker.sasl_username!r} "
+                            f"(STREAMREC_BROKER__SASL_USERNAME): {exc}") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise SettingsError(f"bad setting STREAMREC_BROKER__SSL_CAFILE: the broker's certificate at {host}:{port} "
+                            f"is not trusted ({exc.verify_message})") from None
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        raise SettingsError(f"bad setting STREAMREC_BROKER__SECURITY_PROTOCOL: no {broker.security_protocol} session "
+                            f"with the broker at {host}:{port} ({type(exc).__name__}: {exc})") from None
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 def producer(broker: BrokerSettings, **overrides: Any) -> AIOKafkaProducer:

@@ -15,14 +15,21 @@ import sys
 import time
 from pathlib import Path
 
+from infra.services import RedisAuth
 from infra.stack import EmbeddedStack, StackConfig, port_open
-from stream.settings import Settings
+from stream.settings import RedisSettings, Settings, SettingsError
 from stream.topics import ensure_topics
 
 
 
 def stack_from(settings: Settings) -> EmbeddedStack:
-    s = settings.stack
+    """The embedded stack of ``settings.stack``; its SCRAM user and Redis login are the
+    ones the clients use (``settings.broker.sasl_*``, ``settings.redis.username/password``)."""
+    s, b, r = settings.stack, settings.broker, settings.redis
+    sasl_users = ((b.sasl_username or "", b.sasl_password.get_secret_value() if b.sasl_password else ""),) if s.sasl else ()
+    redis_auth = None
+    if s.redis_auth and r.password is not None:
+        redis_auth = RedisAuth(r.password.get_secret_value(), r.username or "default")
     return EmbeddedStack(StackConfig(
         data_dir=s.data_dir,
         broker_port=s.broker_port,
@@ -30,6 +37,9 @@ def stack_from(settings: Settings) -> EmbeddedStack:
         redis_port=s.redis_port,
         broker_heap_mb=s.broker_heap_mb,
         partitions=settings.broker.partitions,
+        sasl_users=sasl_users,
+        redis_auth=redis_auth,
+        tls=s.tls,
     ))
 
 
@@ -124,6 +134,59 @@ def check_services(settings: Settings, *, redis: bool = True) -> None:
                            f"`streamrec stack up` or point {setting} at a running {name}")
     if missing:
         raise ServiceUnavailable("; ".join(missing))
+    from stream.kafka import check_login
+
+    asyncio.run(check_login(settings.broker))
+    if redis:
+        check_redis_login(settings.redis)
+
+
+def check_redis_login(settings: RedisSettings) -> None:
+    """PING Redis as every client will; a refused login or an untrusted certificate
+    raises SettingsError naming the setting to fix. Blocking (redis-py's synchronous
+    client: its asyncio one leaves a socket open when the server hangs up mid-login)."""
+    import redis
+    from redis.exceptions import AuthenticationError, ConnectionError as RedisConnectionError, ResponseError
+
+    if settings.url.startswith("rediss://"):
+        _check_redis_certificate(settings)
+    client = redis.Redis.from_url(settings.effective_url, socket_connect_timeout=10, socket_timeout=10)
+    try:
+        client.ping()
+    except AuthenticationError as exc:  # also a login asked for but not given (NOAUTH)
+        who = f"user {settings.username!r} (STREAMREC_REDIS__USERNAME)" if settings.username else "the default user"
+        raise SettingsError(f"bad setting STREAMREC_REDIS__PASSWORD: Redis refused the login of {who}: {exc}") from None
+    except ResponseError as exc:
+        if "NOAUTH" not in str(exc) and "NOPERM" not in str(exc):
+            raise
+        raise SettingsError(f"bad setting STREAMREC_REDIS__PASSWORD: Redis asks for a login ({exc})") from None
+    except RedisConnectionError as exc:
+        raise SettingsError(f"bad setting STREAMREC_REDIS__URL: no session with Redis ({exc}); a TLS-only server "
+                            "needs a rediss:// URL") from None
+    finally:
+        client.close()
+
+
+def _check_redis_certificate(settings: RedisSettings) -> None:
+    """A TLS handshake with the server: its certificate must verify against ``ssl_cafile``."""
+    import ssl
+    from urllib.parse import urlparse
+
+    from infra.tls import handshake
+
+    url = urlparse(settings.url)
+    host, port = url.hostname or "localhost", url.port or 6379
+    try:
+        context = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
+    except OSError as exc:
+        raise SettingsError(f"bad setting STREAMREC_REDIS__SSL_CAFILE: cannot read {settings.ssl_cafile} ({exc})") from None
+    try:
+        handshake(host, port, context)
+    except ssl.SSLCertVerificationError as exc:
+        raise SettingsError(f"bad setting STREAMREC_REDIS__SSL_CAFILE: Redis's certificate at {host}:{port} is not "
+                            f"trusted ({exc.verify_message})") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"bad setting STREAMREC_REDIS__URL: no TLS session with Redis at {host}:{port} ({exc})") from None
 
 
 class ServiceUnavailable(RuntimeError):

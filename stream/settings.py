@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,12 +56,15 @@ class BrokerSettings(BaseModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle that signed the broker's certificate (SSL, SASL_SSL)")
 
     @model_validator(mode="after")
     def _consistent(self) -> BrokerSettings:
         if self.heartbeat_interval_s * 3 > self.session_timeout_s:
             raise ValueError("heartbeat_interval_s must be at most a third of session_timeout_s")
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
+            raise ValueError(f"security_protocol {self.security_protocol} needs STREAMREC_BROKER__SASL_USERNAME "
+                             "and STREAMREC_BROKER__SASL_PASSWORD")
         if not all(":" in part for part in self.bootstrap_servers.split(",")):
             raise ValueError("bootstrap_servers must be host:port[,host:port...]")
         return self
@@ -87,7 +90,9 @@ class RedisSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     url: str = "redis://127.0.0.1:16379/0"
+    username: str | None = Field(default=None, description="an ACL user; without it the password is the default user's")
     password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle that signed the server's certificate (rediss:// URLs)")
 
     @field_validator("url")
     @classmethod
@@ -98,11 +103,17 @@ class RedisSettings(BaseModel):
 
     @property
     def effective_url(self) -> str:
-        """``url`` with ``password`` put in, when one is set apart from the URL."""
-        if self.password is None or "@" in self.url:
-            return self.url
-        scheme, rest = self.url.split("://", 1)
-        return f"{scheme}://:{quote(self.password.get_secret_value(), safe='')}@{rest}"
+        """``url`` with ``username``/``password`` put in (when set apart from the URL) and,
+        for ``rediss://``, ``ssl_cafile`` as ``ssl_ca_certs``: every Redis client of streamrec
+        and Feast's connection string (features/repo.py) are built from it."""
+        url = self.url
+        if self.password is not None and "@" not in url:
+            scheme, rest = url.split("://", 1)
+            user = quote(self.username, safe="") if self.username else ""
+            url = f"{scheme}://{user}:{quote(self.password.get_secret_value(), safe='')}@{rest}"
+        if self.ssl_cafile is not None and url.startswith("rediss://"):
+            url += ("&" if "?" in url else "?") + urlencode({"ssl_ca_certs": str(self.ssl_cafile.resolve())})
+        return url
 
 
 class StackSettings(BaseModel):
@@ -115,6 +126,10 @@ class StackSettings(BaseModel):
     controller_port: int = Field(default=19093, ge=1, le=65535, description="the KRaft controller's listener")
     redis_port: int = Field(default=16379, ge=1, le=65535)
     broker_heap_mb: int = Field(default=256, ge=192, le=65536, description="the broker JVM's heap (-Xms/-Xmx)")
+    sasl: bool = Field(default=False, description="the broker asks for a SCRAM-SHA-512 login: STREAMREC_BROKER__SASL_USERNAME "
+                       "/ __SASL_PASSWORD, created when its storage is formatted")
+    redis_auth: bool = Field(default=False, description="redis-server asks for a login: STREAMREC_REDIS__USERNAME (optional) / __PASSWORD")
+    tls: bool = Field(default=False, description="broker and redis-server speak TLS only, with certificates made under data_dir/tls")
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> StackSettings:
@@ -231,6 +246,15 @@ class Settings(BaseSettings):
     recommend: RecommendSettings = RecommendSettings()
     features: FeatureConfig = FeatureConfig()
     models: ModelConfig = ModelConfig()
+
+    @model_validator(mode="after")
+    def _stack_credentials(self) -> Settings:
+        if self.stack.sasl and not (self.broker.sasl_username and self.broker.sasl_password):
+            raise ValueError("STREAMREC_STACK__SASL needs STREAMREC_BROKER__SASL_USERNAME and STREAMREC_BROKER__SASL_PASSWORD "
+                             "(the SCRAM user the stack creates)")
+        if self.stack.redis_auth and self.redis.password is None:
+            raise ValueError("STREAMREC_STACK__REDIS_AUTH needs STREAMREC_REDIS__PASSWORD (and optionally STREAMREC_REDIS__USERNAME)")
+        return self
 
     @model_validator(mode="after")
     def _exactly_once_without_debounce(self) -> Settings:
