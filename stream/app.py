@@ -19,9 +19,9 @@ from typing import Any
 import faust
 from mode import CrashingSupervisor
 
+from stream.kafka import faust_credentials
 from stream.processor import EventProcessor
 from stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
-from stream.kafka import faust_credentials
 from stream.settings import Settings
 from stream.transport import SourceRoutedSink, TunedTransport, transaction_of
 
@@ -96,11 +96,11 @@ def build_app(settings: Settings) -> StreamrecApp:
         settings,
         id=group,
         broker=b.url,
+        broker_credentials=faust_credentials(b),  # SASL / TLS: the same settings as every other client
         store="memory://",
         processing_guarantee=b.processing_guarantee,
         broker_session_timeout=b.session_timeout_s,
         broker_rebalance_timeout=b.rebalance_timeout_s,
-        broker_credentials=faust_credentials(b),  # SASL / TLS: the same settings as every other client
         broker_heartbeat_interval=b.heartbeat_interval_s,
         broker_request_timeout=max(40.0, b.session_timeout_s or 0) + 5,
         broker_commit_interval=b.commit_interval_s,
