@@ -48,8 +48,9 @@ def quantize_int8_dynamic(fp32: Path, out: Path) -> Path:
     any other graph through :func:`quantize_gathers`. The MLP stays fp32 (onnxruntime's
     ``quantize_dynamic`` would also rewrite each Gemm as MatMul + Add: slower kernels)."""
     model = onnx.load(str(fp32))
-    if not fold_ranker_tables(model):
-        quantize_gathers(model, set(sensitive_nodes(model)))
+    folded = fold_ranker_tables(model)
+    # after a fold only a table whose term joins a side's vectors is left (read per user)
+    quantize_gathers(model, set() if folded else set(sensitive_nodes(model)))
     onnx.save(model, str(out))
     return out
 
@@ -97,10 +98,13 @@ def _axis(node: onnx.NodeProto) -> int:
 class _RankerTail:
     """Where the serving ranker's graph uses its tables: Gathers of the two vector
     tables (the Mul's inputs, in order) and of the two bias tables (same order),
-    ``ReduceSum(Mul) + (bias + bias)``, and the first-layer Gemms reading the vectors."""
+    ``ReduceSum(Mul) + (bias + bias)``, and the first-layer Gemms reading the vectors.
+    ``implicit`` names, per side, a table whose (linear) term the graph adds to that
+    side's gathered vector before use (models/recent_ranker.py), or None."""
 
     mul: onnx.NodeProto
     vectors: tuple[onnx.NodeProto, onnx.NodeProto]
+    implicit: tuple[str | None, str | None]
     biases: tuple[onnx.NodeProto, onnx.NodeProto]
     reduce: onnx.NodeProto
     adds: tuple[onnx.NodeProto, onnx.NodeProto]
@@ -119,7 +123,11 @@ def fold_ranker_tables(model: onnx.ModelProto) -> bool:
     ``ReduceSum(u * i) + b_u + b_i`` by ``(u * i) @ w + c`` (w: the product of the
     vector scales, then the two bias scales; c: the bias centres). The graph thus has
     two Casts more and five ops fewer (two bias Gathers, ReduceSum, two Adds, less
-    the Gemm) than fp32: at ~100 rows a call costs mostly per-op overhead. A bias is
+    the Gemm) than fp32: at ~100 rows a call costs mostly per-op overhead. A term added
+    to a side's gathered vector (the ranker+recent model's implicit factors) comes from
+    a table the fold divides by that side's scale and widens by two zero columns, so it
+    adds to the int8 rows in their own units (:func:`quantize_int8_dynamic` then makes
+    that table int8 with a DequantizeLinear, on the few users' rows). A bias is
     off by at most half its scale (range / 508); it lands on the score directly, but
     its error is small next to the vectors' (the accuracy gate measures both)."""
     tail = _find_ranker_tail(model)
@@ -138,11 +146,14 @@ def fold_ranker_tables(model: onnx.ModelProto) -> bool:
     prefix = f"{tail.mul.name}_folded"
     added = {f"{g.input[0]}_quantized": t for g, t in zip(tail.vectors, tables)}
     added |= {f"{prefix}_dot": np.asarray(dot, np.float32).reshape(-1, 1), f"{prefix}_centre": np.asarray([sum(centres)], np.float32)}
-    scale_of = {g.output[0]: s for g, s in zip(tail.vectors, scales)}
+    scale_of = {name: s for name, s in zip(tail.mul.input, scales)}
     for gemm in tail.first_layer:
         weight = arrays[gemm.input[1]] * scale_of[gemm.input[0]]
         added[f"{gemm.name}_weight_folded"] = np.vstack([weight, np.zeros((2, weight.shape[1]), np.float32)]).astype(np.float32)
         gemm.input[1] = f"{gemm.name}_weight_folded"
+    for table, scale in zip(tail.implicit, scales):
+        if table is not None:
+            added[f"{table}_folded"] = np.hstack([arrays[table] / scale, np.zeros((len(arrays[table]), 2))]).astype(np.float32)
     model.graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in added.items())
     _rewire_tail(model, tail, prefix)
     return True
@@ -154,7 +165,11 @@ def _rewire_tail(model: onnx.ModelProto, tail: _RankerTail, prefix: str) -> None
     for node in model.graph.node:
         if id(node) in dropped:
             continue
-        if any(node is v for v in tail.vectors):
+        if any(node.input[0] == table for table in tail.implicit if table is not None):
+            nodes.append(onnx.helper.make_node(node.op_type, [f"{node.input[0]}_folded", *node.input[1:]], list(node.output),
+                                               name=node.name, domain=node.domain))
+            nodes[-1].attribute.extend(node.attribute)
+        elif any(node is v for v in tail.vectors):
             picked = f"{node.output[0]}_int8"
             nodes.append(onnx.helper.make_node("Gather", [f"{node.input[0]}_quantized", node.input[1]], [picked], name=f"{node.name}_int8"))
             nodes.append(onnx.helper.make_node("Cast", [picked], list(node.output), name=f"{node.name}_cast", to=onnx.TensorProto.FLOAT))
@@ -194,6 +209,34 @@ class _GraphIndex:
             return None
         return node if (self.tables[node.input[0]][1] == 1) == bias else None
 
+    def vector(self, name: str) -> tuple[onnx.NodeProto | None, str | None]:
+        """The vector-table Gather behind ``name``: producing it, or feeding only the
+        ``Add`` that produces it; then also the one table upstream of the Add's other
+        input (``None``: no such Add; the Gather is ``None`` when neither shape holds)."""
+        direct = self.gather(name, bias=False)
+        add = self.producer.get(name)
+        if direct is not None or add is None or add.op_type != "Add":
+            return direct, None
+        for own, other in (add.input, add.input[::-1]):
+            gathered = self.gather(own, bias=False)
+            if gathered is not None and self.sole(own, "Add") is add:
+                tables = self.tables_above(other)
+                return (gathered, tables[0]) if len(tables) == 1 else (None, None)
+        return None, None
+
+    def tables_above(self, name: str) -> list[str]:
+        """The 2-D float tables ``name`` is computed from (Gathers' data inputs)."""
+        found, todo, seen = [], [name], set()
+        while todo:
+            node = self.producer.get(todo.pop())
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type == "Gather" and node.input[0] in self.tables:
+                found.append(node.input[0])
+            todo.extend(node.input)
+        return found
+
     def sole(self, name: str, op: str) -> onnx.NodeProto | None:
         """The only consumer of ``name``, if it is an ``op``."""
         users = self.consumers.get(name, [])
@@ -201,7 +244,7 @@ class _GraphIndex:
 
 
 def _tail_at(index: _GraphIndex, mul: onnx.NodeProto) -> _RankerTail | None:
-    u, i = (index.gather(name, bias=False) for name in mul.input)
+    (u, u_extra), (i, i_extra) = (index.vector(name) for name in mul.input)
     reduce = index.sole(mul.output[0], "ReduceSum")
     if u is None or i is None or u.input[0] == i.input[0] or u.input[1] == i.input[1] or reduce is None or not _sums_last_axis(reduce, index.graph):
         return None
@@ -211,10 +254,12 @@ def _tail_at(index: _GraphIndex, mul: onnx.NodeProto) -> _RankerTail | None:
         return None
     biases = [b for name in pair.input if (b := index.gather(name, bias=True)) is not None and index.sole(b.output[0], "Add") is pair]
     by_index = {b.input[1]: b for b in biases}
-    first = tuple(n for v in (u, i) for n in index.consumers[v.output[0]] if n is not mul)
+    first = tuple(n for v in mul.input for n in index.consumers[v] if n is not mul)
+    if {u_extra, i_extra} & {u.input[0], i.input[0]} or any(len(index.consumers[t]) != 1 for t in (u_extra, i_extra) if t):
+        return None
     if len(biases) != 2 or set(by_index) != {u.input[1], i.input[1]} or not all(_plain_gemm(n, index.tables) for n in first):
         return None
-    return _RankerTail(mul, (u, i), (by_index[u.input[1]], by_index[i.input[1]]), reduce, (pair, total), first)
+    return _RankerTail(mul, (u, i), (u_extra, i_extra), (by_index[u.input[1]], by_index[i.input[1]]), reduce, (pair, total), first)
 
 
 def _plain_gemm(node: onnx.NodeProto, tables: dict[str, tuple[int, ...]]) -> bool:

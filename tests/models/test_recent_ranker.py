@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 import torch
@@ -17,9 +18,12 @@ from features.config import FeatureConfig
 from features.user_state import UserState, UserUpdate, apply_user_event
 from models.artifact import publish_model
 from models.config import ModelConfig
+from models.encoding import Inputs
+from models.export import export_onnx, run_onnx
 from models.features import EXPLICIT_FEATURES
 from models.metrics import rmse
 from models.onnx_recommender import OnnxRecommender
+from models.quantize import quantize_int8_dynamic
 from models.recent import PAD, recent_positions
 from models.recent_ranker import RecentRanker
 from models.recommenders import NeuralRecommender, dense_transform
@@ -146,3 +150,24 @@ def test_the_int8_variant_in_the_evaluation_scores_close_to_the_net(
     exact, quantized = recent_model.predict(test), served.predict(test)
     assert abs(rmse(quantized, test["rating"]) - rmse(exact, test["rating"])) < 0.005
     assert 0 < np.abs(quantized - exact).max() < 0.1
+
+
+def test_int8_folds_the_vector_tables_and_keeps_the_implicit_term_in_their_units(tmp_path: Path) -> None:
+    net, rng = random_recent_ranker(), np.random.default_rng(1)
+    with torch.no_grad():
+        for table in (net.mf.user_bias, net.mf.item_bias):
+            table.weight.normal_(std=0.3)
+    rows = 300
+    dense = rng.uniform(0, 50, (rows, len(EXPLICIT_FEATURES))).astype(np.float32)
+    check = Inputs(rng.integers(0, 31, rows), rng.integers(0, 41, rows), dense, np.zeros(rows, np.float32),
+                   np.zeros(rows, np.int64), rng.integers(0, 41, (rows, 4)))
+    export_onnx(net, tmp_path / "fp32.onnx", check)
+
+    quantize_int8_dynamic(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    floats = [i.name for i in graph.initializer if len(i.dims) == 2 and i.dims[0] > 30 and i.data_type == onnx.TensorProto.FLOAT]
+    assert [n.op_type for n in graph.node].count("DequantizeLinear") == 1  # the implicit table's, per user
+    assert not floats  # every embedding table is int8
+    exact, quantized = run_onnx(tmp_path / "fp32.onnx", check), run_onnx(tmp_path / "int8.onnx", check)
+    assert 0 < np.abs(quantized - exact).max() < 0.02
