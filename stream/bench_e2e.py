@@ -127,6 +127,8 @@ class Received:
     recv_s: float  # epoch seconds
     event_to_emit_ms: float | None = None  # the worker's own figures, from the message
     recommend_ms: float | None = None
+    ingest_ms: float | None = None  # the cause event's ts → its batch began in the worker
+    update_ms: float | None = None  # the batch began → ranking began
     covers: tuple[str, ...] = ()  # earlier events of the user this list also answers
 
 
@@ -336,7 +338,8 @@ class Collector:
                     self.model_versions.add(str(message.get("model_version")))
                     stages = message.get("latency_ms") or {}
                     self.received[cause] = Received(now, stages.get("event_to_emit"), stages.get("total"),
-                                                    tuple(message.get("covers") or ()))
+                                                    tuple(message.get("covers") or ()), stages.get("ingest"),
+                                                    stages.get("update"))
 
 
 # -- one bench session ---------------------------------------------------------------
@@ -544,6 +547,10 @@ def _step_result(session: Session, rate: float, sent: list[Sent], collector: Col
             "send_to_emit": latency_summary(to_emit),
             "emit_to_received": latency_summary(out_hop),
             "recommend_step": latency_summary([r.recommend_ms for _, r in answered if r.recommend_ms is not None]),
+            # send → emit split: until the batch began (client linger, broker, Faust, batching, queueing),
+            # the batch's own work before ranking (for the list's cause event)
+            "ingest": latency_summary([r.ingest_ms for _, r in answered if r.ingest_ms is not None]),
+            "update": latency_summary([r.update_ms for _, r in answered if r.update_ms is not None]),
         },
         "lost_sample": m.lost_ids[:10],
     }

@@ -267,6 +267,9 @@ class StageLatency(BaseModel):
     scoring: float = 0.0
     total: float = 0.0
     event_to_emit: float | None = None
+    # where event_to_emit went before ranking (absent for a list released by the debounce timer):
+    ingest: float | None = None  # the event's ts → its batch began in the worker (client, broker, Faust, batching, queueing)
+    update: float | None = None  # its batch began → ranking began (validate, state, feature and item-side writes)
 
 
 class Recommendation(BaseModel):
