@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features import codec, resp
 from features.config import FeatureConfig
@@ -41,6 +45,23 @@ class ReadRequest:
     view: str
     entity_ids: Sequence[str]
     features: Sequence[str] | None = None
+
+
+def reconnecting(reconnect_s: float) -> Retry:
+    """Retry a command that met a connection error or timeout (Redis restarting) for about
+    ``reconnect_s`` seconds: waits of 0.1 s doubling to 1 s. 0: no retry."""
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=int(reconnect_s) + 3 if reconnect_s > 0 else 0,
+                 supported_errors=(RedisConnectionError, RedisTimeoutError))
+
+
+def redis_client(redis_url: str, *, reconnect_s: float = 0.0) -> aioredis.Redis:
+    """A ``redis.asyncio`` client (bytes replies) whose commands, and the round trips of
+    features/resp.py on it, wait out a Redis restart of up to ``reconnect_s`` seconds
+    (:func:`reconnecting`); 0: a plain client."""
+    if reconnect_s <= 0:
+        return aioredis.Redis.from_url(redis_url, decode_responses=False)
+    return aioredis.Redis.from_url(redis_url, decode_responses=False, retry=reconnecting(reconnect_s),
+                                   retry_on_error=[RedisConnectionError, RedisTimeoutError])
 
 
 class OnlineFeatureStore(abc.ABC):
@@ -91,9 +112,11 @@ class RedisFeatureStore(OnlineFeatureStore):
         }
 
     @classmethod
-    def from_url(cls, redis_url: str, cfg: FeatureConfig) -> RedisFeatureStore:
-        """Connect lazily (no I/O here); ``redis_url`` like ``redis://127.0.0.1:6379/0``."""
-        return cls(aioredis.Redis.from_url(redis_url, decode_responses=False), cfg)
+    def from_url(cls, redis_url: str, cfg: FeatureConfig, *, reconnect_s: float = 0.0) -> RedisFeatureStore:
+        """Connect lazily (no I/O here); ``redis_url`` like ``redis://127.0.0.1:6379/0``.
+        With ``reconnect_s`` every read and write waits out a Redis restart that long (the
+        writes are whole rows and set/sorted-set adds: repeating one changes nothing)."""
+        return cls(redis_client(redis_url, reconnect_s=reconnect_s), cfg)
 
     def _key_bulk(self, spec: ViewSpec, entity_id: str) -> bytes:
         cache = self._key_bulks[spec.name]

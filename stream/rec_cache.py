@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from features import resp
+from features.online import redis_client
 from stream.schemas import Recommendation
 
 # KEYS: the list, the user's version. ARGV: version, ttl (s), payload (absent: drop the list).
@@ -59,8 +60,9 @@ class RecommendationCache:
         self.misses = 0
 
     @classmethod
-    def from_url(cls, url: str, project: str, ttl_s: int) -> RecommendationCache:
-        return cls(aioredis.Redis.from_url(url, decode_responses=False), project, ttl_s)
+    def from_url(cls, url: str, project: str, ttl_s: int, *, reconnect_s: float = 0.0) -> RecommendationCache:
+        """``reconnect_s``: wait out a Redis restart that long (features/online.py)."""
+        return cls(redis_client(url, reconnect_s=reconnect_s), project, ttl_s)
 
     def key(self, user_id: str) -> str:
         return self._prefix + user_id

@@ -70,6 +70,18 @@ class StateTable(Generic[S]):
             self._live[key] = state
         return state
 
+    def keys(self) -> list[str]:
+        """Every key with a state here: decoded ones and those in the table's local store."""
+        return list(dict.fromkeys([*self._live, *self.table.data.keys()]))
+
+    def peek(self, key: str) -> S | None:
+        """The current state of ``key`` without keeping a decoded copy; None when absent."""
+        state = self._live.get(key)
+        if state is None:
+            stored = self.table.data.get(key)
+            state = self._decode(stored) if stored is not None else None
+        return state
+
     def mark(self, key: str, state: S, partition: int) -> None:
         """Record that ``state`` (from ``get``) changed; it is written on the next flush."""
         self._live[key] = state

@@ -94,3 +94,16 @@ async def test_processor_flushes_a_table_once_enough_states_are_pending() -> Non
     assert sorted(key for _, key, _ in users.changelog) == ["a", "b", "c"]
     assert shards.changelog == []  # below the bound: waits for the commit
     assert await processor.flush_state() == 1 and [key for _, key, _ in shards.changelog] == ["p0"]
+
+
+async def test_keys_and_peek_cover_decoded_and_stored_states_without_keeping_a_copy() -> None:
+    table = FakeChangelogTable()
+    table.data["stored"] = {"n": [1]}
+    states = counter_table(table)
+    live = states.get("live")
+    live.append(7)
+    states.mark("live", live, partition=0)
+    assert sorted(states.keys()) == ["live", "stored"]
+    assert states.peek("live") == [7] and states.peek("stored") == [1] and states.peek("absent") is None
+    states.peek("stored").append(2)  # type: ignore[union-attr]
+    assert table.data["stored"] == {"n": [1]} and states.pending == 1  # peeking changed nothing

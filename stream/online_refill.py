@@ -1,0 +1,70 @@
+"""The online store refilled from the worker's tables when Redis lost its data.
+
+Redis holds no state of its own: every feature row is an entity's whole state, kept in
+the worker's tables (and their changelogs). A Redis restarted empty (no persistence, a
+failover to an empty replica, a FLUSHALL) would otherwise serve nothing for an entity
+until its next event. Each worker keeps a marker key of its own in Redis,
+``<project>:online:worker:<worker id>``; a timer (``STREAMREC_WORKER__ONLINE_CHECK_S``)
+looks for it, and when it is gone the worker sets it again and rewrites the rows of
+every user, item and global shard of the partitions it owns, through its micro-batching
+writer (after a worker's own rows, in order). A worker that starts against a Redis
+without its marker (its first start, or Redis lost its data while it was down) does the
+same once its tables are restored.
+
+Only partitions the worker owns as active are rewritten: its tables may also hold
+standby copies or keys of partitions it gave away, which may be behind their owner's.
+The seen-items sets (features/indexes.py) come back only as far as the users' recent
+items; everything else a row's readers use is in the rows and the item indexes rebuilt
+with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from features.config import FeatureConfig
+from features.global_state import GlobalShard, shard_id
+from features.item_state import ItemState
+from features.schema import ITEM_VIEW, USER_VIEW, FeatureRow
+from features.user_state import UserState
+
+
+def marker_key(project: str, worker_id: str) -> str:
+    return f"{project}:online:worker:{worker_id}"
+
+
+class Marker:
+    """This worker's marker key: present while Redis holds what the worker wrote."""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self._client, self.key = client, key
+
+    async def present(self) -> bool:
+        return bool(await self._client.exists(self.key))
+
+    async def set(self) -> None:
+        await self._client.set(self.key, b"1")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def user_row(user: str, state: UserState, partitions: set[int]) -> FeatureRow | None:
+    """The user's row if its records came from ``partitions``; its seen-items set gets
+    the recent items back."""
+    if not {int(p) for p in state.applied if p.isdigit()} & partitions:
+        return None
+    return FeatureRow(USER_VIEW, user, state.features(), state.activity.last_seen_ms or 0,
+                      tuple(r.item_id for r in state.recent))
+
+
+def item_row(item: str, state: ItemState, partitions: set[int], partition_of: Callable[[str], int],
+             cfg: FeatureConfig) -> FeatureRow | None:
+    """The item's row if its repartition-topic partition is in ``partitions``."""
+    return FeatureRow(ITEM_VIEW, item, state.features(cfg), state.updated_ms) if partition_of(item) in partitions else None
+
+
+def shard_row(key: str, state: GlobalShard, partitions: set[int]) -> FeatureRow | None:
+    """A global shard's row if it is one of ``partitions``' (one per ``clickstream`` partition)."""
+    return state.row(key) if key in {shard_id(p) for p in partitions} else None
