@@ -90,6 +90,8 @@ class RedisSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     url: str = "redis://127.0.0.1:16379/0"
+    reconnect_s: float = Field(default=30.0, ge=0, le=3600,
+                               description="how long the worker's Redis commands wait out a Redis restart before it stops")
     username: str | None = Field(default=None, description="an ACL user; without it the password is the default user's")
     password: SecretStr | None = None
     ssl_cafile: Path | None = Field(default=None, description="CA bundle that signed the server's certificate (rediss:// URLs)")
@@ -189,6 +191,11 @@ class WorkerSettings(BaseModel):
         default=64, ge=1, le=1_000_000,
         description="write changed states to their changelogs once this many are pending (and before every commit): "
         "bounds the pause a flush causes",
+    )
+    online_check_s: float = Field(
+        default=2.0, gt=0, le=3600,
+        description="how often the worker checks that Redis still holds its rows (its marker key), and rewrites them "
+        "from its tables when Redis lost them (stream/online_refill.py)",
     )
 
 
