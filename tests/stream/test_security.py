@@ -28,7 +28,7 @@ from features.online import RedisFeatureStore
 from features.schema import USER_VIEW
 from infra.stack import free_port
 from stream.kafka import check_login, consumer, producer
-from stream.runtime import check_redis_login, settings_env, spawn_worker, stop_process
+from stream.runtime import check_redis_login, feature_repo_dir, settings_env, spawn_worker, stop_process
 from stream.schemas import ClickEvent, EventType, Recommendation
 from stream.settings import BrokerSettings, RedisSettings, Settings, SettingsError
 from stream.topics import ensure_topics
@@ -207,6 +207,23 @@ def test_a_worker_with_a_wrong_redis_password_stops_at_start_naming_the_setting(
     assert "bad setting STREAMREC_REDIS__PASSWORD" in log.read_text()
 
 
+def _click(settings: Settings, user: str) -> ClickEvent:
+    """Send one click of ``user`` to the worker's clickstream, as the settings log in."""
+    event = ClickEvent(event_id=f"sec-{uuid.uuid4().hex}", user_id=user, item_id="i3", type=EventType.CLICK, ts=time.time())
+
+    async def send() -> None:
+        await ensure_topics(settings)
+        client = producer(settings.broker)
+        await client.start()
+        try:
+            await client.send_and_wait(settings.topics.clickstream, event.to_bytes(), key=user.encode())
+        finally:
+            await client.stop()
+
+    asyncio.run(send())
+    return event
+
+
 @pytest.fixture(scope="module")
 def secure_worker(secure: SecureStack, model_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Path]]:
     data_dir = tmp_path_factory.mktemp("secure-worker")
@@ -223,18 +240,7 @@ def secure_worker(secure: SecureStack, model_registry: Path, tmp_path_factory: p
 def test_the_worker_logs_in_to_both_and_a_tool_reads_its_list_without_a_secret_in_its_log(
         secure: SecureStack, secure_worker: tuple[Settings, Path]) -> None:
     settings, log = secure_worker
-    event = ClickEvent(event_id=f"sec-{uuid.uuid4().hex}", user_id="u7", item_id="i3", type=EventType.CLICK, ts=time.time())
-
-    async def send() -> None:
-        await ensure_topics(settings)
-        client = producer(settings.broker)
-        await client.start()
-        try:
-            await client.send_and_wait(settings.topics.clickstream, event.to_bytes(), key=b"u7")
-        finally:
-            await client.stop()
-
-    asyncio.run(send())
+    event = _click(settings, "u7")
     tail = _cli("tail", "recommendations", "--from-beginning", "--raw", "--max", "1", "--duration", "180",
                 env=_clean_env(**settings_env(settings)), timeout=240)
     assert tail.returncode == 0, tail.stderr + log.read_text()[-3000:]
@@ -245,6 +251,31 @@ def test_the_worker_logs_in_to_both_and_a_tool_reads_its_list_without_a_secret_i
     cached = _cli("recommendations", "u7", env=_clean_env(**settings_env(settings)), timeout=120)
     assert cached.returncode == 0 and event.event_id in cached.stdout, cached.stdout + cached.stderr
 
+    verified = _cli("verify", "--wait", "60", env=_clean_env(**settings_env(settings)), timeout=180)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
     written = log.read_text()
-    assert "feature repo applied" in written  # Feast logged in too (features/repo.py's connection string)
     assert secure.sasl_password not in written and secure.redis_password not in written
+
+
+def test_feast_reads_the_workers_rows_over_tls_with_the_login(secure_worker: tuple[Settings, Path]) -> None:
+    from features.repo import feature_refs, feature_store
+
+    settings, log = secure_worker
+    _click(settings, "u8")
+    repo = feature_repo_dir(settings)
+    for _ in range(600):  # the worker applies the repo before it consumes
+        if list(repo.glob("**/registry.db")):
+            break
+        time.sleep(0.1)
+    yaml = next(repo.glob("**/feature_store.yaml"))
+    assert "ssl=true" in yaml.read_text() and oct(yaml.stat().st_mode & 0o777) == "0o600"
+    store = feature_store(yaml.parent)
+    deadline = time.monotonic() + 60
+    while True:  # the click, once the worker has written its row
+        got = store.get_online_features(features=feature_refs(USER_VIEW, ["event_count"]),
+                                        entity_rows=[{"user_id": "u8"}]).to_dict()
+        if got["event_count"][0] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert got["event_count"] == [1], log.read_text()[-3000:]
