@@ -226,8 +226,12 @@ class EmbeddedStack:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise StackError(f"{spec.name} exited with code {proc.returncode} at start; see {log_path}:\n{_tail(log_path)}")
-            if spec.ready(self.config.host, spec.port):
-                return
+            try:
+                if spec.ready(self.config.host, spec.port):
+                    return
+            except StackError:  # answering, but it will never do (a refused login): stop what we started
+                _terminate(proc.pid, spec.stop_grace_s)
+                raise
             time.sleep(0.05)
         _terminate(proc.pid)
         raise StackError(f"{spec.name} did not answer on port {spec.port} within {self.config.start_timeout_s} s; see {log_path}")
