@@ -77,7 +77,7 @@ class RecommendationCache:
         one in the cache, so the order in which processes' writes arrive does not matter.
         """
         newest = {user: (version, payload) for user, version, payload in lists}
-        writes = [(u, v, p) for u, (v, p) in newest.items()]
+        writes: list[tuple[str, UserVersion, bytes | None]] = [(u, v, p) for u, (v, p) in newest.items()]
         writes += [(u, v, None) for u, v in (stale or {}).items() if u not in newest]
         if not writes:
             return
