@@ -57,13 +57,17 @@ def sample_negatives(train: pd.DataFrame, test: pd.DataFrame, count: int, seed: 
     drawn with replacement."""
     rng = np.random.default_rng(seed)
     catalogue = np.sort(np.asarray(train["item_id"].unique(), dtype=object))
+    position = dict(zip(catalogue, range(len(catalogue))))
     seen = train.groupby("user_id")["item_id"].agg(list).to_dict()
     out = np.empty((len(test), count), dtype=object)
+    # positions into the sorted catalogue: the same draws as sampling the ids, without sorting ids per row
     for row, (user, positive) in enumerate(zip(test["user_id"], test["item_id"])):
-        available = np.setdiff1d(catalogue, np.asarray(seen.get(user, []) + [positive], dtype=object), assume_unique=False)
+        allowed = np.ones(len(catalogue), bool)
+        allowed[[position[item] for item in (*seen.get(user, ()), positive) if item in position]] = False
+        available = np.flatnonzero(allowed)
         if len(available) == 0:
             raise ValueError(f"user {user} has interacted with every item: no negatives to sample")
-        out[row] = rng.choice(available, count, replace=len(available) < count)
+        out[row] = catalogue[rng.choice(available, count, replace=len(available) < count)]
     return out
 
 
