@@ -62,13 +62,20 @@ def sample_negatives(train: pd.DataFrame, test: pd.DataFrame, count: int, seed: 
     out = np.empty((len(test), count), dtype=object)
     # positions into the sorted catalogue: the same draws as sampling the ids, without sorting ids per row
     for row, (user, positive) in enumerate(zip(test["user_id"], test["item_id"])):
-        allowed = np.ones(len(catalogue), bool)
-        allowed[[position[item] for item in (*seen.get(user, ()), positive) if item in position]] = False
-        available = np.flatnonzero(allowed)
+        available = np.flatnonzero(_allowed(position, (*seen.get(user, ()), positive)))
         if len(available) == 0:
             raise ValueError(f"user {user} has interacted with every item: no negatives to sample")
         out[row] = catalogue[rng.choice(available, count, replace=len(available) < count)]
     return out
+
+
+def _allowed(position: dict[Any, int], excluded: Sequence[Any]) -> np.ndarray:
+    """bool [catalogue]: False at the positions of ``excluded`` (ids outside ``position`` ignored).
+    Object-id set operations (``np.isin``, ``np.setdiff1d``) sort the ids on every call: ~0.3 s
+    per row on MovieLens."""
+    allowed = np.ones(len(position), bool)
+    allowed[[position[item] for item in excluded if item in position]] = False
+    return allowed
 
 
 def candidate_rows(test: pd.DataFrame, items: np.ndarray) -> pd.DataFrame:
@@ -91,6 +98,7 @@ def rank_sampled(model: Recommender, test: pd.DataFrame, negatives: np.ndarray) 
 def rank_full(model: Recommender, train: pd.DataFrame, test: pd.DataFrame, chunk: int = 32) -> np.ndarray:
     """Rank of each positive among all training items the user has not interacted with."""
     catalogue = np.asarray(train["item_id"].unique(), dtype=object)
+    position = dict(zip(catalogue, range(len(catalogue))))
     seen = train.groupby("user_id")["item_id"].agg(set).to_dict()
     positive = model.predict(test[["user_id", "item_id", "ts"]])
     out = np.zeros(len(test), np.int64)
@@ -98,7 +106,7 @@ def rank_full(model: Recommender, train: pd.DataFrame, test: pd.DataFrame, chunk
         part = test.iloc[start : start + chunk]
         scores = model.predict(candidate_rows(part, np.tile(catalogue, (len(part), 1)))).reshape(len(part), -1)
         for row, (user, item) in enumerate(zip(part["user_id"], part["item_id"])):
-            allowed = ~np.isin(catalogue, list(seen.get(user, ()))) & (catalogue != item)
+            allowed = _allowed(position, (*seen.get(user, ()), item))
             out[start + row] = int((scores[row][allowed] >= positive[start + row]).sum())
     return out
 
