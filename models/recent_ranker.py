@@ -36,12 +36,14 @@ class RecentRanker(Ranker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """:class:`~models.nets.Ranker`'s arguments; the implicit table matches its item table."""
         super().__init__(*args, **kwargs)
-        self.implicit = nn.Embedding(*self.mf.item_vec.weight.shape, padding_idx=0)
+        rows, dim = self.mf.item_vec.weight.shape
+        self.implicit = nn.Embedding(rows, dim, padding_idx=0)
         nn.init.normal_(self.implicit.weight, std=0.01)
         with torch.no_grad():
             self.implicit.weight[0].zero_()
 
-    def forward(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor, recent: torch.Tensor,
+    # a fourth input (and a fifth when served): not the ranker's call shape, on purpose
+    def forward(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor, recent: torch.Tensor,  # type: ignore[override]
                 recent_row: torch.Tensor | None = None) -> torch.Tensor:
         """``recent`` [N, K] per row, or [U, K] with ``recent_row`` [N] picking each row's."""
         implicit = implicit_vector(self.implicit.weight, recent)
@@ -50,7 +52,7 @@ class RecentRanker(Ranker):
         joined = torch.cat([user_vec, item_vec, self.transform(dense)], dim=-1)
         return self.mf.from_vectors(user, item, user_vec, item_vec) + self.mlp(joined)[:, 0]
 
-    def penalty(self, user: torch.Tensor, item: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
+    def penalty(self, user: torch.Tensor, item: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         implicit = self.implicit(recent).pow(2).sum(-1).sum(-1) / (recent > 0).sum(-1).clamp(min=1)
         return self.mf.penalty(user, item) + implicit.mean()
 
@@ -66,7 +68,7 @@ class ServingRecentRanker(ServingRanker):
         super().__init__(ranker)
         self.implicit = _frozen(ranker.implicit.weight)
 
-    def forward(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor, recent: torch.Tensor,
+    def forward(self, user: torch.Tensor, item: torch.Tensor, dense: torch.Tensor, recent: torch.Tensor,  # type: ignore[override]
                 recent_row: torch.Tensor) -> torch.Tensor:
         implicit = F.embedding(recent_row, implicit_vector(self.implicit, recent))
         return self.score(user, item, dense, F.embedding(user, self.user_vec) + implicit)

@@ -55,9 +55,9 @@ def predict(model: nn.Module, batch: Inputs, chunk: int = 65536) -> np.ndarray:
 
 
 def _concat(parts: list[Inputs]) -> Inputs:
-    joined = [np.concatenate([getattr(p, name) for p in parts]) for name in ("user", "item", "dense", "target", "ts")]
+    user, item, dense, target, ts = (np.concatenate([getattr(p, name) for p in parts]) for name in ("user", "item", "dense", "target", "ts"))
     recent = None if parts[0].recent is None else np.concatenate([p.recent for p in parts if p.recent is not None])
-    return Inputs(*joined, recent)
+    return Inputs(user, item, dense, target, ts, recent)
 
 
 def _epoch_data(train: Inputs, objective: Objective, sampler: NegativeSampler | None, rng: np.random.Generator) -> Inputs:
