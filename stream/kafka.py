@@ -59,7 +59,7 @@ async def check_login(broker: BrokerSettings, timeout_s: float = 10.0) -> None:
     import asyncio
 
     from aiokafka.conn import create_conn
-    from aiokafka.errors import KafkaError, SaslAuthenticationFailed
+    from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
     from aiokafka.protocol.metadata import MetadataRequest
 
     from infra.tls import handshake
@@ -77,6 +77,9 @@ async def check_login(broker: BrokerSettings, timeout_s: float = 10.0) -> None:
         raise SettingsError(f"bad setting STREAMREC_BROKER__SASL_PASSWORD: the broker at {host}:{port} refused the "
                             f"{broker.sasl_mechanism} login of {broker.sasl_username!r} "
                             f"(STREAMREC_BROKER__SASL_USERNAME): {exc}") from None
+    except UnsupportedSaslMechanismError as exc:
+        raise SettingsError(f"bad setting STREAMREC_BROKER__SASL_MECHANISM: the broker at {host}:{port} does not offer "
+                            f"{broker.sasl_mechanism} ({exc})") from None
     except ssl.SSLCertVerificationError as exc:
         raise SettingsError(f"bad setting STREAMREC_BROKER__SSL_CAFILE: the broker's certificate at {host}:{port} "
                             f"is not trusted ({exc.verify_message})") from None

@@ -124,6 +124,7 @@ def test_clients_with_the_scram_login_over_tls_produce_and_consume(secure: Secur
     [
         ({"sasl_password": SecretStr("not-the-password")}, "STREAMREC_BROKER__SASL_PASSWORD"),
         ({"sasl_username": "nobody"}, "STREAMREC_BROKER__SASL_PASSWORD"),
+        ({"sasl_mechanism": "PLAIN"}, "STREAMREC_BROKER__SASL_MECHANISM"),
         ({"ssl_cafile": None}, "STREAMREC_BROKER__SSL_CAFILE"),  # the system's CAs do not know the stack's
         ({"security_protocol": "PLAINTEXT"}, "STREAMREC_BROKER__SECURITY_PROTOCOL"),
         ({"security_protocol": "SSL"}, "STREAMREC_BROKER__SECURITY_PROTOCOL"),  # TLS, but no login
