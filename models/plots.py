@@ -40,11 +40,12 @@ def plot_over_time(series: Mapping[str, Any], path: Path, title: str) -> Path:
     output), events per bucket shaded behind the left panel."""
     path.parent.mkdir(parents=True, exist_ok=True)
     starts = [datetime.fromtimestamp(s, timezone.utc) for s in series["start"]]
+    width = f"{series['bucket_s'] / 86400:g} d" if series["bucket_s"] >= 86400 else f"{series['bucket_s'] / 3600:g} h"
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
     for axis, metric in zip(axes, ("hr@10", "ndcg@10")):
-        for variant, values in series["variants"].items():
-            axis.plot(starts, values[metric], marker=".", label=variant)
-        axis.set(title=f"{title}: {metric} per {series['bucket_s'] / 3600:g} h", xlabel="event time (UTC)")
+        for style, (variant, values) in zip(("-", "--", ":", "-."), series["variants"].items()):
+            axis.plot(starts, values[metric], linestyle=style, marker=".", label=variant)
+        axis.set(title=f"{title}: {metric} per {width}", xlabel="event time (UTC)")
         axis.grid(alpha=0.3)
     volume = axes[0].twinx()
     volume.bar(starts, series["events"], width=series["bucket_s"] / 86400 * 0.9, color="grey", alpha=0.15)

@@ -96,6 +96,7 @@ class Scored:
     (:data:`ABSENT` when not there), and the list's ARP; plus the items shown."""
 
     ts: list[float] = field(default_factory=list)
+    users: list[UserId] = field(default_factory=list)
     rank: dict[str, list[int]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
     arp: dict[str, list[float]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
     arp_events: list[float] = field(default_factory=list)
@@ -103,6 +104,7 @@ class Scored:
 
     def add(self, event: ClickEvent, held: dict[str, dict[UserId, list[ItemId]]], counts: Counter[ItemId]) -> None:
         self.ts.append(event.ts.timestamp())
+        self.users.append(event.user_id)
         self.arp_events.append(counts[event.item_id])
         for variant, lists in held.items():
             items = lists.get(event.user_id, [])
@@ -117,13 +119,16 @@ def figures(rank: np.ndarray, k: int) -> dict[str, float]:
     return {f"hr@{k}": hit_rate(rank, k), f"ndcg@{k}": ndcg(rank, k), "mrr": mrr(rank, k)}
 
 
-def summarise(scored: Scored, catalogue: int, k: int) -> dict[str, dict[str, float]]:
-    """Overall figures per variant (``events`` scored, coverage over ``catalogue`` items)."""
+def summarise(scored: Scored, catalogue: int, k: int, rows: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Overall figures per variant (``events`` scored, coverage over ``catalogue`` items);
+    ``rows`` (a bool mask over the scored events) restricts the ranking figures to some."""
+    pick = np.ones(len(scored.ts), bool) if rows is None else rows
     table = {}
     for variant in VARIANTS:
-        row = figures(np.asarray(scored.rank[variant], np.int64), k)
-        row |= {"coverage": len(scored.shown[variant]) / max(catalogue, 1), "arp": float(np.nanmean(scored.arp[variant])) if scored.ts else float("nan"),
-                "events": float(len(scored.ts))}
+        row = figures(np.asarray(scored.rank[variant], np.int64)[pick], k)
+        arp = np.asarray(scored.arp[variant], np.float64)[pick]
+        row |= {"coverage": len(scored.shown[variant]) / max(catalogue, 1),
+                "arp": float(np.nanmean(arp)) if np.isfinite(arp).any() else float("nan"), "events": float(pick.sum())}
         table[variant] = row
     return table
 

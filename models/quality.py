@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from features.config import FeatureConfig
 from models.candidates import CandidateConfig
 from models.config import ModelConfig
@@ -106,9 +108,13 @@ def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fr
 
         result = asyncio.run(scored())
     span = float(frame["ts"].iloc[-1] - frame["ts"].iloc[start])
+    catalogue, trained_users = frame["item_id"].nunique(), set(frame["user_id"].iloc[:start])
+    known = np.fromiter((user in trained_users for user in result.users), bool, len(result.users))
     return {"dataset": dataset.name, "events": len(frame), "scored_from": start, "objective": objective,
             "model": model, "window_s": window_s,
-            "summary": summarise(result, frame["item_id"].nunique(), 10),
+            "summary": summarise(result, catalogue, 10),
+            # the ranker learnt the users of the first part; most later events may come from new ones
+            "by_user": {"trained_users": summarise(result, catalogue, 10, known), "new_users": summarise(result, catalogue, 10, ~known)},
             "arp_events": float(sum(result.arp_events) / max(len(result.arp_events), 1)),
             "over_time": over_time(result, bucket_for(span), 10)}
 
@@ -139,7 +145,10 @@ def run_topn(dataset: Dataset, models: ModelConfig, redis_url: str, *, objective
 def format_prequential(result: dict[str, Any]) -> str:
     from models.evaluation import format_table
 
-    return format_table(result["summary"]) + f"\n(ARP of the items people picked: {result['arp_events']:.1f})"
+    parts = [format_table(result["summary"]), f"(ARP of the items people picked: {result['arp_events']:.1f})"]
+    for group, table in result["by_user"].items():
+        parts.append(f"events of {group.replace('_', ' ')}:\n" + format_table({v: {k: row[k] for k in ("hr@10", "ndcg@10", "events")} for v, row in table.items()}))
+    return "\n".join(parts)
 
 
 def worker_settings() -> tuple[FeatureConfig, CandidateConfig]:
