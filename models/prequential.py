@@ -92,9 +92,12 @@ def next_event(users: Sequence[UserId]) -> np.ndarray:
 
 @dataclass
 class Scored:
-    """Per scored event: its time, the rank of its item in each variant's held list
-    (:data:`ABSENT` when not there), and the list's ARP; plus the items shown."""
+    """Per scored event: its time and user, the rank of its item in each variant's held
+    list (:data:`ABSENT` when not there), and the ARP of the list's first ``shown_depth``
+    items (what the user saw); plus the items shown. The ``candidates`` list is held
+    whole, so its rank also tells whether any reranking could have shown the item."""
 
+    shown_depth: int = 10
     ts: list[float] = field(default_factory=list)
     users: list[UserId] = field(default_factory=list)
     rank: dict[str, list[int]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
@@ -109,8 +112,9 @@ class Scored:
         for variant, lists in held.items():
             items = lists.get(event.user_id, [])
             self.rank[variant].append(items.index(event.item_id) if event.item_id in items else ABSENT)
-            self.arp[variant].append(float(np.mean([counts[i] for i in items])) if items else float("nan"))
-            self.shown[variant].update(items)
+            shown = items[: self.shown_depth]
+            self.arp[variant].append(float(np.mean([counts[i] for i in shown])) if shown else float("nan"))
+            self.shown[variant].update(shown)
 
 
 def figures(rank: np.ndarray, k: int) -> dict[str, float]:
@@ -120,12 +124,14 @@ def figures(rank: np.ndarray, k: int) -> dict[str, float]:
 
 
 def summarise(scored: Scored, catalogue: int, k: int, rows: np.ndarray | None = None) -> dict[str, dict[str, float]]:
-    """Overall figures per variant (``events`` scored, coverage over ``catalogue`` items);
+    """Overall figures per variant (``events`` scored, coverage over ``catalogue`` items,
+    ``in_list``: the share of events whose item the held list holds at any depth);
     ``rows`` (a bool mask over the scored events) restricts the ranking figures to some."""
     pick = np.ones(len(scored.ts), bool) if rows is None else rows
     table = {}
     for variant in VARIANTS:
-        row = figures(np.asarray(scored.rank[variant], np.int64)[pick], k)
+        rank = np.asarray(scored.rank[variant], np.int64)[pick]
+        row = figures(rank, k) | {"in_list": float(np.mean(rank < ABSENT)) if len(rank) else float("nan")}
         arp = np.asarray(scored.arp[variant], np.float64)[pick]
         row |= {"coverage": len(scored.shown[variant]) / max(catalogue, 1),
                 "arp": float(np.nanmean(arp)) if np.isfinite(arp).any() else float("nan"), "events": float(pick.sum())}
@@ -225,7 +231,7 @@ class Replay:
             ranked = await made.recommend_many(requests)
             out[name] = {r.user_id: [i.item_id for i in got.items] for r, got in zip(requests, ranked)}
         merged = await self.pipeline.candidate_lists(requests)
-        out["candidates"] = {r.user_id: cands.item_ids[: self.top_k] for r, cands in zip(requests, merged)}
+        out["candidates"] = {r.user_id: cands.item_ids for r, cands in zip(requests, merged)}  # whole: see Scored
         return out
 
 
@@ -236,7 +242,7 @@ async def replay(events: Sequence[ClickEvent], start: int, run: Replay, window_s
     ts = [e.ts.timestamp() for e in events]
     following = next_event([e.user_id for e in events])
     held: dict[str, dict[UserId, list[ItemId]]] = {v: {} for v in VARIANTS}
-    scored = Scored()
+    scored = Scored(shown_depth=run.top_k)
     bar = tqdm(total=len(events), unit="ev", desc="prequential replay", disable=not progress, smoothing=0.05)
     for batch in batches(ts, window_s):
         for i in batch:

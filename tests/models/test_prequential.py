@@ -4,6 +4,7 @@ replay through the worker's code on a real redis-server with a real trained rank
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -49,9 +50,22 @@ def test_summary_and_over_time_from_ranks() -> None:
     row = summarise(scored, catalogue=8, k=10)["pipeline"]
     series = over_time(scored, 3600.0, 10)
 
-    assert row["hr@10"] == 0.5 and row["mrr"] == pytest.approx((1 + 1 / 5) / 4)
+    assert row["hr@10"] == 0.5 and row["mrr"] == pytest.approx((1 + 1 / 5) / 4) and row["in_list"] == 0.5
     assert row["coverage"] == 0.25 and row["arp"] == 2.0
     assert series["events"] == [2, 2] and series["variants"]["covisit"]["hr@10"] == [0.5, 0.5]
+
+
+def test_a_list_is_ranked_whole_but_only_its_first_items_count_as_shown() -> None:
+    scored = Scored(shown_depth=2)
+    held = {v: {"u": ["a", "b", "c", "d"]} for v in VARIANTS}
+    event = ClickEvent(event_id="e", user_id="u", item_id="d", type=EventType.CLICK, ts=T0)
+
+    scored.add(event, held, Counter({"a": 4, "b": 2, "d": 9}))
+
+    assert scored.rank["candidates"] == [3] and scored.shown["pipeline"] == {"a", "b"}
+    assert scored.arp["covisit"] == [3.0] and scored.arp_events == [9]
+    assert summarise(scored, catalogue=4, k=2)["candidates"]["hr@2"] == 0.0
+    assert summarise(scored, catalogue=4, k=2)["candidates"]["in_list"] == 1.0
 
 
 def click(user: str, item: str, minute: float) -> ClickEvent:
