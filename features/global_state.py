@@ -25,10 +25,19 @@ def shard_id(partition: int) -> str:
 @dataclass
 class GlobalShard:
     activity: Activity = field(default_factory=Activity)
+    applied: int = -1  # the highest offset counted: a shard's records arrive in offset order
 
-    def add(self, event: ClickEvent) -> None:
-        """Count an event that the user side accepted (not idempotent by itself)."""
+    def add(self, event: ClickEvent, offset: int | None = None) -> bool:
+        """Count an event that the user side accepted, once per record: one at or below the
+        highest ``offset`` counted is not counted again (False). After a crash the shard's
+        state may be ahead of its users' (stream/processor.py writes it first), and the
+        users then apply those records again."""
+        if offset is not None:
+            if offset <= self.applied:
+                return False
+            self.applied = offset
         self.activity.observe(event.type.value, event.rating, epoch_ms(event.ts))
+        return True
 
     def features(self) -> dict[str, FeatureValue]:
         return self.activity.features()
@@ -37,11 +46,11 @@ class GlobalShard:
         return FeatureRow(GLOBAL_VIEW, shard, self.features(), self.activity.last_seen_ms or 0)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.activity.to_dict()
+        return {**self.activity.to_dict(), "applied": self.applied}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GlobalShard:
-        return cls(Activity.from_dict(data))
+        return cls(Activity.from_dict(data), int(data.get("applied", -1)))
 
 
 def merge_shards(rows: list[dict[str, Any]]) -> dict[str, FeatureValue]:

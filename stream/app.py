@@ -138,6 +138,12 @@ def build_app(settings: Settings) -> StreamrecApp:
                                reroute=routed(clickstream))  # a user's records to the user's partition
     app.processor = processor
 
+    async def flush_outputs() -> None:
+        if not app.in_transaction:
+            await app.producer.flush()
+
+    processor.flush_outputs = flush_outputs
+
     # Batches amortise Faust's per-message cost; a batch waits at most batch_within_ms.
     take = {"max_": w.batch_max, "within": w.batch_within_ms / 1000.0}
 

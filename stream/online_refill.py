@@ -7,9 +7,11 @@ until its next event. Each worker keeps a marker key of its own in Redis,
 ``<project>:online:worker:<worker id>``; a timer (``STREAMREC_WORKER__ONLINE_CHECK_S``)
 looks for it, and when it is gone the worker sets it again and rewrites the rows of
 every user, item and global shard of the partitions it owns, through its micro-batching
-writer (after a worker's own rows, in order). A worker that starts against a Redis
-without its marker (its first start, or Redis lost its data while it was down) does the
-same once its tables are restored.
+writer (after a worker's own rows, in order). A worker's first check only sets the
+marker: at a start its tables are as of their changelogs, which may be behind the rows
+the worker before it wrote (until the redelivered records bring them forward), and
+writing them then would take rows back. (So Redis losing its data while no worker runs
+is not repaired: rows come back entity by entity with their next events.)
 
 Only partitions the worker owns as active are rewritten: its tables may also hold
 standby copies or keys of partitions it gave away, which may be behind their owner's.
@@ -39,12 +41,14 @@ class Marker:
 
     def __init__(self, client: Any, key: str) -> None:
         self._client, self.key = client, key
+        self.written = False  # set by this process at least once
 
     async def present(self) -> bool:
         return bool(await self._client.exists(self.key))
 
     async def set(self) -> None:
         await self._client.set(self.key, b"1")
+        self.written = True
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -109,6 +109,9 @@ class EventProcessor:
         self.recommender: Recommender | None = None
         self.cache: RecommendationCache | None = None
         self.marker: Marker | None = None
+        # delivers every message sent so far (the worker's producer flush; not under exactly_once,
+        # where a transaction holds them all): set by stream/app.py
+        self.flush_outputs: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         self.gc_pauses.install()
@@ -156,21 +159,33 @@ class EventProcessor:
             await self.marker.close()
 
     async def flush_state(self) -> int:
-        """Write changed states to their tables' changelogs; call before committing offsets."""
-        return await self.users.flush() + await self.shards.flush() + await self.items.flush()
+        """Write feature rows, then changed states to their tables' changelogs; call before
+        committing offsets. The order is what a crash (SIGKILL) leaves consistent, since a
+        restarted worker skips the records its users' restored states applied: Redis rows
+        are never behind the changelog (a user whose state was written but whose row was not
+        kept a stale row for good), and the global shards, with every output sent before
+        them (item messages, lists), are delivered before the users' states (a user ahead of
+        its shard lost the shard's counts; a shard ahead counts a record once, by offset:
+        features/global_state.py)."""
+        if self.writer is not None:
+            await self.writer.flush()
+        shards = await self.shards.flush()
+        if self.flush_outputs is not None:
+            await self.flush_outputs()
+        return shards + await self.users.flush() + await self.items.flush()
 
     async def before_commit(self) -> None:
         """Everything the consumed events changed is sent before their offsets commit:
-        states to their changelogs (the producer is flushed next) and feature rows to Redis."""
+        feature rows to Redis, states to their changelogs (the producer is flushed next)."""
         await self.flush_state()
-        if self.writer is not None:
-            await self.writer.flush()
 
     async def flush_state_if_due(self) -> int:
-        """Flush a table once ``worker.state_flush_keys`` of its states are pending, so
-        no single flush (encoding + changelog sends, ~50 µs a key) stalls the loop for long."""
+        """Flush (:meth:`flush_state`) once ``worker.state_flush_keys`` states of a table are
+        pending, so no single flush (encoding + changelog sends, ~50 µs a key) stalls the loop for long."""
         limit = self.settings.worker.state_flush_keys
-        return sum([await table.flush() for table in (self.users, self.shards, self.items) if table.pending >= limit])
+        if any(table.pending >= limit for table in (self.users, self.shards, self.items)):
+            return await self.flush_state()
+        return 0
 
     async def forget_state(self) -> None:
         """Around a rebalance: flush, then drop decoded states another worker may now own."""
@@ -185,7 +200,10 @@ class EventProcessor:
         assert self.marker is not None and self.writer is not None
         if await self.marker.present():
             return None
+        first = not self.marker.written
         await self.marker.set()  # first: were Redis lost again meanwhile, the next check refills again
+        if first:  # a worker's first check: nothing of its own was there to lose (stream/online_refill.py)
+            return None
         n = self.settings.broker.partitions
         makers: list[tuple[StateTable[Any], Callable[[str, Any], FeatureRow | None]]] = [
             (self.users, lambda key, s: user_row(key, s, clickstream)),
@@ -238,7 +256,7 @@ class EventProcessor:
             self.users.mark(parsed.user_id, state, partition)
             shard_key = shard_id(partition)
             shard = self.shards.get(shard_key)
-            shard.add(parsed)
+            shard.add(parsed, offset)
             self.shards.mark(shard_key, shard, partition)
             rows.append(result.row)
             for update in result.item_messages:

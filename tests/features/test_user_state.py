@@ -140,3 +140,17 @@ def test_search_events_send_nothing_to_items() -> None:
 
 def _event(event_id: str, *, ts: int, item: str = ITEMS[0]) -> ClickEvent:
     return ClickEvent(event_id=event_id, user_id="u1", item_id=item, type=EventType.VIEW, ts=ts)
+
+
+def test_a_global_shard_counts_a_record_once_by_its_offset() -> None:
+    from datetime import datetime, timezone
+
+    from features.global_state import GlobalShard
+    from stream.schemas import ClickEvent, EventType
+
+    shard = GlobalShard()
+    event = ClickEvent(event_id="e", user_id="u", item_id="i", type=EventType.VIEW, ts=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert shard.add(event, 7) and not shard.add(event, 7) and not shard.add(event, 3) and shard.add(event, 8)
+    restored = GlobalShard.from_dict(shard.to_dict())
+    assert restored.applied == 8 and restored.features() == shard.features() and not restored.add(event, 8)
+    assert GlobalShard.from_dict(GlobalShard().activity.to_dict()).applied == -1  # the earlier layout reads

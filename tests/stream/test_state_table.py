@@ -78,22 +78,29 @@ async def test_eviction_keeps_dirty_states() -> None:
     assert table.data["dirty"] == {"n": [1]}
 
 
-async def test_processor_flushes_a_table_once_enough_states_are_pending() -> None:
+async def test_processor_flushes_every_table_once_one_has_enough_states_pending_shards_first() -> None:
     from stream.processor import EventProcessor
     from stream.settings import load_settings
 
     users, shards, items = FakeChangelogTable(), FakeChangelogTable(), FakeChangelogTable()
     processor = EventProcessor(load_settings(worker={"state_flush_keys": 3}), users=users, shards=shards, items=items,
                                dlq=None, by_item=None, recommendations=None)  # type: ignore[arg-type]
+    delivered_at: list[tuple[int, int]] = []
+
+    async def flush_outputs() -> None:  # what had reached each changelog when outputs were delivered
+        delivered_at.append((len(shards.changelog), len(users.changelog)))
+
+    processor.flush_outputs = flush_outputs
     for n, key in enumerate(("a", "b")):
         processor.users.mark(key, processor.users.get(key), partition=n)
     processor.shards.mark("p0", processor.shards.get("p0"), partition=0)
     assert await processor.flush_state_if_due() == 0 and users.changelog == []
     processor.users.mark("c", processor.users.get("c"), partition=1)
-    assert await processor.flush_state_if_due() == 3
+    assert await processor.flush_state_if_due() == 4
     assert sorted(key for _, key, _ in users.changelog) == ["a", "b", "c"]
-    assert shards.changelog == []  # below the bound: waits for the commit
-    assert await processor.flush_state() == 1 and [key for _, key, _ in shards.changelog] == ["p0"]
+    # the shard (never due by itself) goes too, and is delivered before any user state is sent:
+    # a crash never leaves a user's state ahead of its shard's
+    assert [key for _, key, _ in shards.changelog] == ["p0"] and delivered_at == [(1, 0)]
 
 
 async def test_keys_and_peek_cover_decoded_and_stored_states_without_keeping_a_copy() -> None:
