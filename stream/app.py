@@ -21,6 +21,7 @@ import faust
 from mode import CrashingSupervisor
 from redis.exceptions import RedisError
 
+from stream.kafka import faust_credentials
 from stream.processor import EventProcessor
 from stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
 from stream.settings import Settings
@@ -99,6 +100,7 @@ def build_app(settings: Settings) -> StreamrecApp:
         settings,
         id=group,
         broker=b.url,
+        broker_credentials=faust_credentials(b),  # SASL / TLS: the same settings as every other client
         store="memory://",
         processing_guarantee=b.processing_guarantee,
         broker_session_timeout=b.session_timeout_s,
