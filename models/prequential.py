@@ -106,12 +106,14 @@ class Scored:
     shown: dict[str, set[ItemId]] = field(default_factory=lambda: {v: set() for v in VARIANTS})
 
     def add(self, event: ClickEvent, held: dict[str, dict[UserId, list[ItemId]]], counts: Counter[ItemId]) -> None:
+        """Score ``event`` (one with an item) against ``held`` before it is applied."""
+        item = event.item_id or ""
         self.ts.append(event.ts.timestamp())
         self.users.append(event.user_id)
-        self.arp_events.append(counts[event.item_id])
+        self.arp_events.append(counts[item])
         for variant, lists in held.items():
             items = lists.get(event.user_id, [])
-            self.rank[variant].append(items.index(event.item_id) if event.item_id in items else ABSENT)
+            self.rank[variant].append(items.index(item) if item in items else ABSENT)
             shown = items[: self.shown_depth]
             self.arp[variant].append(float(np.mean([counts[i] for i in shown])) if shown else float("nan"))
             self.shown[variant].update(shown)
@@ -246,7 +248,7 @@ async def replay(events: Sequence[ClickEvent], start: int, run: Replay, window_s
     bar = tqdm(total=len(events), unit="ev", desc="prequential replay", disable=not progress, smoothing=0.05)
     for batch in batches(ts, window_s):
         for i in batch:
-            if i >= start:
+            if i >= start and events[i].item_id is not None:  # a search has no item to hit
                 scored.add(events[i], held, run.counts)
         run.apply([events[i] for i in batch])
         last = {events[i].user_id: i for i in batch}

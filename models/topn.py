@@ -17,6 +17,8 @@ matrix of the training interactions, then ``predict(rows)`` scores each
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import scipy.linalg
@@ -107,7 +109,7 @@ class _Factorised(MatrixRecommender):
     def _user_scores(self, users: np.ndarray) -> np.ndarray:
         return self.user_factors[users] @ self.item_factors.T
 
-    def _model(self) -> object:
+    def _model(self) -> Any:
         raise NotImplementedError
 
 
@@ -117,7 +119,7 @@ class ImplicitALS(_Factorised):
     def __init__(self, factors: int = 64, l2: float = 0.05, iterations: int = 15, alpha: float = 1.0, seed: int = 0) -> None:
         self.factors, self.l2, self.iterations, self.alpha, self.seed = factors, l2, iterations, alpha, seed
 
-    def _model(self) -> object:
+    def _model(self) -> Any:
         from implicit.cpu.als import AlternatingLeastSquares
 
         return AlternatingLeastSquares(factors=self.factors, regularization=self.l2, alpha=self.alpha, iterations=self.iterations,
@@ -130,7 +132,7 @@ class ImplicitBPR(_Factorised):
     def __init__(self, factors: int = 64, lr: float = 0.05, l2: float = 0.01, iterations: int = 100, seed: int = 0) -> None:
         self.factors, self.lr, self.l2, self.iterations, self.seed = factors, lr, l2, iterations, seed
 
-    def _model(self) -> object:
+    def _model(self) -> Any:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         return BayesianPersonalizedRanking(factors=self.factors, learning_rate=self.lr, regularization=self.l2, iterations=self.iterations,
