@@ -17,12 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.utils.locks import Event
+
+log = logging.getLogger(__name__)
+
+# A partition whose acked messages cannot commit (one before them was never delivered)
+# for this long is sought back to its committed offset (_TunedConsumer._new_offset).
+STALLED_HEAD_RESEEK_S = 10.0
 
 
 class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -74,6 +82,37 @@ class _TunedConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.suspend_flow = _FlowSuspension()
+        self._stalled_since: dict[Any, float] = {}
+        self.reseeks = 0
+
+    def _new_offset(self, tp: Any) -> int | None:
+        """Faust's next committable offset, and a watch on the partition's head.
+
+        Faust commits only the acked offsets that follow the committed one without a gap
+        (skipping one, for a transaction marker). When messages right after a restart's
+        seek were fetched but never reached the agent (a race between Faust's recovery
+        and its fetcher: the channel queues are cleared when the flow resumes, after the
+        seek), the later ones are processed and acked but nothing commits again: the
+        partition stalls and the missing events' effects never happen. After
+        ``STALLED_HEAD_RESEEK_S`` of that, the partition is sought back to its committed
+        offset; processing is idempotent per (partition, offset) (features/window.py), so
+        the redelivered messages that were applied change nothing and the missing ones
+        are applied (tests/stream/test_exactly_once.py).
+        """
+        offset = super()._new_offset(tp)
+        if offset is not None or not self._acked.get(tp):
+            self._stalled_since.pop(tp, None)
+            return offset
+        since = self._stalled_since.setdefault(tp, time.monotonic())
+        if time.monotonic() - since >= STALLED_HEAD_RESEEK_S:
+            committed = self._committed_offset.get(tp)
+            self._stalled_since.pop(tp, None)
+            if committed is not None:
+                self.reseeks += 1
+                log.warning("%s: acked up from %d but offset %d never delivered for %.0f s; seeking back to it",
+                            tp, min(self._acked[tp]), committed, STALLED_HEAD_RESEEK_S)
+                asyncio.ensure_future(self.seek(tp, committed))
+        return None
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
