@@ -129,10 +129,11 @@ async def _answered_event_ids(settings: Any) -> Counter[str]:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="passes most runs (7 of 9 on a loaded machine); one failure left 5,999 of 6,000 item updates "
-    "applied with no progress for 120 s and the group's offsets 4 short of the ends (transaction markers "
-    "count there), the other is not told apart. The stall message now lists the records past the "
-    "committed offsets and the items that differ, to tell a stuck consumer from a lost effect",
+    reason="passes most runs (11 of 15 on a loaded machine). Two failures were a partition stalled "
+    "behind messages never delivered after the restart (now sought back: stream/transport.py); two "
+    "lost 1-5 item updates with every offset committed and nothing left to read, the by_item records "
+    "past the committed offsets unreadable (aborted), so a suspect is an aborted transaction whose "
+    "user-state change stayed in the worker's memory. Open in issue 10's note",
 )
 async def test_sigkill_mid_stream_then_restart_leaves_exact_features_and_no_duplicate_list(
     bootstrap_servers: str, redis_url: str, model_registry: Path, tmp_path: Path
@@ -175,7 +176,10 @@ async def test_sigkill_mid_stream_then_restart_leaves_exact_features_and_no_dupl
         async def short_items() -> str:
             rows = await store.read_batch(ITEM_VIEW, items, ["n_rating"])
             short = {i: (r["n_rating"], len(by_item[i])) for i, r in zip(items, rows) if r["n_rating"] != len(by_item[i])}
-            return f"items (applied, sent) that differ: {dict(list(short.items())[:10])}"
+            urows = await store.read_batch(USER_VIEW, users, ["n_rating"])
+            ushort = {u: (r["n_rating"], len(ratings[u])) for u, r in zip(users, urows) if r["n_rating"] != len(ratings[u])}
+            return (f"items (applied, sent) that differ: {dict(list(short.items())[:10])}; "
+                    f"users: {dict(list(ushort.items())[:10])}")
 
         await _wait_for(items_applied, N_EVENTS, second, second_log, settings, details=short_items)
         print(f"restarted worker applied all {N_EVENTS} events {time.monotonic() - restarted:.1f} s after its start")
