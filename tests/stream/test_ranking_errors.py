@@ -54,6 +54,7 @@ class FakeScorer:
     feature_names = ("item_features:rating_mean",)
     providers = ("CPUExecutionProvider",)
     variant = "fake"
+    recent_items = 0  # reads no recent items (models/scorer.py)
 
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
