@@ -338,8 +338,8 @@ class Collector:
                     self.model_versions.add(str(message.get("model_version")))
                     stages = message.get("latency_ms") or {}
                     self.received[cause] = Received(now, stages.get("event_to_emit"), stages.get("total"),
-                                                    tuple(message.get("covers") or ()), stages.get("ingest"),
-                                                    stages.get("update"))
+                                                    covers=tuple(message.get("covers") or ()),
+                                                    ingest_ms=stages.get("ingest"), update_ms=stages.get("update"))
 
 
 # -- one bench session ---------------------------------------------------------------
