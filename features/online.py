@@ -61,7 +61,8 @@ def redis_client(redis_url: str, *, reconnect_s: float = 0.0) -> aioredis.Redis:
     if reconnect_s <= 0:
         return aioredis.Redis.from_url(redis_url, decode_responses=False)
     return aioredis.Redis.from_url(redis_url, decode_responses=False, retry=reconnecting(reconnect_s),
-                                   retry_on_error=[RedisConnectionError, RedisTimeoutError])
+                                   # ECONNRESET can surface raw from a socket Redis closed as it restarted
+                                   retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError])
 
 
 class OnlineFeatureStore(abc.ABC):
