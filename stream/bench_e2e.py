@@ -62,6 +62,7 @@ import psutil
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from stream.settings import Settings
+from stream.signals import sigterm_as_interrupt
 
 WARMUP_USERS = 20
 SAMPLE_EVERY_S = 0.5
@@ -873,20 +874,15 @@ def handle(args: argparse.Namespace) -> int:
         print(f"streamrec bench e2e: {exc.errors(include_url=False)[0]['msg']}", file=sys.stderr)
         return 2
     base = load_settings()
-    # SIGTERM takes Ctrl-C's path; SIGINT gets its default handler back even where the shell
-    # started us with it ignored (a background job), so that asyncio.run can install its own.
-    previous = signal.signal(signal.SIGTERM, _interrupt), signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        report = run_e2e(config, base)
+        with sigterm_as_interrupt():  # SIGTERM stops what the bench started, as Ctrl-C does
+            report = run_e2e(config, base)
     except BenchError as exc:
         print(f"streamrec bench e2e: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("[e2e] interrupted: stopped the producer, the worker and the stack it started", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
     print(f"[e2e] wrote {config.json_path} and {report['plot']}")
     return 0 if verified_ok(report) else 1
 
@@ -895,11 +891,6 @@ def verified_ok(report: Mapping[str, Any]) -> bool:
     """Whether every run of the report (each sweep step on its own stack) passed ``verify``."""
     steps = report.get("steps", [])  # with one stack for the sweep, only the report has it
     return bool(report["verify"]["ok"]) and all(step.get("verify", {}).get("ok", True) for step in steps)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    # inside asyncio.run, SIGINT cancels the main task cleanly; elsewhere it raises KeyboardInterrupt
-    signal.raise_signal(signal.SIGINT)
 
 
 def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from stream.bench_e2e import BenchError, E2EConfig, Match, _interrupt, _session
+from stream.bench_e2e import BenchError, E2EConfig, Match, _session
+from stream.signals import sigterm_as_interrupt
 
 
 def window_p99(m: Match, every_s: float) -> list[dict[str, float]]:
@@ -127,18 +127,15 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def handle(args: argparse.Namespace) -> int:
-    previous = signal.signal(signal.SIGTERM, _interrupt), signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        report = run_soak(args)
+        with sigterm_as_interrupt():  # SIGTERM stops what the bench started, as Ctrl-C does
+            report = run_soak(args)
     except BenchError as exc:
         print(f"streamrec bench soak: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("[soak] interrupted: stopped the producer, the worker and the stack it started", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
     c = report["checks"]
     print(f"[soak] RSS {c['rss_at_warmup_end_mb']} → max {c['rss_max_after_warmup_mb']} MB (growth {c['rss_growth']}), "
           f"lag max {c['lag_max']} (limit {c['lag_limit']:g}), p99 median {c['p99_median_after_warmup_ms']} ms, "
