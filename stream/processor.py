@@ -17,6 +17,7 @@ All of it happens before Faust acknowledges the batch.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections import defaultdict
@@ -112,6 +113,12 @@ class EventProcessor:
         # delivers every message sent so far (the worker's producer flush; not under exactly_once,
         # where a transaction holds them all): set by stream/app.py
         self.flush_outputs: Callable[[], Awaitable[None]] | None = None
+        # The agents' batches (clickstream, by_item) change states and queue their effects
+        # (rows, item messages, dead letters) under _applying; a flush takes its cut of the
+        # tables under it, so no batch is half in a cut. _flushing keeps flushes in order: an
+        # earlier cut sent after a later one would overwrite its changelog keys.
+        self._applying = asyncio.Lock()
+        self._flushing = asyncio.Lock()
 
     async def start(self) -> None:
         self.gc_pauses.install()
@@ -166,13 +173,22 @@ class EventProcessor:
         kept a stale row for good), and the global shards, with every output sent before
         them (item messages, lists), are delivered before the users' states (a user ahead of
         its shard lost the shard's counts; a shard ahead counts a record once, by offset:
-        features/global_state.py)."""
-        if self.writer is not None:
-            await self.writer.flush()
-        shards = await self.shards.flush()
-        if self.flush_outputs is not None:
-            await self.flush_outputs()
-        return shards + await self.users.flush() + await self.items.flush()
+        features/global_state.py).
+
+        The states sent are one cut, taken between batches: the other agent's batch, run
+        while this flush waits on Redis or the producer, goes to the next flush whole. (Taken
+        table by table as they were sent, a batch run meanwhile reached the users' changelog
+        without its shard's: after a SIGKILL its records were skipped by the users and never
+        counted by the shard.)"""
+        async with self._flushing:
+            async with self._applying:
+                shards, users, items = self.shards.take(), self.users.take(), self.items.take()
+            if self.writer is not None:
+                await self.writer.flush()  # every row queued before the cut, and maybe later ones
+            sent = await self.shards.send(shards)
+            if self.flush_outputs is not None:
+                await self.flush_outputs()
+            return sent + await self.users.send(users) + await self.items.send(items)
 
     async def before_commit(self) -> None:
         """Everything the consumed events changed is sent before their offsets commit:
@@ -228,11 +244,31 @@ class EventProcessor:
     async def on_clickstream(self, batch: Sequence[tuple[RawMessage, int, int]]) -> None:
         """Process (message, partition, offset) triples from ``clickstream``."""
         began, began_wall = time.perf_counter(), time.time()
+        self.metrics.count("events_in", len(batch))
+        async with self._applying:
+            accepted_users, to_rank = await self._apply_clickstream(batch)
+        self.metrics.count("events_valid", len(accepted_users))
+        self.metrics.observe("user_update", (time.perf_counter() - began) * 1000 / len(batch))
+        stale = {user: user_version(self.users.get(user)) for user in accepted_users}
+        if to_rank and self.to_recommend is None:
+            # the cache entries of these users are replaced by their new lists or deleted
+            await self._recommend(to_rank, stale=stale, batch_began=began_wall)
+        else:
+            if self.cache is not None and stale:
+                await self.cache.update([], stale)  # their cached lists are stale now
+            if to_rank:
+                await self._hand_over(to_rank)
+        await self.flush_state_if_due()
+
+    async def _apply_clickstream(
+        self, batch: Sequence[tuple[RawMessage, int, int]]
+    ) -> tuple[list[str], list[RecommendRequest]]:
+        """Apply a batch to the states and queue its effects (rows, item messages, dead
+        letters, reroutes); the accepted events' users and what to rank."""
         rows: list[FeatureRow] = []
         item_updates: dict[int, list[ItemMsg]] = defaultdict(list)
         to_rank: list[RecommendRequest] = []
         partitions = self.settings.broker.partitions
-        self.metrics.count("events_in", len(batch))
         for message, partition, offset in batch:
             parsed = parse_record(message.key, message.value or b"", max_bytes=self.settings.worker.max_event_bytes,
                                   allow_unknown_fields=self.settings.worker.allow_unknown_fields)
@@ -268,19 +304,7 @@ class EventProcessor:
         await self.writer.submit(rows)
         for partition, updates in item_updates.items():
             await self.by_item.send(value=ITEM_BATCH.dump_json(updates, exclude_none=True), partition=partition)
-        accepted_users = [r.entity_id for r in rows if r.view == USER_VIEW]
-        self.metrics.count("events_valid", len(accepted_users))
-        self.metrics.observe("user_update", (time.perf_counter() - began) * 1000 / len(batch))
-        stale = {user: user_version(self.users.get(user)) for user in accepted_users}
-        if to_rank and self.to_recommend is None:
-            # the cache entries of these users are replaced by their new lists or deleted
-            await self._recommend(to_rank, stale=stale, batch_began=began_wall)
-        else:
-            if self.cache is not None and stale:
-                await self.cache.update([], stale)  # their cached lists are stale now
-            if to_rank:
-                await self._hand_over(to_rank)
-        await self.flush_state_if_due()
+        return [r.entity_id for r in rows if r.view == USER_VIEW], to_rank
 
     async def _hand_over(self, requests: list[RecommendRequest]) -> None:
         """One task per user (the batch's last event, covering the earlier ones: every
@@ -388,18 +412,19 @@ class EventProcessor:
         began = time.perf_counter()
         changed: dict[str, FeatureRow] = {}
         n = 0
-        for message, partition, _offset in batch:
-            for update in ITEM_BATCH.validate_json(message.value):
-                n += 1
-                state = self.items.get(update.item_id)
-                result = apply_item_event(state, update, self.cfg)
-                if isinstance(result, Skipped):
-                    self.metrics.count(f"item_skipped_{result.reason}")
-                    continue
-                self.items.mark(update.item_id, state, partition)
-                changed[update.item_id] = result.row
-        assert self.writer is not None
-        await self.writer.submit(list(changed.values()))
+        async with self._applying:  # see flush_state
+            for message, partition, _offset in batch:
+                for update in ITEM_BATCH.validate_json(message.value):
+                    n += 1
+                    state = self.items.get(update.item_id)
+                    result = apply_item_event(state, update, self.cfg)
+                    if isinstance(result, Skipped):
+                        self.metrics.count(f"item_skipped_{result.reason}")
+                        continue
+                    self.items.mark(update.item_id, state, partition)
+                    changed[update.item_id] = result.row
+            assert self.writer is not None
+            await self.writer.submit(list(changed.values()))
         if n:
             self.metrics.observe("item_update", (time.perf_counter() - began) * 1000 / n)
         self.metrics.count("item_updates", n)

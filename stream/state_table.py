@@ -98,17 +98,30 @@ class StateTable(Generic[S]):
     async def flush(self) -> int:
         """Write every changed key once (local store + changelog); returns how many.
         Returns once each message is with the producer (delivery: the producer's flush)."""
+        return await self.send(self.take())
+
+    def take(self) -> list[tuple[int, str, Any]]:
+        """Encode every changed state now, into the local store too, and forget that it
+        changed: (partition, key, value) for :meth:`send`. Taking the tables' changes with
+        no await between them is what makes them one consistent cut of the batches."""
         dirty, self._dirty = self._dirty, {}
-        if not dirty:
+        taken = []
+        for key, partition in dirty.items():
+            value = self._encode(self._live[key])
+            self.table.data[key] = value
+            taken.append((partition, key, value))
+        return taken
+
+    async def send(self, taken: list[tuple[int, str, Any]]) -> int:
+        """Hand what :meth:`take` returned to the changelog; returns how many."""
+        if not taken:
             return 0
         if self._send is None:
             self._send = changelog_sender(self.table)
         send = self._send
-        for key, partition in dirty.items():
-            value = self._encode(self._live[key])
-            self.table.data[key] = value
+        for partition, key, value in taken:
             await send(partition, key, value)
-        return len(dirty)
+        return len(taken)
 
     def forget(self) -> None:
         """Drop the decoded objects (after a flush): the next ``get`` reads the table."""
