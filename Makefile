@@ -23,5 +23,9 @@ stack-up: install
 stack-down:
 	.venv/bin/streamrec stack down
 
+# mypy cannot follow the editable install's import hook, so it reads the packages through a
+# link tree that names them as installed (build/typecheck/streamrec/stream -> stream, ...).
 lint: install
-	.venv/bin/mypy stream features models infra
+	@mkdir -p build/typecheck/streamrec
+	@for p in stream features models infra; do ln -sfn ../../../$$p build/typecheck/streamrec/$$p; done
+	MYPYPATH=build/typecheck .venv/bin/mypy --explicit-package-bases build/typecheck/streamrec

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from features.formulas import RunningMean
-from features.schema import FeatureValue, count_feature
-from stream.schemas import EVENT_TYPES
+from streamrec.features.formulas import RunningMean
+from streamrec.features.schema import FeatureValue, count_feature
+from streamrec.stream.schemas import EVENT_TYPES
 
 
 _COUNT_NAMES = tuple((t, count_feature(t)) for t in EVENT_TYPES)

@@ -1,4 +1,4 @@
-"""Micro-batching in front of an :class:`~features.online.OnlineFeatureStore`.
+"""Micro-batching in front of an :class:`~streamrec.features.online.OnlineFeatureStore`.
 
 Rows are coalesced per (view, entity): within one batch only the last row of an
 entity is written (rows are whole states, so nothing is lost), with the
@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from features.online import OnlineFeatureStore
-from features.schema import FeatureRow
+from streamrec.features.online import OnlineFeatureStore
+from streamrec.features.schema import FeatureRow
 
 FlushHook = Callable[[Sequence[FeatureRow], float], None]
 

@@ -1,7 +1,7 @@
 """``streamrec bench features``: update throughput, freshness and online reads, one run.
 
 On a private embedded stack (Apache Kafka + redis-server on free loopback ports) with one
-real worker process (``python -m stream.cli worker``):
+real worker process (``python -m streamrec.stream.cli worker``):
 
 1. throughput: real MovieLens ratings produced as fast as possible; events/s from
    the first send until every user, global and item feature row reflects them;
@@ -41,14 +41,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from features.batching import MicroBatchWriter
-from features.config import FeatureConfig
-from features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
-from features.history import feature_history
-from features.online import ReadRequest, RedisFeatureStore
-from features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, VIEWS, epoch_ms
-from features.verify import bench_check
-from stream.schemas import ClickEvent, EventType
+from streamrec.features.batching import MicroBatchWriter
+from streamrec.features.config import FeatureConfig
+from streamrec.features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
+from streamrec.features.history import feature_history
+from streamrec.features.online import ReadRequest, RedisFeatureStore
+from streamrec.features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, VIEWS, epoch_ms
+from streamrec.features.verify import bench_check
+from streamrec.stream.schemas import ClickEvent, EventType
 
 POLL_S = 0.002
 SAMPLES_PER_S = 200  # events tracked for freshness; polling all of them would load the 2 cores
@@ -65,7 +65,7 @@ class BenchOptions:
 
 
 def run_bench(options: BenchOptions) -> int:
-    from infra.stack import EmbeddedStack, StackConfig
+    from streamrec.infra.stack import EmbeddedStack, StackConfig
 
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as tmp:
         stack = EmbeddedStack(
@@ -85,7 +85,7 @@ def run_bench(options: BenchOptions) -> int:
 
 
 async def _measure(settings: Any, options: BenchOptions, tmp: Path) -> dict[str, Any]:
-    from models.datasets import load_movielens
+    from streamrec.models.datasets import load_movielens
 
     ratings = load_movielens().interactions
     fresh_n = int(options.rate * options.duration_s) + 10
@@ -234,7 +234,7 @@ async def _global_events(store: RedisFeatureStore, shards: list[str]) -> int:
 async def _freshness(
     settings: Any, store: RedisFeatureStore, events: list[ClickEvent], rate: float, duration_s: float, ledger: Ledger
 ) -> dict[str, Any]:
-    from stream.kafka import producer
+    from streamrec.stream.kafka import producer
 
     pending: dict[str, list[tuple[int, float]]] = defaultdict(list)  # user → (event ts ms, sent at)
     samples: list[float] = []
@@ -329,8 +329,8 @@ async def _inprocess(redis_url: str, cfg: FeatureConfig, events: list[ClickEvent
 
 # -- 4. reads ---------------------------------------------------------------------------
 async def _reads(settings: Any, store: RedisFeatureStore, rows: Any, reads: int) -> dict[str, Any]:
-    from features.repo import feature_refs, feature_store
-    from stream.runtime import feature_repo_dir
+    from streamrec.features.repo import feature_refs, feature_store
+    from streamrec.stream.runtime import feature_repo_dir
 
     repo = next(feature_repo_dir(settings).glob("**/feature_store.yaml")).parent
     feast = feature_store(repo)

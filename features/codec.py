@@ -25,7 +25,7 @@ from typing import Any
 import mmh3
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from features.schema import DType, FeatureValue
+from streamrec.features.schema import DType, FeatureValue
 
 _STRING_TYPE = 2  # feast.types.ValueType.STRING
 _U32 = struct.Struct("<I")

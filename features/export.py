@@ -16,12 +16,12 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from features.config import FeatureConfig
-from features.history import HistoryStats, feature_history
-from features.repo import feature_refs, feature_store, offline_path
-from features.schema import ITEM_KEY, TIMESTAMP_COLUMN, USER_KEY, VIEWS, FeatureRow
-from stream.routing import routed_from
-from stream.schemas import ClickEvent, EventType, parse_record
+from streamrec.features.config import FeatureConfig
+from streamrec.features.history import HistoryStats, feature_history
+from streamrec.features.repo import feature_refs, feature_store, offline_path
+from streamrec.features.schema import ITEM_KEY, TIMESTAMP_COLUMN, USER_KEY, VIEWS, FeatureRow
+from streamrec.stream.routing import routed_from
+from streamrec.stream.schemas import ClickEvent, EventType, parse_record
 
 EVENT_COLUMNS = ("event_id", "user_id", "item_id", "type", "rating", "query", TIMESTAMP_COLUMN)
 
@@ -155,8 +155,8 @@ async def dump_topic(consumer: Any, *, idle_s: float = 2.0, max_bytes: int = 655
 
 
 def events_from_frame(frame: pd.DataFrame, dataset: str) -> list[ClickEvent]:
-    """Dataset interactions (``models.datasets`` shape) as events with stable ids."""
-    from stream.replay import events_from
+    """Dataset interactions (``streamrec.models.datasets`` shape) as events with stable ids."""
+    from streamrec.stream.replay import events_from
 
     return list(events_from(frame, dataset))
 

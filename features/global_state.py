@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from features.activity import Activity
-from features.formulas import RunningMean
-from features.schema import GLOBAL_VIEW, FeatureRow, FeatureValue, count_feature, epoch_ms
-from stream.schemas import EVENT_TYPES, ClickEvent
+from streamrec.features.activity import Activity
+from streamrec.features.formulas import RunningMean
+from streamrec.features.schema import GLOBAL_VIEW, FeatureRow, FeatureValue, count_feature, epoch_ms
+from streamrec.stream.schemas import EVENT_TYPES, ClickEvent
 
 
 def shard_id(partition: int) -> str:

@@ -1,6 +1,6 @@
 """A real worker process on given settings, for the benchmark and integration tests.
 
-The worker is started the way a user starts it (``python -m stream.cli worker`` with
+The worker is started the way a user starts it (``python -m streamrec.stream.cli worker`` with
 the settings in the environment), so what is measured or tested is the real thing.
 """
 
@@ -13,14 +13,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from features.online import RedisFeatureStore
-from features.schema import USER_VIEW
-from stream.schemas import ClickEvent, EventType
+from streamrec.features.online import RedisFeatureStore
+from streamrec.features.schema import USER_VIEW
+from streamrec.stream.schemas import ClickEvent, EventType
 
 
 def isolated_settings(bootstrap: str, redis_url: str, data_dir: Path, **overrides: Any) -> Any:
     """Settings with their own topics, consumer group, Feast project and worker id."""
-    from stream.settings import load_settings
+    from streamrec.stream.settings import load_settings
 
     run = uuid.uuid4().hex[:8]
     sections: dict[str, dict[str, Any]] = {
@@ -37,13 +37,13 @@ def isolated_settings(bootstrap: str, redis_url: str, data_dir: Path, **override
 
 
 def start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
-    from stream.runtime import spawn_worker
+    from streamrec.stream.runtime import spawn_worker
 
     return spawn_worker(settings, log, loglevel="warning")
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    from stream.runtime import stop_process
+    from streamrec.stream.runtime import stop_process
 
     stop_process(worker, grace_s=30)
 
@@ -52,8 +52,8 @@ async def wait_ready(
     settings: Any, store: RedisFeatureStore, worker: subprocess.Popen[bytes], log: Path, timeout_s: float = 150
 ) -> None:
     """Send a probe event every few seconds until the worker has written its row."""
-    from stream.kafka import producer
-    from stream.topics import ensure_topics
+    from streamrec.stream.kafka import producer
+    from streamrec.stream.topics import ensure_topics
 
     await ensure_topics(settings)
     client = producer(settings.broker)
@@ -76,7 +76,7 @@ async def wait_ready(
 
 async def produce(settings: Any, events: list[ClickEvent], **producer_options: Any) -> None:
     """Send events to ``clickstream`` keyed by user, in order, and wait for the acks."""
-    from stream.kafka import producer
+    from streamrec.stream.kafka import producer
 
     client = producer(settings.broker, **producer_options)
     await client.start()

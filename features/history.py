@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from features.config import FeatureConfig
-from features.global_state import GlobalShard
-from features.item_state import ItemState, ItemUpdate, apply_item_event
-from features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, FeatureRow
-from features.user_state import UserState, UserUpdate, apply_user_event
-from stream.schemas import ClickEvent
+from streamrec.features.config import FeatureConfig
+from streamrec.features.global_state import GlobalShard
+from streamrec.features.item_state import ItemState, ItemUpdate, apply_item_event
+from streamrec.features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, FeatureRow
+from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
+from streamrec.stream.schemas import ClickEvent
 
 OFFLINE_SHARD = "all"
 

@@ -20,10 +20,10 @@ All three are idempotent under rewriting the same rows.
 
 from __future__ import annotations
 
-from features.config import FeatureConfig
-from features.formulas import decayed_rank_score
-from features.resp import command
-from features.schema import ITEM_VIEW, USER_VIEW, FeatureRow, count_feature
+from streamrec.features.config import FeatureConfig
+from streamrec.features.formulas import decayed_rank_score
+from streamrec.features.resp import command
+from streamrec.features.schema import ITEM_VIEW, USER_VIEW, FeatureRow, count_feature
 
 
 class IndexKeys:

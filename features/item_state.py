@@ -1,10 +1,10 @@
 """Per-item streaming state and the item-side update (pure: no I/O, no clock).
 
-The item agent consumes :class:`~features.user_state.ItemMsg` keyed by item id and
+The item agent consumes :class:`~streamrec.features.user_state.ItemMsg` keyed by item id and
 calls :func:`apply_item_event`. A message with a ``source`` is deduplicated by its
 source (partition, offset), exactly, and is never late; one without falls back to the
 user side's event-id window and lateness rule, with ``msg_id`` (the event id) as the
-key (see :mod:`features.window`).
+key (see :mod:`streamrec.features.window`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from features.activity import Activity
-from features.config import FeatureConfig
-from features.formulas import DecayedSum, smoothed_ratio
-from features.schema import ITEM_VIEW, FeatureRow, FeatureValue
-from features.user_state import ItemMsg, Skipped
-from features.window import EventWindow, mark_applied, redelivered, too_late
-from stream.schemas import ItemId
+from streamrec.features.activity import Activity
+from streamrec.features.config import FeatureConfig
+from streamrec.features.formulas import DecayedSum, smoothed_ratio
+from streamrec.features.schema import ITEM_VIEW, FeatureRow, FeatureValue
+from streamrec.features.user_state import ItemMsg, Skipped
+from streamrec.features.window import EventWindow, mark_applied, redelivered, too_late
+from streamrec.stream.schemas import ItemId
 
 
 _weight = itemgetter(1)

@@ -28,10 +28,10 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from features import codec, resp
-from features.config import FeatureConfig
-from features.indexes import IndexKeys, index_commands
-from features.schema import VIEWS, DType, FeatureRow, FeatureValue, ViewSpec
+from streamrec.features import codec, resp
+from streamrec.features.config import FeatureConfig
+from streamrec.features.indexes import IndexKeys, index_commands
+from streamrec.features.schema import VIEWS, DType, FeatureRow, FeatureValue, ViewSpec
 
 FeatureDict = dict[str, FeatureValue | None]
 Decoder = Callable[[bytes | None], FeatureValue | None]

@@ -3,7 +3,7 @@
 ``feature_store.yaml`` depends on settings (Redis URL, data dir), so it is
 generated at run time into ``<data_dir>/feature_repo``; the objects are applied
 programmatically. Feast is imported inside functions only: the worker's hot path
-(``features.online``) never pays ``import feast`` (5-8 s, ~360 MB).
+(``streamrec.features.online``) never pays ``import feast`` (5-8 s, ~360 MB).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from features.config import FeatureConfig
-from features.schema import TIMESTAMP_COLUMN, VIEWS, DType, ViewSpec
+from streamrec.features.config import FeatureConfig
+from streamrec.features.schema import TIMESTAMP_COLUMN, VIEWS, DType, ViewSpec
 
 if TYPE_CHECKING:
     from feast import FeatureStore

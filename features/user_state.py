@@ -6,7 +6,7 @@ and the messages to send to the item side (repartitioned by item id). A
 :class:`Skipped` result means the event changed nothing and nothing must be written
 or sent: a ``duplicate`` (a redelivered record, or a re-sent event id) or ``late``
 (older than the allowed lateness; the worker sends it to the DLQ). The rules are in
-:mod:`features.window`.
+:mod:`streamrec.features.window`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.activity import Activity
-from features.config import FeatureConfig
-from features.schema import USER_VIEW, FeatureRow, FeatureValue, epoch_ms
-from features.window import EventWindow, mark_applied, redelivered, routed_source, too_late
-from stream.schemas import ClickEvent, EventType, ItemId
+from streamrec.features.activity import Activity
+from streamrec.features.config import FeatureConfig
+from streamrec.features.schema import USER_VIEW, FeatureRow, FeatureValue, epoch_ms
+from streamrec.features.window import EventWindow, mark_applied, redelivered, routed_source, too_late
+from streamrec.stream.schemas import ClickEvent, EventType, ItemId
 
 
 class ItemMsg(BaseModel):
@@ -181,7 +181,7 @@ def apply_user_event(
 
 def _check(state: UserState, event_id: str, ts_ms: int, cfg: FeatureConfig,
            source: tuple[int, int] | None, origin: tuple[int, int] | None = None) -> Skipped | None:
-    """The rules of :mod:`features.window`, in order: redelivery, re-send, lateness."""
+    """The rules of :mod:`streamrec.features.window`, in order: redelivery, re-send, lateness."""
     if source is not None and redelivered(state.applied, source):
         return Skipped("duplicate", f"record {source[0]}:{source[1]} was applied already")
     if origin is not None and redelivered(state.applied, routed_source(origin)):

@@ -33,11 +33,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from features.global_state import shard_id
-from features.online import FeatureDict, RedisFeatureStore
-from features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, FeatureValue, count_feature
-from stream.routing import user_partition
-from stream.schemas import EVENT_TYPES, ClickEvent, DeadLetter, EventType, parse_record
+from streamrec.features.global_state import shard_id
+from streamrec.features.online import FeatureDict, RedisFeatureStore
+from streamrec.features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, FeatureValue, count_feature
+from streamrec.stream.routing import user_partition
+from streamrec.stream.schemas import EVENT_TYPES, ClickEvent, DeadLetter, EventType, parse_record
 
 Source = tuple[int, int]  # (partition, offset) on clickstream
 COUNT_FEATURES = tuple(count_feature(t) for t in EVENT_TYPES)
@@ -259,8 +259,8 @@ def _report(expected: Expected, mismatches: list[str], seconds: float) -> Verify
 
 
 async def _read(settings: Any, topic: str, idle_s: float) -> list[Any]:
-    from features.export import read_topic
-    from stream.kafka import consumer
+    from streamrec.features.export import read_topic
+    from streamrec.stream.kafka import consumer
 
     client = consumer(settings.broker, topic, auto_offset_reset="earliest")
     await client.start()

@@ -11,7 +11,7 @@ directory is formatted (``StorageTool --add-scram``), and/or TLS with the stack'
 certificates (``infra/tls.py``) on the client listener. The controller listener stays
 PLAINTEXT on loopback; the default stack is PLAINTEXT throughout.
 
-Blocking calls; used by ``infra.stack``.
+Blocking calls; used by ``streamrec.infra.stack``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.errors import StackError
-from infra.tls import TlsFiles
+from streamrec.infra.errors import StackError
+from streamrec.infra.tls import TlsFiles
 
 KAFKA_VERSION = "4.1.1"  # the version pinned in infra/kafka/pom.xml and docker-compose.yml
 MIN_JAVA = 17

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.errors import StackError
-from infra.kafka import BrokerConfig, broker_argv, find_java, format_log_dir, metadata_lists_broker, server_properties
-from infra.tls import TlsFiles
+from streamrec.infra.errors import StackError
+from streamrec.infra.kafka import BrokerConfig, broker_argv, find_java, format_log_dir, metadata_lists_broker, server_properties
+from streamrec.infra.tls import TlsFiles
 
 @dataclass(frozen=True)
 class ServiceSpec:

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import psutil
 
-from infra.errors import StackError
-from infra.kafka import BrokerConfig, BrokerSecurity
-from infra.services import RedisAuth, ServiceSpec, broker_spec, ensure_redis_server, redis_spec
-from infra.tls import TlsFiles, ensure_tls_files
+from streamrec.infra.errors import StackError
+from streamrec.infra.kafka import BrokerConfig, BrokerSecurity
+from streamrec.infra.services import RedisAuth, ServiceSpec, broker_spec, ensure_redis_server, redis_spec
+from streamrec.infra.tls import TlsFiles, ensure_tls_files
 
 STATE_FILE = "stack.json"
 

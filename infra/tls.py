@@ -6,7 +6,7 @@ redis-server present. Everything lives under ``<data_dir>/tls``, readable by its
 owner only, and is made once: clients trust ``ca.pem`` (``STREAMREC_BROKER__SSL_CAFILE``,
 ``STREAMREC_REDIS__SSL_CAFILE``). Nothing here is ever committed: ``var/`` is ignored.
 
-Blocking; used by ``infra.stack``.
+Blocking; used by ``streamrec.infra.stack``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.errors import StackError
+from streamrec.infra.errors import StackError
 
 VALID_DAYS = 825  # the longest validity clients accept for a server certificate
 

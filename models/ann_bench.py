@@ -7,7 +7,7 @@ issued them one by one, and 32 at a time as the batched recommend step does.
 Measures build time, latency p50/p99 of both, and HNSW recall@k against the
 exact answer. Prints a table, writes JSON and a plot.
 
-    python -m models.ann_bench --sizes 10000 100000 1000000 --json var/bench/ann.json
+    python -m streamrec.models.ann_bench --sizes 10000 100000 1000000 --json var/bench/ann.json
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from models.item_vectors import ExactIndex, HnswIndex, ItemVectors, VectorIndex
+from streamrec.models.item_vectors import ExactIndex, HnswIndex, ItemVectors, VectorIndex
 
 
 def synthetic_vectors(n: int, dim: int, seed: int = 0, clusters: int = 256) -> ItemVectors:

@@ -9,18 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from models.config import ModelConfig
-from models.encoding import Inputs
-from models.export import export_onnx
-from models.quantize import (
+from streamrec.models.config import ModelConfig
+from streamrec.models.encoding import Inputs
+from streamrec.models.export import export_onnx
+from streamrec.models.quantize import (
     VARIANT_FILES,
     accuracy_gate,
     convert_fp16,
     quantize_int8_dynamic,
     quantize_int8_static,
 )
-from models.recommenders import NeuralRecommender
-from models.registry import ModelRegistry
+from streamrec.models.recommenders import NeuralRecommender
+from streamrec.models.registry import ModelRegistry
 
 
 def _inputs_spec(n_features: int, recent_items: int) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Non-neural references: global mean, running means, regularised biases, popularity.
 
-Each follows the :class:`~models.recommenders.Recommender` contract: ``fit(train)``
+Each follows the :class:`~streamrec.models.recommenders.Recommender` contract: ``fit(train)``
 then ``predict(rows) -> float64[n]`` (a rating, or for popularity a ranking score).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.features import EXPLICIT_FEATURES, streaming_features
+from streamrec.models.features import EXPLICIT_FEATURES, streaming_features
 
 
 class GlobalMean:

@@ -21,16 +21,16 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from models.artifact import build_variants
-from models.config import ModelConfig
-from models.datasets import load_movielens
-from models.distill import distil
-from models.encoding import Inputs
-from models.export import onnx_inputs
-from models.metrics import rmse
-from models.recommenders import NeuralRecommender
-from models.scorer import CPU, CUDA, ScoreBatch, Scorer, session_options
-from models.splits import kfold
+from streamrec.models.artifact import build_variants
+from streamrec.models.config import ModelConfig
+from streamrec.models.datasets import load_movielens
+from streamrec.models.distill import distil
+from streamrec.models.encoding import Inputs
+from streamrec.models.export import onnx_inputs
+from streamrec.models.metrics import rmse
+from streamrec.models.recommenders import NeuralRecommender
+from streamrec.models.scorer import CPU, CUDA, ScoreBatch, Scorer, session_options
+from streamrec.models.splits import kfold
 
 BATCHES = (1, 10, 100, 1000)
 Call = Callable[[], object]

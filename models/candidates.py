@@ -8,7 +8,7 @@ Three sources, most personal first (that order is also the precedence when mergi
     ``covisit_items`` row lists ``j`` with weight ``w(r, j)``.
 ``embedding``
     The nearest items (cosine) to the affinity-weighted mean of the recent items'
-    vectors in the ranker's item-embedding space (``models.item_vectors``).
+    vectors in the ranker's item-embedding space (``streamrec.models.item_vectors``).
 ``popular``
     Items by time-decayed popularity (the store's index), ``score = 1 / (1 + rank)``.
 
@@ -40,7 +40,7 @@ from typing import Literal, NamedTuple, TypeAlias
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stream.schemas import ItemId
+from streamrec.stream.schemas import ItemId
 
 Source: TypeAlias = Literal["covisit", "embedding", "popular"]
 SOURCES: tuple[Source, ...] = ("covisit", "embedding", "popular")

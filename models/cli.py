@@ -4,9 +4,9 @@ The lead wires :func:`register` into ``streamrec``: it adds ``train``, ``evaluat
 and ``models list|promote`` to the main subparsers and ``scoring`` to ``bench``.
 Each handler takes the parsed args and returns an exit code. Settings come from
 ``args.model_config`` (a :class:`ModelConfig`) when the caller sets it with
-``set_defaults``, else from the environment through ``stream.settings`` (its
+``set_defaults``, else from the environment through ``streamrec.stream.settings`` (its
 ``models`` section, ``STREAMREC_MODELS__*``); ``--registry-dir`` overrides either.
-Run standalone with ``python -m models.cli ...``.
+Run standalone with ``python -m streamrec.models.cli ...``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from models.config import ModelConfig
+from streamrec.models.config import ModelConfig
 
 
 def _settings() -> ModelConfig:
-    from stream.settings import load_settings
+    from streamrec.stream.settings import load_settings
 
     return load_settings().models
 
@@ -59,14 +59,14 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from models.datasets import load_dataset
+    from streamrec.models.datasets import load_dataset
 
     return load_dataset(None if args.data else args.dataset, args.data, args.format)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from models.pipeline import train_and_publish
-    from models.splits import Protocol
+    from streamrec.models.pipeline import train_and_publish
+    from streamrec.models.splits import Protocol
 
     cfg = _config(args)
     protocol = Protocol.parse(args.protocol) if args.protocol else None
@@ -78,15 +78,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from models.evaluation import evaluate_ranking, evaluate_ratings, format_table, summarise
-    from models.plots import plot_learning_curves
-    from models.recommenders import NeuralRecommender, catalogue
-    from models.splits import Protocol
-    from models.surprise_compare import surprise_models
+    from streamrec.models.evaluation import evaluate_ranking, evaluate_ratings, format_table, summarise
+    from streamrec.models.plots import plot_learning_curves
+    from streamrec.models.recommenders import NeuralRecommender, catalogue
+    from streamrec.models.splits import Protocol
+    from streamrec.models.surprise_compare import surprise_models
 
     cfg, dataset = _config(args), _load(args)
     if args.protocol and args.protocol.partition(":")[0] in ("prequential", "topn"):
-        from models.quality import cmd_quality
+        from streamrec.models.quality import cmd_quality
 
         _write_json(args.json, cmd_quality(args, cfg, dataset))
         return 0
@@ -115,8 +115,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from models.pipeline import describe
-    from models.registry import ModelRegistry
+    from streamrec.models.pipeline import describe
+    from streamrec.models.registry import ModelRegistry
 
     rows = describe(ModelRegistry(_config(args).registry_dir))
     for row in rows:
@@ -128,7 +128,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
-    from models.registry import ArtifactError, ModelRegistry
+    from streamrec.models.registry import ArtifactError, ModelRegistry
 
     try:
         ModelRegistry(_config(args).registry_dir).promote(args.version)
@@ -140,7 +140,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_scoring(args: argparse.Namespace) -> int:
-    from models.bench import bench_scoring, format_report
+    from streamrec.models.bench import bench_scoring, format_report
 
     result = bench_scoring(_config(args), repeats=args.repeats)
     print(format_report(result))
@@ -190,7 +190,7 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.cli")
+    parser = argparse.ArgumentParser(prog="python -m streamrec.models.cli")
     commands = parser.add_subparsers(dest="command", required=True)
     bench = commands.add_parser("bench").add_subparsers(dest="bench_command", required=True)
     register(commands, bench)

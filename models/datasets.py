@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from stream.schemas import ClickEvent, EventType
+from streamrec.stream.schemas import ClickEvent, EventType
 
 COLUMNS = ("user_id", "item_id", "rating", "ts")
 DATASETS = ("movielens", "instacart", "synthetic")
@@ -109,7 +109,7 @@ def _guess_format(path: Path) -> FileFormat:
 def load_event_log(path: str | Path) -> Dataset:
     """A clickstream log in our event schema: parquet, CSV or JSON lines (a topic dump).
 
-    Each row is validated as a :class:`~stream.schemas.ClickEvent`; search events (no
+    Each row is validated as a :class:`~streamrec.stream.schemas.ClickEvent`; search events (no
     item) are skipped. The set is explicit when every kept event is a rating.
     """
     path = Path(path)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from models.config import TrainConfig
-from models.recommenders import NeuralRecommender
+from streamrec.models.config import TrainConfig
+from streamrec.models.recommenders import NeuralRecommender
 
 STUDENT = {"embedding_dim": 8, "hidden": (16,), "dropout": 0.0}
 

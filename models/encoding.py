@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.features import streaming_features
-from models.recent import PAD, recent_positions
+from streamrec.models.features import streaming_features
+from streamrec.models.recent import PAD, recent_positions
 
 UNKNOWN_INDEX = 0
 

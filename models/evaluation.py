@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from models.metrics import hit_rate, mae, ndcg, ranks, rmse
-from models.recommenders import Recommender
-from models.splits import Protocol
+from streamrec.models.metrics import hit_rate, mae, ndcg, ranks, rmse
+from streamrec.models.recommenders import Recommender
+from streamrec.models.splits import Protocol
 
 ModelFactory = Callable[[], Sequence[Recommender]]
 Results = dict[str, dict[str, Any]]

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.encoding import Inputs
-from models.training import predict
+from streamrec.models.encoding import Inputs
+from streamrec.models.training import predict
 
 PARITY_TOLERANCE = 1e-5
 INPUT_NAMES = ("user", "item", "dense", "recent", "recent_row")
@@ -35,7 +35,7 @@ def onnx_inputs(batch: Inputs) -> dict[str, np.ndarray]:
 
 def run_onnx(path: Path | bytes, batch: Inputs, chunk: int = 65536) -> np.ndarray:
     """Score with a fresh CPU session on a file or a serialized graph (offline checks;
-    serving uses models.scorer)."""
+    serving uses streamrec.models.scorer)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

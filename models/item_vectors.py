@@ -23,12 +23,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.candidates import EMPTY, CandidateConfig, ScoredItems
-from stream.schemas import ItemId
+from streamrec.models.candidates import EMPTY, CandidateConfig, ScoredItems
+from streamrec.stream.schemas import ItemId
 
 ITEM_VECTORS_INITIALIZER = "mf.item_vec.weight"
 # the same table's name in each exported graph: the training net's, then the serving graph's
-# (``models.nets.ServingRanker``)
+# (``streamrec.models.nets.ServingRanker``)
 ITEM_VECTORS_INITIALIZERS = (ITEM_VECTORS_INITIALIZER, "item_vec")
 
 

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import FeatureConfig
-from models.candidates import CandidateConfig
-from models.config import ModelConfig
-from models.datasets import Dataset
-from models.prequential import VARIANTS, Replay
-from stream.schemas import ItemId, UserId
+from streamrec.features.config import FeatureConfig
+from streamrec.models.candidates import CandidateConfig
+from streamrec.models.config import ModelConfig
+from streamrec.models.datasets import Dataset
+from streamrec.models.prequential import VARIANTS, Replay
+from streamrec.stream.schemas import ItemId, UserId
 
 REQUESTS_PER_BATCH = 64
 
@@ -45,8 +45,8 @@ class LiveLists:
         """Train and replay for ``train`` unless done already (blocking; runs its own event loop)."""
         if self._fitted_rows == len(train):
             return
-        from models.pipeline import train_and_publish
-        from models.splits import Protocol
+        from streamrec.models.pipeline import train_and_publish
+        from streamrec.models.splits import Protocol
 
         result = train_and_publish(self.dataset, self.models, Protocol.parse("leave-last-out"), promote=True, progress=False)
         if self._rows_of(result.version) != len(train):
@@ -57,12 +57,12 @@ class LiveLists:
         self._fitted_rows = len(train)
 
     def _rows_of(self, version: str) -> int:
-        from models.registry import ModelRegistry
+        from streamrec.models.registry import ModelRegistry
 
         return int(ModelRegistry(self.models.registry_dir).metadata(version)["data"]["train_rows"])
 
     async def _replay(self, train: pd.DataFrame) -> dict[str, dict[UserId, list[ItemId]]]:
-        from stream.replay import events_from
+        from streamrec.stream.replay import events_from
 
         events = list(events_from(train.sort_values("ts", kind="stable"), self.dataset.name))
         out: dict[str, dict[UserId, list[ItemId]]] = {v: {} for v in VARIANTS}
@@ -85,7 +85,7 @@ class LiveLists:
 
 
 class LiveRecommender:
-    """One variant's lists as a :class:`~models.recommenders.Recommender`."""
+    """One variant's lists as a :class:`~streamrec.models.recommenders.Recommender`."""
 
     explicit_only = False
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.export import export_onnx, run_onnx
-from models.quantize import VARIANT_FILES, quantize_int8_dynamic
-from models.recommenders import NeuralRecommender
+from streamrec.models.export import export_onnx, run_onnx
+from streamrec.models.quantize import VARIANT_FILES, quantize_int8_dynamic
+from streamrec.models.recommenders import NeuralRecommender
 
 PARITY_ROWS = 2048
 

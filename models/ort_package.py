@@ -1,7 +1,7 @@
 """Which onnxruntime wheel fits this machine: ``onnxruntime-gpu`` when ``nvidia-smi``
 finds an NVIDIA GPU, else ``onnxruntime``. Never both (they write the same package).
 
-``python -m models.ort_package`` prints the package name (the installer reads it);
+``python -m streamrec.models.ort_package`` prints the package name (the installer reads it);
 ``--pin`` adds the project's pinned version.
 """
 

@@ -11,16 +11,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.artifact import publish_model
-from models.config import ModelConfig, TrainConfig
-from models.datasets import Dataset, load_dataset
-from models.evaluation import candidate_rows, sample_negatives
-from models.encoding import Inputs
-from models.metrics import hit_rate, mae, ndcg, ranks, rmse
-from models.plots import plot_learning_curves
-from models.recommenders import NeuralRecommender
-from models.registry import ArtifactError, ModelRegistry
-from models.splits import Protocol
+from streamrec.models.artifact import publish_model
+from streamrec.models.config import ModelConfig, TrainConfig
+from streamrec.models.datasets import Dataset, load_dataset
+from streamrec.models.evaluation import candidate_rows, sample_negatives
+from streamrec.models.encoding import Inputs
+from streamrec.models.metrics import hit_rate, mae, ndcg, ranks, rmse
+from streamrec.models.plots import plot_learning_curves
+from streamrec.models.recommenders import NeuralRecommender
+from streamrec.models.registry import ArtifactError, ModelRegistry
+from streamrec.models.splits import Protocol
 
 log = logging.getLogger(__name__)
 DEFAULT_EPOCHS = 8

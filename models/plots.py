@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from models.training import History  # noqa: E402
+from streamrec.models.training import History  # noqa: E402
 
 
 def plot_learning_curves(curves: Mapping[str, History], path: Path, metric: str = "validation RMSE") -> Path:
@@ -36,7 +36,7 @@ def plot_learning_curves(curves: Mapping[str, History], path: Path, metric: str 
 
 
 def plot_over_time(series: Mapping[str, Any], path: Path, title: str) -> Path:
-    """Per-bucket HR@10 and NDCG@10 of each variant (``models.prequential.over_time``'s
+    """Per-bucket HR@10 and NDCG@10 of each variant (``streamrec.models.prequential.over_time``'s
     output), events per bucket shaded behind the left panel."""
     path.parent.mkdir(parents=True, exist_ok=True)
     starts = [datetime.fromtimestamp(s, timezone.utc) for s in series["start"]]

@@ -43,18 +43,18 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from features.config import FeatureConfig
-from features.item_state import ItemState, ItemUpdate, apply_item_event
-from features.online import RedisFeatureStore
-from features.schema import FeatureRow
-from features.user_state import UserState, UserUpdate, apply_user_event
-from models.candidates import CandidateConfig
-from models.config import ModelConfig
-from models.metrics import hit_rate, mrr, ndcg
-from models.watcher import ModelWatcher
-from stream.ranking import CandidateReader, RankingRecommender
-from stream.recommend import RecommendRequest
-from stream.schemas import ClickEvent, ItemId, UserId
+from streamrec.features.config import FeatureConfig
+from streamrec.features.item_state import ItemState, ItemUpdate, apply_item_event
+from streamrec.features.online import RedisFeatureStore
+from streamrec.features.schema import FeatureRow
+from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
+from streamrec.models.candidates import CandidateConfig
+from streamrec.models.config import ModelConfig
+from streamrec.models.metrics import hit_rate, mrr, ndcg
+from streamrec.models.watcher import ModelWatcher
+from streamrec.stream.ranking import CandidateReader, RankingRecommender
+from streamrec.stream.recommend import RecommendRequest
+from streamrec.stream.schemas import ClickEvent, ItemId, UserId
 
 VARIANTS = ("popularity", "covisit", "candidates", "pipeline")
 FLUSH_ROWS = 5000  # rows held back at most while no list is due (warm-up writes in big batches)

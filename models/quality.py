@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from features.config import FeatureConfig
-from models.candidates import CandidateConfig
-from models.config import ModelConfig
-from models.datasets import Dataset
-from models.splits import Protocol
+from streamrec.features.config import FeatureConfig
+from streamrec.models.candidates import CandidateConfig
+from streamrec.models.config import ModelConfig
+from streamrec.models.datasets import Dataset
+from streamrec.models.splits import Protocol
 
 DEFAULT_FRACTION = 0.2
 
@@ -48,7 +48,7 @@ def redis_for(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    from stream.ranking import _private_redis
+    from streamrec.stream.ranking import _private_redis
 
     process, private = _private_redis()
     try:
@@ -65,8 +65,8 @@ def serving_model(dataset: Dataset, models: ModelConfig, protocol: Protocol, obj
     first split: ``registry``'s own when its promoted version was trained on the same
     data, split, objective, model and settings (the metadata says so), else trained
     now (into ``registry``, or a temporary one)."""
-    from models.pipeline import train_and_publish
-    from models.registry import ModelRegistry
+    from streamrec.models.pipeline import train_and_publish
+    from streamrec.models.registry import ModelRegistry
 
     with tempfile.TemporaryDirectory(prefix="streamrec-quality-") as tmp:
         cfg = models.model_copy(update={"registry_dir": registry or Path(tmp)})
@@ -93,9 +93,9 @@ def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fr
                     registry: Path | None = None) -> dict[str, Any]:
     """Train on the time holdout's first part (or reuse ``registry``'s model for it, see
     :func:`serving_model`), replay everything, score the rest."""
-    from models.prequential import Replay, bucket_for, over_time, replay, summarise
-    from models.splits import time_holdout
-    from stream.replay import events_from
+    from streamrec.models.prequential import Replay, bucket_for, over_time, replay, summarise
+    from streamrec.models.splits import time_holdout
+    from streamrec.stream.replay import events_from
 
     frame = dataset.interactions
     start = len(frame) - len(time_holdout(frame, fraction)[1])
@@ -123,10 +123,10 @@ def run_topn(dataset: Dataset, models: ModelConfig, redis_url: str, *, objective
              features: FeatureConfig | None = None, candidates: CandidateConfig | None = None,
              sampled_only: bool = False) -> dict[str, Any]:
     """Leave-last-out top-N table of the references, the ranker and the live lists."""
-    from models.baselines import Popularity
-    from models.evaluation import evaluate_ranking, summarise
-    from models.live_lists import LiveLists
-    from models.topn import EASE, ImplicitALS, ImplicitBPR, ItemKNN
+    from streamrec.models.baselines import Popularity
+    from streamrec.models.evaluation import evaluate_ranking, summarise
+    from streamrec.models.live_lists import LiveLists
+    from streamrec.models.topn import EASE, ImplicitALS, ImplicitBPR, ItemKNN
 
     seed = models.train.seed
     with tempfile.TemporaryDirectory(prefix="streamrec-topn-") as registry:
@@ -143,7 +143,7 @@ def run_topn(dataset: Dataset, models: ModelConfig, redis_url: str, *, objective
 
 
 def format_prequential(result: dict[str, Any]) -> str:
-    from models.evaluation import format_table
+    from streamrec.models.evaluation import format_table
 
     parts = [format_table(result["summary"]), f"(ARP of the items people picked: {result['arp_events']:.1f})"]
     for group, table in result["by_user"].items():
@@ -154,7 +154,7 @@ def format_prequential(result: dict[str, Any]) -> str:
 def worker_settings() -> tuple[FeatureConfig, CandidateConfig]:
     """The worker's feature and candidate settings (``STREAMREC_FEATURES__*``,
     ``STREAMREC_RECOMMEND__CANDIDATES__*``), in a Feast project of the run's own."""
-    from stream.settings import load_settings
+    from streamrec.stream.settings import load_settings
 
     settings = load_settings()
     return settings.features.model_copy(update={"project": f"quality_{uuid.uuid4().hex[:8]}"}), settings.recommend.candidates
@@ -162,8 +162,8 @@ def worker_settings() -> tuple[FeatureConfig, CandidateConfig]:
 
 def cmd_quality(args: argparse.Namespace, models: ModelConfig, dataset: Dataset) -> dict[str, Any]:
     """``streamrec evaluate --protocol prequential[:FRACTION]|topn``: print, plot, return the JSON payload."""
-    from models.evaluation import format_table
-    from models.plots import plot_over_time
+    from streamrec.models.evaluation import format_table
+    from streamrec.models.plots import plot_over_time
 
     kind, _, arg = args.protocol.partition(":")
     features, candidates = worker_settings()

@@ -24,9 +24,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from models.encoding import Inputs
-from models.export import onnx_inputs, run_onnx
-from models.metrics import ndcg, ranks, rmse
+from streamrec.models.encoding import Inputs
+from streamrec.models.export import onnx_inputs, run_onnx
+from streamrec.models.metrics import ndcg, ranks, rmse
 
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "int8_static": "model.int8_static.onnx", "fp16": "model.fp16.onnx"}
 

@@ -3,7 +3,7 @@
 SVD++ adds to each user's factor p_u the normalised sum of implicit factors y_j of the
 items the user rated, |N(u)|^-1/2 Σ y_j. Here N(u) is the user's recent items as the
 stream keeps them (features/user_state.py: the newest ``FeatureConfig.recent_items``
-distinct items, offline by :func:`models.recent.recent_positions`), so the model stays
+distinct items, offline by :func:`streamrec.models.recent.recent_positions`), so the model stays
 servable online: the worker feeds the list it holds in memory. The fourth input is
 ``recent`` int64 [N, K], item indices with 0 for a padding slot or an item the model
 does not know (its y row is fixed at zero). The serving graph takes ``recent`` per
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.nets import Ranker, ServingRanker, _frozen
+from streamrec.models.nets import Ranker, ServingRanker, _frozen
 
 
 def implicit_vector(table: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
@@ -30,11 +30,11 @@ def implicit_vector(table: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
 
 
 class RecentRanker(Ranker):
-    """:class:`~models.nets.Ranker` whose user vector is p_u + |N|^-1/2 Σ_{j ∈ recent} y_j,
+    """:class:`~streamrec.models.nets.Ranker` whose user vector is p_u + |N|^-1/2 Σ_{j ∈ recent} y_j,
     in the dot product and in the MLP alike."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """:class:`~models.nets.Ranker`'s arguments; the implicit table matches its item table."""
+        """:class:`~streamrec.models.nets.Ranker`'s arguments; the implicit table matches its item table."""
         super().__init__(*args, **kwargs)
         rows, dim = self.mf.item_vec.weight.shape
         self.implicit = nn.Embedding(rows, dim, padding_idx=0)
@@ -61,7 +61,7 @@ class RecentRanker(Ranker):
 
 
 class ServingRecentRanker(ServingRanker):
-    """:class:`~models.nets.ServingRanker`'s graph with the implicit term added to the
+    """:class:`~streamrec.models.nets.ServingRanker`'s graph with the implicit term added to the
     gathered user vector (export parity checks it against the ranker)."""
 
     def __init__(self, ranker: RecentRanker) -> None:

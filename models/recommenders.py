@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from models.baselines import BiasBaseline, GlobalMean, Popularity, RunningMeans
-from models.config import TrainConfig
-from models.encoding import Encoder, Inputs, IdIndex
-from models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES, count_partner, is_count
-from models.nets import BiasedMF, DenseTransform, Ranker, SeedModel
-from models.recent_ranker import RecentRanker
-from models.training import History, Objective, fit, predict, seed_everything
+from streamrec.models.baselines import BiasBaseline, GlobalMean, Popularity, RunningMeans
+from streamrec.models.config import TrainConfig
+from streamrec.models.encoding import Encoder, Inputs, IdIndex
+from streamrec.models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES, count_partner, is_count
+from streamrec.models.nets import BiasedMF, DenseTransform, Ranker, SeedModel
+from streamrec.models.recent_ranker import RecentRanker
+from streamrec.models.training import History, Objective, fit, predict, seed_everything
 
 
 class Recommender(Protocol):
@@ -47,7 +47,7 @@ NAMES = {"seed": "seed model", "mf": "biased MF", "ranker": "ranker", "recent": 
 
 
 class NeuralRecommender:
-    """Seed model, biased MF, ranker or ranker+recent, trained by :func:`models.training.fit`.
+    """Seed model, biased MF, ranker or ranker+recent, trained by :func:`streamrec.models.training.fit`.
 
     After ``fit``: ``net`` (the torch module), ``encoder`` (id maps + history +
     feature names) and ``history`` (the learning curve) describe the trained model.
@@ -124,7 +124,7 @@ def _content_matrix(items: IdIndex, content: pd.DataFrame | None) -> np.ndarray:
 def catalogue(cfg: TrainConfig, objective: Objective, content: pd.DataFrame | None, progress: bool = True) -> list[Recommender]:
     """Every model and baseline that applies to the objective, cheapest first; for ratings
     also the ranker+recent model's INT8 ONNX variant, as a CPU worker serves it."""
-    from models.onnx_recommender import OnnxRecommender  # it imports this module
+    from streamrec.models.onnx_recommender import OnnxRecommender  # it imports this module
 
     neural: list[Recommender] = [NeuralRecommender(k, cfg, objective, content, progress) for k in ("seed", "mf", "ranker", "recent")]
     baselines: list[Recommender] = [GlobalMean(), RunningMeans(), BiasBaseline(), Popularity()]

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from models.config import Provider, Variant
-from models.encoding import UNKNOWN_INDEX
+from streamrec.models.config import Provider, Variant
+from streamrec.models.encoding import UNKNOWN_INDEX
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 FeatureRow = Mapping[str, float | None]
@@ -174,7 +174,7 @@ class Scorer:
 
 
 def open_scorer(registry: Any, version: str, provider: Provider = "auto", variant: Variant = "auto", intra_op_threads: int = 1) -> Scorer:
-    """Verify and load ``version`` from a :class:`~models.registry.ModelRegistry`.
+    """Verify and load ``version`` from a :class:`~streamrec.models.registry.ModelRegistry`.
 
     When CUDA was chosen but the session runs on CPU only, reopen with the CPU variant."""
     metadata = registry.metadata(version)

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.config import TrainConfig
-from models.encoding import Inputs
+from streamrec.models.config import TrainConfig
+from streamrec.models.encoding import Inputs
 
 Objective = Literal["explicit", "implicit"]
 NegativeSampler = Callable[[Inputs, np.random.Generator], Inputs]

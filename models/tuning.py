@@ -1,6 +1,6 @@
-"""``python -m models.tuning``: validation RMSE of a neural model under settings to compare.
+"""``python -m streamrec.models.tuning``: validation RMSE of a neural model under settings to compare.
 
-Each setting (a JSON object of :class:`~models.config.TrainConfig` fields) trains the
+Each setting (a JSON object of :class:`~streamrec.models.config.TrainConfig` fields) trains the
 model on the training part of fold 1 of the 5-fold split that ``streamrec evaluate``
 uses (same seed) and reports the best epoch's RMSE on the validation rows held out of
 that training part; the fold's test rows are never read, so a choice made here does
@@ -14,10 +14,10 @@ import json
 import sys
 import time
 
-from models.config import TrainConfig
-from models.datasets import load_dataset
-from models.recommenders import NAMES, NeuralRecommender
-from models.splits import kfold
+from streamrec.models.config import TrainConfig
+from streamrec.models.datasets import load_dataset
+from streamrec.models.recommenders import NAMES, NeuralRecommender
+from streamrec.models.splits import kfold
 
 
 def validation_rmse(kind: str, settings: dict[str, object], dataset: str = "movielens") -> tuple[float, int]:
@@ -31,7 +31,7 @@ def validation_rmse(kind: str, settings: dict[str, object], dataset: str = "movi
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.tuning", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m streamrec.models.tuning", description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(NAMES), default="recent")
     parser.add_argument("--dataset", default="movielens")
     parser.add_argument("settings", nargs="+", help='TrainConfig fields as JSON, e.g. \'{"weight_decay": 1e-4}\'')

@@ -16,9 +16,9 @@ import logging
 import threading
 from typing import Any
 
-from models.config import ModelConfig
-from models.registry import ModelRegistry
-from models.scorer import Scorer, open_scorer
+from streamrec.models.config import ModelConfig
+from streamrec.models.registry import ModelRegistry
+from streamrec.models.scorer import Scorer, open_scorer
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from mode import CrashingSupervisor
 from mode.utils.queues import FlowControlEvent
 from redis.exceptions import RedisError
 
-from stream.kafka import faust_credentials
-from stream.processor import EventProcessor
-from stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
-from stream.settings import Settings
-from stream.transport import SourceRoutedSink, TunedTransport, transaction_of
+from streamrec.stream.kafka import faust_credentials
+from streamrec.stream.processor import EventProcessor
+from streamrec.stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
+from streamrec.stream.settings import Settings
+from streamrec.stream.transport import SourceRoutedSink, TunedTransport, transaction_of
 
 
 log = logging.getLogger(__name__)

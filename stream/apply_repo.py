@@ -1,13 +1,13 @@
-"""``python -m stream.apply_repo``: apply the Feast feature repo for the settings in the
+"""``python -m streamrec.stream.apply_repo``: apply the Feast feature repo for the settings in the
 environment. Run in a child process so that the worker never imports feast."""
 
 from __future__ import annotations
 
 import sys
 
-from features.repo import apply_repo
-from stream.runtime import feature_repo_dir
-from stream.settings import load_settings
+from streamrec.features.repo import apply_repo
+from streamrec.stream.runtime import feature_repo_dir
+from streamrec.stream.settings import load_settings
 
 
 def main() -> int:

@@ -90,8 +90,8 @@ def summarise(samples: np.ndarray, window_s: float) -> dict[str, Any]:
 
 
 def run(rate: float, duration_s: float, lingers: list[int], window_s: float, partitions: int) -> dict[str, Any]:
-    from infra.stack import EmbeddedStack, StackConfig
-    from stream.settings import load_settings
+    from streamrec.infra.stack import EmbeddedStack, StackConfig
+    from streamrec.stream.settings import load_settings
 
     fetch_wait_ms = load_settings().broker.fetch_max_wait_ms or 5
     result: dict[str, Any] = {"rate": rate, "duration_s": duration_s, "partitions": partitions,
@@ -144,7 +144,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction, bench_subparsers: argparse._SubParsersAction) -> None:
-    """The plugin hook of ``stream.cli`` (PLUGIN_MODULES): adds ``streamrec bench broker``."""
+    """The plugin hook of ``streamrec.stream.cli`` (PLUGIN_MODULES): adds ``streamrec bench broker``."""
     p = bench_subparsers.add_parser("broker", help="one bare broker hop over time, per producer linger (what bounds the pipeline)")
     p.add_argument("--rate", type=float, default=1000.0, help="messages per second (default 1000)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds per linger value (default 60)")

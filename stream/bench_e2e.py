@@ -2,9 +2,9 @@
 real stack, with a separate producer process, a real worker process and the broker.
 
 One run: start an embedded stack on free ports (or use the broker and Redis given),
-start ONE worker (``python -m stream.cli worker``) with its own topics, app id, Feast
+start ONE worker (``python -m streamrec.stream.cli worker``) with its own topics, app id, Feast
 project and data dir, wait until a warm-up event gets its recommendation, then let
-the load generator (``stream.loadgen``, its own process) send events at a fixed rate
+the load generator (``streamrec.stream.loadgen``, its own process) send events at a fixed rate
 while this process reads ``recommendations`` and matches ``cause_event_id`` to the
 sent events. Latency = receive time − send time (the event's ``ts``), both on this
 machine's wall clock.
@@ -61,8 +61,8 @@ import numpy as np
 import psutil
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from stream.settings import Settings
-from stream.signals import sigterm_as_interrupt
+from streamrec.stream.settings import Settings
+from streamrec.stream.signals import sigterm_as_interrupt
 
 WARMUP_USERS = 20
 SAMPLE_EVERY_S = 0.5
@@ -245,10 +245,10 @@ def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
 
 
 class WorkerProcess:
-    """One ``python -m stream.cli worker`` child with the given settings in its environment."""
+    """One ``python -m streamrec.stream.cli worker`` child with the given settings in its environment."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
-        from stream.runtime import spawn_worker
+        from streamrec.stream.runtime import spawn_worker
 
         self.log = log
         self.process = spawn_worker(settings, log)
@@ -304,7 +304,7 @@ class Collector:
     """Reads ``recommendations`` from the beginning and keeps the first arrival per cause event."""
 
     def __init__(self, settings: Settings) -> None:
-        from stream.kafka import consumer
+        from streamrec.stream.kafka import consumer
 
         self.client = consumer(settings.broker, settings.topics.recommendations, auto_offset_reset="earliest")
         self.received: dict[str, Received] = {}
@@ -362,7 +362,7 @@ class Session:
 def bench_settings(base: Settings, *, bootstrap_servers: str, redis_url: str, run_id: str, data_dir: Path,
                    partitions: int | None) -> Settings:
     """``base`` with the bench's broker/Redis and names of its own (topics, app id, Feast project)."""
-    from stream.settings import load_settings
+    from streamrec.stream.settings import load_settings
 
     dump = json.loads(base.model_dump_json())
     dump["broker"].update(bootstrap_servers=bootstrap_servers, partitions=partitions or base.broker.partitions)
@@ -377,8 +377,8 @@ def bench_settings(base: Settings, *, bootstrap_servers: str, redis_url: str, ru
 
 async def _warm_up(session: Session, collector: Collector) -> float:
     """Send warm-up clicks until one is answered, then one per warm-up user; returns seconds taken."""
-    from stream.kafka import producer
-    from stream.schemas import ClickEvent, EventType
+    from streamrec.stream.kafka import producer
+    from streamrec.stream.schemas import ClickEvent, EventType
 
     s, began = session.settings, time.monotonic()
     client = producer(s.broker, linger_ms=0)
@@ -410,10 +410,10 @@ async def _warm_up(session: Session, collector: Collector) -> float:
 
 
 async def _start_producer(session: Session, rate: float, step: int, start_row: int) -> tuple[subprocess.Popen[bytes], Path]:
-    from stream.runtime import settings_env
+    from streamrec.stream.runtime import settings_env
 
     out = session.run_dir / f"sent-{step}.json"
-    argv = [sys.executable, "-m", "stream.loadgen", "--rate", str(rate), "--duration", str(session.config.duration_s),
+    argv = [sys.executable, "-m", "streamrec.stream.loadgen", "--rate", str(rate), "--duration", str(session.config.duration_s),
             "--out", str(out), "--run-id", f"{session.run_id}-s{step}", "--source", session.config.source,
             "--start-row", str(start_row), "--linger-ms", str(session.config.linger_ms)]
     if session.config.users:
@@ -567,7 +567,7 @@ async def group_lag(settings: Settings) -> int | None:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    from stream.kafka import client_options, consumer
+    from streamrec.stream.kafka import client_options, consumer
 
     admin = AIOKafkaAdminClient(**client_options(settings.broker))
     reader = consumer(settings.broker)
@@ -590,7 +590,7 @@ async def group_lag(settings: Settings) -> int | None:
 async def worker_gc_figures(settings: Settings) -> dict[str, Any]:
     """The worker's garbage collections over the run, from its snapshots on ``metrics``
     (stage ``gc_pause``, count ``gc_full``): a stalled event loop shows in every tail."""
-    from stream.kafka import consumer
+    from streamrec.stream.kafka import consumer
 
     reader = consumer(settings.broker, settings.topics.metrics, auto_offset_reset="earliest")
     await reader.start()
@@ -628,8 +628,8 @@ def _broker_figures(session: Session) -> dict[str, Any]:
 
 
 async def _drive(session: Session) -> dict[str, Any]:
-    from features.verify import bench_check
-    from stream.topics import ensure_topics
+    from streamrec.features.verify import bench_check
+    from streamrec.stream.topics import ensure_topics
 
     cfg = session.config
     await ensure_topics(session.settings)
@@ -792,7 +792,7 @@ def _sweep_fresh(config: E2EConfig, base: Settings) -> dict[str, Any]:
 
 def _session(config: E2EConfig, base: Settings) -> dict[str, Any]:
     """One stack (own or given), one worker, one run or a sweep on it; the report."""
-    from infra.stack import EmbeddedStack, StackConfig
+    from streamrec.infra.stack import EmbeddedStack, StackConfig
 
     run_id = uuid.uuid4().hex[:8]
     run_dir = (config.json_path.parent / f"e2e-{run_id}").resolve()
@@ -866,7 +866,7 @@ def config_from(args: argparse.Namespace) -> E2EConfig:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from stream.settings import load_settings
+    from streamrec.stream.settings import load_settings
 
     try:
         config = config_from(args)
@@ -901,12 +901,12 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction, bench_subparsers: argparse._SubParsersAction) -> None:
-    """The plugin hook of ``stream.cli`` (PLUGIN_MODULES)."""
+    """The plugin hook of ``streamrec.stream.cli`` (PLUGIN_MODULES)."""
     register_bench(bench_subparsers)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m stream.bench_e2e", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m streamrec.stream.bench_e2e", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     try:
         sys.exit(handle(parser.parse_args()))

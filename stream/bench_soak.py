@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from stream.bench_e2e import BenchError, E2EConfig, Match, _session
-from stream.signals import sigterm_as_interrupt
+from streamrec.stream.bench_e2e import BenchError, E2EConfig, Match, _session
+from streamrec.stream.signals import sigterm_as_interrupt
 
 
 def window_p99(m: Match, every_s: float) -> list[dict[str, float]]:
@@ -106,7 +106,7 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
 
 
 def run_soak(args: argparse.Namespace) -> dict[str, Any]:
-    from stream.settings import load_settings
+    from streamrec.stream.settings import load_settings
 
     config = E2EConfig(rate=args.rate, duration_s=args.duration, json_path=args.json, source="clicks", users=args.users,
                        timeline_every_s=args.every, grace_s=args.grace, partitions=args.partitions,
@@ -146,7 +146,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction, bench_subparsers: argparse._SubParsersAction) -> None:
-    """The plugin hook of ``stream.cli`` (PLUGIN_MODULES): ``streamrec bench soak``."""
+    """The plugin hook of ``streamrec.stream.cli`` (PLUGIN_MODULES): ``streamrec bench soak``."""
     p = bench_subparsers.add_parser("soak", help="a long run: worker RSS, lag and p99 over time (memory stays bounded)")
     p.add_argument("--rate", type=float, default=125.0, help="events/s, one list each (default 125: half the clicks rate that holds)")
     p.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")

@@ -19,19 +19,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stream.settings import Settings, SettingsError, load_settings
-from stream.signals import sigterm_as_interrupt
+from streamrec.stream.settings import Settings, SettingsError, load_settings
+from streamrec.stream.signals import sigterm_as_interrupt
 
 if TYPE_CHECKING:
-    from infra.stack import StackConfig
+    from streamrec.infra.stack import StackConfig
 
 Handler = Callable[[argparse.Namespace], int]
-PLUGIN_MODULES = ("features.cli", "models.cli", "stream.bench_e2e", "stream.bench_broker", "stream.bench_recovery", "stream.bench_soak",
-                  "stream.gateway.bench", "stream.reliability")
+PLUGIN_MODULES = ("streamrec.features.cli", "streamrec.models.cli", "streamrec.stream.bench_e2e", "streamrec.stream.bench_broker", "streamrec.stream.bench_recovery", "streamrec.stream.bench_soak",
+                  "streamrec.stream.gateway.bench", "streamrec.stream.reliability")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from stream.runtime import ServiceUnavailable
+    from streamrec.stream.runtime import ServiceUnavailable
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -89,8 +89,8 @@ def _add_stack(sub: argparse._SubParsersAction) -> None:
 
 
 def _stack(args: argparse.Namespace) -> int:
-    from infra.errors import StackError
-    from stream.runtime import stack_from
+    from streamrec.infra.errors import StackError
+    from streamrec.stream.runtime import stack_from
 
     flags = {name: True for name in ("sasl", "redis_auth", "tls") if getattr(args, name)}
     settings = load_settings(stack=flags) if flags else load_settings()
@@ -141,7 +141,7 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from stream.runtime import run_worker
+    from streamrec.stream.runtime import run_worker
 
     settings = load_settings()
     if args.role:
@@ -165,9 +165,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from models.datasets import load_dataset
-    from stream.replay import replay
-    from stream.runtime import check_services
+    from streamrec.models.datasets import load_dataset
+    from streamrec.stream.replay import replay
+    from streamrec.stream.runtime import check_services
 
     settings = load_settings()
     check_services(settings, redis=False)
@@ -190,8 +190,8 @@ def _add_tail(sub: argparse._SubParsersAction) -> None:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from stream.runtime import check_services
-    from stream.tail import run
+    from streamrec.stream.runtime import check_services
+    from streamrec.stream.tail import run
 
     settings = load_settings()
     check_services(settings, redis=False)
@@ -210,7 +210,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from stream.demo import run_demo
+    from streamrec.stream.demo import run_demo
 
     return run_demo(load_settings(), duration_s=args.duration, rate=args.rate, dataset=args.dataset)
 
@@ -224,7 +224,7 @@ def _add_gateway(sub: argparse._SubParsersAction) -> None:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from stream.gateway.server import run_gateway
+    from streamrec.stream.gateway.server import run_gateway
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     return run_gateway(load_settings(gateway=overrides) if overrides else load_settings())
@@ -239,7 +239,7 @@ def _add_recommendations(sub: argparse._SubParsersAction) -> None:
 
 def _redis_unreachable(settings: Settings, exc: BaseException) -> str:
     """The message for Redis down, in check_services' words (stream/runtime.py)."""
-    from stream.runtime import _redis_host_port
+    from streamrec.stream.runtime import _redis_host_port
 
     where = _redis_host_port(settings.redis.url)
     return (f"redis is not reachable at {where} (STREAMREC_REDIS__URL: {exc}); start the embedded stack with "
@@ -249,8 +249,8 @@ def _redis_unreachable(settings: Settings, exc: BaseException) -> str:
 def _recommendations(args: argparse.Namespace) -> int:
     from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
-    from stream.rec_cache import RecommendationCache
-    from stream.runtime import ServiceUnavailable
+    from streamrec.stream.rec_cache import RecommendationCache
+    from streamrec.stream.runtime import ServiceUnavailable
 
     settings = load_settings()
 

@@ -17,16 +17,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra.errors import StackError
-from stream.kafka import consumer, producer
-from stream.schemas import ClickEvent, EventType, Recommendation
-from stream.topics import ensure_topics
-from stream.runtime import spawn_worker, stack_from, stop_process
-from stream.settings import Settings
-from stream.tail import format_metrics, format_recommendation
+from streamrec.infra.errors import StackError
+from streamrec.stream.kafka import consumer, producer
+from streamrec.stream.schemas import ClickEvent, EventType, Recommendation
+from streamrec.stream.topics import ensure_topics
+from streamrec.stream.runtime import spawn_worker, stack_from, stop_process
+from streamrec.stream.settings import Settings
+from streamrec.stream.tail import format_metrics, format_recommendation
 
 if TYPE_CHECKING:
-    from stream.gateway.server import GatewayProcess
+    from streamrec.stream.gateway.server import GatewayProcess
 
 PRINT_EVERY_S = 0.5  # at most two recommendation lines a second: readable, still live
 
@@ -70,7 +70,7 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
 
 def _start_gateway(settings: Settings) -> GatewayProcess | None:
     """The browser gateway (shopper and monitoring pages), or None when it cannot start."""
-    from stream.gateway.server import spawn_gateway
+    from streamrec.stream.gateway.server import spawn_gateway
 
     log_dir = Path(settings.gateway.data_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -90,8 +90,8 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
 
 async def _live(settings: Settings, worker: subprocess.Popen[bytes], gateway: GatewayProcess, *,
                 duration_s: float | None, rate: float, dataset: str) -> int:
-    from models.datasets import load_dataset
-    from stream.replay import replay
+    from streamrec.models.datasets import load_dataset
+    from streamrec.stream.replay import replay
 
     frame = load_dataset(dataset).interactions
     ready_s = await _wait_until_serving(settings, worker)

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream.settings import BrokerSettings, SettingsError
+from streamrec.stream.settings import BrokerSettings, SettingsError
 
 
 def client_options(broker: BrokerSettings) -> dict[str, Any]:
@@ -62,7 +62,7 @@ async def check_login(broker: BrokerSettings, timeout_s: float = 10.0) -> None:
     from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
     from aiokafka.protocol.metadata import MetadataRequest
 
-    from infra.tls import handshake
+    from streamrec.infra.tls import handshake
 
     host, _, port = broker.bootstrap_servers.split(",")[0].strip().rpartition(":")
     options = {k: v for k, v in client_options(broker).items() if k != "bootstrap_servers"}

@@ -1,7 +1,7 @@
 """The load generator of ``streamrec bench e2e``: a separate process that sends events
 to ``clickstream`` at a fixed rate and records what it sent.
 
-Run as ``python -m stream.loadgen --rate R --duration S --out sent.json --run-id ID``
+Run as ``python -m streamrec.stream.loadgen --rate R --duration S --out sent.json --run-id ID``
 with the worker's settings in the environment (``STREAMREC_*``). Each event's ``ts``
 is its send time (UTC, microseconds), so the consumer side measures send →
 recommendation-received from it. Sources:
@@ -34,9 +34,9 @@ from typing import Literal
 
 import numpy as np
 
-from stream.kafka import producer
-from stream.schemas import ClickEvent, EventType
-from stream.settings import Settings, load_settings
+from streamrec.stream.kafka import producer
+from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.stream.settings import Settings, load_settings
 
 TICK_S = 0.005
 Source = Literal["movielens", "clicks"]
@@ -70,7 +70,7 @@ def templates(source: Source, n: int, *, start_row: int = 0, seed: int = 0, user
     ``users`` (clicks only): draw the users from that many synthetic ids (``c0``,
     ``c1``, …) instead of MovieLens's 943, for runs that need many users.
     """
-    from models.datasets import load_movielens
+    from streamrec.models.datasets import load_movielens
 
     frame = load_movielens().interactions
     if source == "movielens":
@@ -123,7 +123,7 @@ def write_log(path: Path, sent: list[list[object]], *, rate: float, source: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream.loadgen", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m streamrec.stream.loadgen", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, required=True, help="events per second")
     parser.add_argument("--duration", type=float, required=True, help="seconds of sending")
     parser.add_argument("--out", type=Path, required=True, help="where to write the sent log (JSON)")

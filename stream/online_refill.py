@@ -25,11 +25,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from features.config import FeatureConfig
-from features.global_state import GlobalShard, shard_id
-from features.item_state import ItemState
-from features.schema import ITEM_VIEW, USER_VIEW, FeatureRow
-from features.user_state import UserState
+from streamrec.features.config import FeatureConfig
+from streamrec.features.global_state import GlobalShard, shard_id
+from streamrec.features.item_state import ItemState
+from streamrec.features.schema import ITEM_VIEW, USER_VIEW, FeatureRow
+from streamrec.features.user_state import UserState
 
 
 def marker_key(project: str, worker_id: str) -> str:

@@ -1,4 +1,4 @@
-"""``python -m stream.prepare_model``: make sure a verified model is promoted in the
+"""``python -m streamrec.stream.prepare_model``: make sure a verified model is promoted in the
 registry (training a quick default on MovieLens when there is none). Run in a child
 process so that the worker never imports torch."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import sys
 
-from models.pipeline import ensure_default_model
-from stream.settings import load_settings
+from streamrec.models.pipeline import ensure_default_model
+from streamrec.stream.settings import load_settings
 
 
 def main() -> int:

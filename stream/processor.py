@@ -1,8 +1,8 @@
 """What the worker does with each batch of messages, kept apart from Faust's plumbing.
 
 ``EventProcessor`` holds the online-feature writer, the recommender and the metrics;
-the agents in ``stream.app`` hand it batches of raw messages (Faust ``take_events``).
-Feature formulas live in ``features/``, ranking behind ``stream.recommend.Recommender``:
+the agents in ``streamrec.stream.app`` hand it batches of raw messages (Faust ``take_events``).
+Feature formulas live in ``features/``, ranking behind ``streamrec.stream.recommend.Recommender``:
 this module only sequences them, batches the I/O and measures each stage.
 
 Per batch, in order: validate (bad payloads to the DLQ) → send an event on the wrong
@@ -27,21 +27,21 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from features.batching import MicroBatchWriter
-from features.global_state import GlobalShard, shard_id
-from features.item_state import ItemState, apply_item_event
-from features.online import RedisFeatureStore, redis_client
-from features.schema import USER_VIEW, FeatureRow
-from features.user_state import ItemMsg, Skipped, UserState, apply_user_event
-from stream.debounce import Debouncer
-from stream.online_refill import Marker, item_row, marker_key, shard_row, user_row
-from stream.metrics import GcPauses, WorkerMetrics
-from stream.rec_cache import RecommendationCache, UserVersion
-from stream.recommend import RecommendRequest, Recommender, TopMeanRecommender, coalesce
-from stream.routing import RoutingSink, routed_from, routed_header, user_partition
-from stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_record
-from stream.settings import Settings
-from stream.state_table import StateTable
+from streamrec.features.batching import MicroBatchWriter
+from streamrec.features.global_state import GlobalShard, shard_id
+from streamrec.features.item_state import ItemState, apply_item_event
+from streamrec.features.online import RedisFeatureStore, redis_client
+from streamrec.features.schema import USER_VIEW, FeatureRow
+from streamrec.features.user_state import ItemMsg, Skipped, UserState, apply_user_event
+from streamrec.stream.debounce import Debouncer
+from streamrec.stream.online_refill import Marker, item_row, marker_key, shard_row, user_row
+from streamrec.stream.metrics import GcPauses, WorkerMetrics
+from streamrec.stream.rec_cache import RecommendationCache, UserVersion
+from streamrec.stream.recommend import RecommendRequest, Recommender, TopMeanRecommender, coalesce
+from streamrec.stream.routing import RoutingSink, routed_from, routed_header, user_partition
+from streamrec.stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_record
+from streamrec.stream.settings import Settings
+from streamrec.stream.state_table import StateTable
 
 
 ITEM_BATCH = TypeAdapter(list[ItemMsg])
@@ -140,8 +140,8 @@ class EventProcessor:
         rec = self.settings.recommend
         if rec.recommender == "top_mean":
             return TopMeanRecommender(self.store, top_k=rec.top_k, candidates=rec.candidates.max_candidates)
-        from models.watcher import ModelWatcher  # onnxruntime: only where ranking happens
-        from stream.ranking import CandidateReader, RankingRecommender
+        from streamrec.models.watcher import ModelWatcher  # onnxruntime: only where ranking happens
+        from streamrec.stream.ranking import CandidateReader, RankingRecommender
 
         reader = CandidateReader.from_url(self.settings.redis.effective_url, self.cfg, reconnect_s=self.settings.redis.reconnect_s)
         return RankingRecommender(self.store, reader, ModelWatcher(self.settings.models), rec.candidates,

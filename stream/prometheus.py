@@ -46,8 +46,8 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.samples import Sample
 
-from stream.histogram import LatencyHistogram
-from stream.metrics import WorkerMetrics
+from streamrec.stream.histogram import LatencyHistogram
+from streamrec.stream.metrics import WorkerMetrics
 
 # Bucket bounds of the exposed histogram, in ms: 0.1 ms .. 60 s in a 1-2.5-5 series.
 BUCKET_BOUNDS_MS: tuple[float, ...] = (

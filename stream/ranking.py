@@ -8,12 +8,12 @@ Per ``recommend_many`` batch (all requests together), two Redis round trips:
 2. ``store.read_many``: the users' rows and every candidate's item row, only the
    features the model reads, in ONE pipelined round trip.
 
-Candidates come from :func:`models.candidates.generate` (co-visitation, embedding
+Candidates come from :func:`streamrec.models.candidates.generate` (co-visitation, embedding
 neighbours in the ranker's item space, popular; minus the user's newest seen items, features/indexes.py).
 All rows of the batch are scored in ONE ``Scorer.score`` call (``batch_scoring=False``
-scores per request instead; ``python -m stream.ranking --bench`` measures both).
+scores per request instead; ``python -m streamrec.stream.ranking --bench`` measures both).
 
-The scorer comes from a :class:`models.watcher.ModelWatcher`: every
+The scorer comes from a :class:`streamrec.models.watcher.ModelWatcher`: every
 ``poll_interval_s`` a background thread checks the registry's CURRENT file and swaps
 in a newly promoted version (with its item vectors and search index) without a
 restart; ``model_version`` names the version that scored the last batch. With no
@@ -46,21 +46,21 @@ from typing import Any, cast
 import numpy as np
 import redis.asyncio as aioredis
 
-from features import codec, resp
-from features.batching import MicroBatchWriter
-from features.config import FeatureConfig
-from features.indexes import IndexKeys
-from features.item_state import ItemState, ItemUpdate, apply_item_event
-from features.online import FeatureDict, OnlineFeatureStore, ReadRequest, RedisFeatureStore, redis_client
-from features.schema import ITEM_KEY, ITEM_VIEW, USER_VIEW, VIEWS
-from features.user_state import UserState, UserUpdate, apply_user_event
-from models.candidates import EMPTY, CandidateConfig, Candidates, ScoredItems, generate, popular_scores, top_k
-from models.config import ModelConfig
-from models.item_vectors import ItemVectors, VectorIndex, build_index, embedding_neighbours, load_item_vectors
-from models.scorer import ScoreBatch, Scorer
-from models.watcher import ModelWatcher, NoModelError
-from stream.recommend import Ranked, RecommendRequest
-from stream.schemas import ClickEvent, EventType, ItemId, RecommendedItem, UserId
+from streamrec.features import codec, resp
+from streamrec.features.batching import MicroBatchWriter
+from streamrec.features.config import FeatureConfig
+from streamrec.features.indexes import IndexKeys
+from streamrec.features.item_state import ItemState, ItemUpdate, apply_item_event
+from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest, RedisFeatureStore, redis_client
+from streamrec.features.schema import ITEM_KEY, ITEM_VIEW, USER_VIEW, VIEWS
+from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
+from streamrec.models.candidates import EMPTY, CandidateConfig, Candidates, ScoredItems, generate, popular_scores, top_k
+from streamrec.models.config import ModelConfig
+from streamrec.models.item_vectors import ItemVectors, VectorIndex, build_index, embedding_neighbours, load_item_vectors
+from streamrec.models.scorer import ScoreBatch, Scorer
+from streamrec.models.watcher import ModelWatcher, NoModelError
+from streamrec.stream.recommend import Ranked, RecommendRequest
+from streamrec.stream.schemas import ClickEvent, EventType, ItemId, RecommendedItem, UserId
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class CandidateInputs:
 class CandidateReader:
     """Candidate-generation inputs for a batch in one pipelined Redis round trip.
 
-    Reads the Feast layout and the indexes that ``features.online.RedisFeatureStore``
+    Reads the Feast layout and the indexes that ``streamrec.features.online.RedisFeatureStore``
     writes (same project). Coroutine; raises on Redis errors.
     """
 
@@ -185,7 +185,7 @@ class FeatureRows:
 
 
 class RankingRecommender:
-    """Implements ``stream.recommend.Recommender``. Not thread-safe; one per worker.
+    """Implements ``streamrec.stream.recommend.Recommender``. Not thread-safe; one per worker.
 
     ``scoring_errors`` counts the batches a model failed to score (each fell back to
     the heuristic); the worker exports it as the ``scoring_errors`` counter.
@@ -426,8 +426,8 @@ async def run_bench(redis_url: str, model_cfg: ModelConfig, events: int, iterati
     """recommend_many latency for 1 and 32 requests of 200 candidates each on a real
     store (the last ``events`` MovieLens ratings replayed) and the promoted model
     (trained on MovieLens first if none is promoted). Imports torch: never in a worker."""
-    from models.datasets import load_dataset
-    from models.pipeline import ensure_default_model
+    from streamrec.models.datasets import load_dataset
+    from streamrec.models.pipeline import ensure_default_model
 
     version = await asyncio.to_thread(ensure_default_model, model_cfg)
     feature_cfg = FeatureConfig(project=f"bench_ranking_{seed}")
@@ -459,7 +459,7 @@ async def run_bench(redis_url: str, model_cfg: ModelConfig, events: int, iterati
 
 
 def _private_redis() -> tuple[subprocess.Popen[bytes], str]:
-    from infra.stack import free_port
+    from streamrec.infra.stack import free_port
 
     port = free_port()
     process = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],

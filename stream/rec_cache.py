@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from features import resp
-from features.online import redis_client
-from stream.schemas import Recommendation
+from streamrec.features import resp
+from streamrec.features.online import redis_client
+from streamrec.stream.schemas import Recommendation
 
 # KEYS: the list, the user's version. ARGV: version, ttl (s), payload (absent: drop the list).
 # A list of the newest version seen replaces the entry; a drop removes lists older than its version.

@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 import pandas as pd
 from tqdm import tqdm
 
-from stream.kafka import producer
-from stream.schemas import ClickEvent, EventType
-from stream.settings import Settings
-from stream.topics import ensure_topics
+from streamrec.stream.kafka import producer
+from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.stream.settings import Settings
+from streamrec.stream.topics import ensure_topics
 
 TICK_S = 0.01  # pacing granularity: events are sent in small bursts every 10 ms
 

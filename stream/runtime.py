@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from infra.services import RedisAuth
-from infra.stack import EmbeddedStack, StackConfig, port_open
-from stream.settings import RedisSettings, Settings, SettingsError
-from stream.topics import ensure_topics
+from streamrec.infra.services import RedisAuth
+from streamrec.infra.stack import EmbeddedStack, StackConfig, port_open
+from streamrec.stream.settings import RedisSettings, Settings, SettingsError
+from streamrec.stream.topics import ensure_topics
 
 
 
@@ -60,7 +60,7 @@ def apply_feature_repo(settings: Settings) -> Path:
         return repo
     # The child rebuilds the same Settings from this environment (secrets never go on argv).
     env = {**os.environ, **settings_env(settings)}
-    result = subprocess.run([sys.executable, "-m", "stream.apply_repo"], capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "streamrec.stream.apply_repo"], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"feast apply failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     stamp.write_text(digest)
@@ -68,11 +68,11 @@ def apply_feature_repo(settings: Settings) -> Path:
 
 
 def _repo_digest(settings: Settings) -> str:
-    import features.repo
-    import features.schema
+    import streamrec.features.repo
+    import streamrec.features.schema
 
     h = hashlib.sha256()
-    for module in (features.repo, features.schema):
+    for module in (streamrec.features.repo, streamrec.features.schema):
         h.update(Path(module.__file__ or "").read_bytes())
     h.update(settings.features.model_dump_json().encode())
     h.update(settings.redis.effective_url.encode())
@@ -82,7 +82,7 @@ def _repo_digest(settings: Settings) -> str:
 def prepare_model(settings: Settings) -> str:
     """The promoted model version, training and promoting a default first if there is none (child process)."""
     env = {**os.environ, **settings_env(settings)}
-    result = subprocess.run([sys.executable, "-m", "stream.prepare_model"], capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "streamrec.stream.prepare_model"], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"preparing the model failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     return result.stdout.strip().splitlines()[-1]
@@ -93,7 +93,7 @@ def spawn_worker(settings: Settings, log: Path, *, loglevel: str = "info") -> su
     its output appended to ``log``. Stop it with :func:`stop_process`."""
     env = {**os.environ, **settings_env(settings)}
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--loglevel", loglevel],
+        return subprocess.Popen([sys.executable, "-m", "streamrec.stream.cli", "worker", "--loglevel", loglevel],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
@@ -134,7 +134,7 @@ def check_services(settings: Settings, *, redis: bool = True) -> None:
                            f"`streamrec stack up` or point {setting} at a running {name}")
     if missing:
         raise ServiceUnavailable("; ".join(missing))
-    from stream.kafka import check_login
+    from streamrec.stream.kafka import check_login
 
     asyncio.run(check_login(settings.broker))
     if redis:
@@ -172,7 +172,7 @@ def _check_redis_certificate(settings: RedisSettings) -> None:
     import ssl
     from urllib.parse import urlparse
 
-    from infra.tls import handshake
+    from streamrec.infra.tls import handshake
 
     url = urlparse(settings.url)
     host, port = url.hostname or "localhost", url.port or 6379
@@ -208,7 +208,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
         began = time.monotonic()
         version = prepare_model(settings)
         print(f"model {version} ready in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
-    from stream.app import build_app  # after the checks: building the app declares topics
+    from streamrec.stream.app import build_app  # after the checks: building the app declares topics
 
     app = build_app(settings)
     sys.setswitchinterval(settings.worker.gil_switch_interval_ms / 1000.0)

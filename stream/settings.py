@@ -16,10 +16,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from features.config import FeatureConfig
-from models.candidates import CandidateConfig
-from stream.schemas import EVENT_TYPES
-from models.config import ModelConfig
+from streamrec.features.config import FeatureConfig
+from streamrec.models.candidates import CandidateConfig
+from streamrec.stream.schemas import EVENT_TYPES
+from streamrec.models.config import ModelConfig
 
 ENV_PREFIX = "STREAMREC_"
 

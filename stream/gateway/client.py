@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from stream.gateway.sse import Message, messages
+from streamrec.stream.gateway.sse import Message, messages
 
 
 def session() -> aiohttp.ClientSession:

@@ -27,9 +27,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from stream.gateway import sse
-from stream.kafka import consumer
-from stream.settings import Settings
+from streamrec.stream.gateway import sse
+from streamrec.stream.kafka import consumer
+from streamrec.stream.settings import Settings
 
 log = logging.getLogger(__name__)
 

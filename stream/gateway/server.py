@@ -22,11 +22,11 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from stream.gateway.app import ABORT_EXTENSION, create_app
-from stream.gateway.catalogue import load_catalogue
-from stream.runtime import check_services, settings_env, stop_process
-from infra.stack import port_open
-from stream.settings import Settings, SettingsError
+from streamrec.stream.gateway.app import ABORT_EXTENSION, create_app
+from streamrec.stream.gateway.catalogue import load_catalogue
+from streamrec.stream.runtime import check_services, settings_env, stop_process
+from streamrec.infra.stack import port_open
+from streamrec.stream.settings import Settings, SettingsError
 
 
 class AbortableHttpProtocol(HttpToolsProtocol):
@@ -90,7 +90,7 @@ def spawn_gateway(settings: Settings, log: Path, *, timeout_s: float = 60.0) -> 
     env = {**os.environ, **settings_env(settings)}
     began = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "stream.cli", "gateway"], stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen([sys.executable, "-m", "streamrec.stream.cli", "gateway"], stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:

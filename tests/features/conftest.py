@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from features.config import FeatureConfig
-from features.online import RedisFeatureStore
+from streamrec.features.config import FeatureConfig
+from streamrec.features.online import RedisFeatureStore
 
 TEST_DB = 7
 
@@ -30,7 +30,7 @@ def features_cfg() -> FeatureConfig:
 
 @pytest.fixture(scope="session")
 def feature_repo(features_redis_url: str, features_cfg: FeatureConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from features.repo import apply_repo
+    from streamrec.features.repo import apply_repo
 
     return apply_repo(features_cfg, features_redis_url, tmp_path_factory.mktemp("features"))
 

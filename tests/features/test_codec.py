@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from features import codec
+from streamrec.features import codec
 
 feast_helpers = pytest.importorskip("feast.infra.online_stores.helpers")
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: E402

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from features.window import EventWindow, mark_applied, redelivered, too_late
+from streamrec.features.window import EventWindow, mark_applied, redelivered, too_late
 
 # (event number, event time): the same number is the same event, re-sent
 deliveries = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 200)), max_size=120)

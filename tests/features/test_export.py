@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.config import FeatureConfig
-from features.export import event_frame, events_from_frame, export, rating_labels, training_set
-from features.repo import apply_repo
-from models.datasets import synthetic
+from streamrec.features.config import FeatureConfig
+from streamrec.features.export import event_frame, events_from_frame, export, rating_labels, training_set
+from streamrec.features.repo import apply_repo
+from streamrec.models.datasets import synthetic
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def test_event_frame_keeps_every_field() -> None:
 def test_cli_registers_its_commands() -> None:
     import argparse
 
-    from features.cli import register
+    from streamrec.features.cli import register
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()

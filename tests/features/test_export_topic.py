@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 
-from features.export import dump_topic
-from stream.kafka import consumer, producer
-from stream.routing import routed_header
-from stream.settings import load_settings
+from streamrec.features.export import dump_topic
+from streamrec.stream.kafka import consumer, producer
+from streamrec.stream.routing import routed_header
+from streamrec.stream.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

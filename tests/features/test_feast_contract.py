@@ -12,9 +12,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from features.online import RedisFeatureStore
-from features.repo import feature_refs, feature_store
-from features.schema import GLOBAL_FEATURES, ITEM_FEATURES, USER_FEATURES, VIEWS, FeatureRow, ViewSpec, from_epoch_ms
+from streamrec.features.online import RedisFeatureStore
+from streamrec.features.repo import feature_refs, feature_store
+from streamrec.features.schema import GLOBAL_FEATURES, ITEM_FEATURES, USER_FEATURES, VIEWS, FeatureRow, ViewSpec, from_epoch_ms
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from features.formulas import DecayedSum, RunningMean, decay_factor, decayed_rank_score, smoothed_ratio
+from streamrec.features.formulas import DecayedSum, RunningMean, decay_factor, decayed_rank_score, smoothed_ratio
 from tests.features.feature_strategies import exact_mean
 
 values = st.lists(st.floats(-1e6, 1e6, allow_nan=False), max_size=200)

@@ -5,9 +5,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from features.batching import MicroBatchWriter
-from features.online import RedisFeatureStore
-from features.schema import USER_VIEW, FeatureRow
+from streamrec.features.batching import MicroBatchWriter
+from streamrec.features.online import RedisFeatureStore
+from streamrec.features.schema import USER_VIEW, FeatureRow
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.config import FeatureConfig
-from features.history import HistoryStats, feature_history
-from features.schema import USER_VIEW, epoch_ms
-from features.user_state import Skipped, UserState, UserUpdate, apply_user_event
-from stream.schemas import ClickEvent, EventType
+from streamrec.features.config import FeatureConfig
+from streamrec.features.history import HistoryStats, feature_history
+from streamrec.features.schema import USER_VIEW, epoch_ms
+from streamrec.features.user_state import Skipped, UserState, UserUpdate, apply_user_event
+from streamrec.stream.schemas import ClickEvent, EventType
 from tests.features.feature_strategies import ITEMS, exact_mean
 
 CFG = FeatureConfig()  # the defaults: dedup_max_ids=128, allowed_lateness_s=3600
@@ -129,8 +129,8 @@ def test_movielens_with_original_times_loses_no_rating() -> None:
     """MovieLens stamps in whole seconds; one user has 87 ratings in one second. No
     id window, however small next to such a burst, may cost a rating."""
     cfg = CFG.model_copy(update={"dedup_max_ids": 16})
-    from models.datasets import load_movielens
-    from stream.replay import events_from
+    from streamrec.models.datasets import load_movielens
+    from streamrec.stream.replay import events_from
 
     frame = load_movielens().interactions.sort_values("ts", kind="stable")
     per_second = frame.groupby(["user_id", "ts"]).size()

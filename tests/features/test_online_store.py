@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from features.config import FeatureConfig
-from features.formulas import decayed_rank_score
-from features.item_state import ItemState, apply_item_event
-from features.online import ReadRequest, RedisFeatureStore
-from features.schema import ITEM_VIEW, USER_VIEW, FeatureRow
-from features.user_state import ItemMsg
-from stream.schemas import EventType
+from streamrec.features.config import FeatureConfig
+from streamrec.features.formulas import decayed_rank_score
+from streamrec.features.item_state import ItemState, apply_item_event
+from streamrec.features.online import ReadRequest, RedisFeatureStore
+from streamrec.features.schema import ITEM_VIEW, USER_VIEW, FeatureRow
+from streamrec.features.user_state import ItemMsg
+from streamrec.stream.schemas import EventType
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from features import resp
+from streamrec.features import resp
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.errors import StackError
-from infra.kafka import BrokerConfig, find_java, new_cluster_id, parse_java_version, server_properties
+from streamrec.infra.errors import StackError
+from streamrec.infra.kafka import BrokerConfig, find_java, new_cluster_id, parse_java_version, server_properties
 
 
 @pytest.mark.parametrize(
@@ -41,6 +41,6 @@ def test_server_properties_are_loopback_single_node_and_lean(tmp_path: Path) -> 
 
 def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
     draws = iter([b"\xfb" + bytes(15), bytes(16)])  # the first encodes to "-wAA...": an option to StorageTool
-    monkeypatch.setattr("infra.kafka.os.urandom", lambda n: next(draws))
+    monkeypatch.setattr("streamrec.infra.kafka.os.urandom", lambda n: next(draws))
     cluster_id = new_cluster_id()
     assert not cluster_id.startswith("-") and len(cluster_id) == 22

@@ -9,8 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from infra.errors import StackError
-from infra.stack import EmbeddedStack, StackConfig
+from streamrec.infra.errors import StackError
+from streamrec.infra.stack import EmbeddedStack, StackConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

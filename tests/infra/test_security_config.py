@@ -9,12 +9,12 @@ from urllib.parse import quote
 import pytest
 from pydantic import SecretStr
 
-from features.repo import redis_connection_string
-from infra.errors import StackError
-from infra.kafka import BrokerConfig, BrokerSecurity, scram_argument, server_properties
-from infra.services import RedisAuth, _redis_config
-from infra.tls import TlsFiles
-from stream.settings import RedisSettings, SettingsError, load_settings
+from streamrec.features.repo import redis_connection_string
+from streamrec.infra.errors import StackError
+from streamrec.infra.kafka import BrokerConfig, BrokerSecurity, scram_argument, server_properties
+from streamrec.infra.services import RedisAuth, _redis_config
+from streamrec.infra.tls import TlsFiles
+from streamrec.stream.settings import RedisSettings, SettingsError, load_settings
 
 
 def _props(security: BrokerSecurity, tmp_path: Path) -> dict[str, str]:

@@ -9,9 +9,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from infra.errors import StackError
-from infra.stack import EmbeddedStack, StackConfig, free_port
-from infra.services import _redis_answers
+from streamrec.infra.errors import StackError
+from streamrec.infra.stack import EmbeddedStack, StackConfig, free_port
+from streamrec.infra.services import _redis_answers
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.artifact import publish_model
-from models.config import ModelConfig, TrainConfig
-from models.datasets import synthetic
-from models.recommenders import NeuralRecommender
-from models.registry import ModelRegistry
+from streamrec.models.artifact import publish_model
+from streamrec.models.config import ModelConfig, TrainConfig
+from streamrec.models.datasets import synthetic
+from streamrec.models.recommenders import NeuralRecommender
+from streamrec.models.registry import ModelRegistry
 
 FAST = TrainConfig(epochs=6, embedding_dim=8, hidden=(16,), batch_size=256, threads=1, patience=2)
 

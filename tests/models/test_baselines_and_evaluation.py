@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.baselines import BiasBaseline, GlobalMean, Popularity, RunningMeans
-from models.evaluation import evaluate_ranking, evaluate_ratings, rank_full, sample_negatives, summarise
-from models.splits import Protocol
+from streamrec.models.baselines import BiasBaseline, GlobalMean, Popularity, RunningMeans
+from streamrec.models.evaluation import evaluate_ranking, evaluate_ratings, rank_full, sample_negatives, summarise
+from streamrec.models.splits import Protocol
 
 
 def test_bias_baseline_solves_the_regularised_least_squares_by_hand() -> None:

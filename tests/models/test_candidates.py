@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from models.candidates import (
+from streamrec.models.candidates import (
     EMPTY,
     SOURCES,
     Candidate,
@@ -21,7 +21,7 @@ from models.candidates import (
     popular_scores,
     top_k,
 )
-from models.item_vectors import ExactIndex, HnswIndex, ItemVectors, build_index, embedding_neighbours
+from streamrec.models.item_vectors import ExactIndex, HnswIndex, ItemVectors, build_index, embedding_neighbours
 
 ITEMS = st.sampled_from([f"i{n}" for n in range(30)])
 SOURCE_LISTS = st.lists(st.lists(ITEMS, max_size=15, unique=True), min_size=3, max_size=3)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.datasets import load_dataset, load_event_log, load_instacart, load_movielens, load_ratings_file, synthetic
+from streamrec.models.datasets import load_dataset, load_event_log, load_instacart, load_movielens, load_ratings_file, synthetic
 
 
 def test_movielens_from_the_installed_package() -> None:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from models.config import ModelConfig
-from models.pipeline import ensure_default_model
-from models.registry import ModelRegistry
+from streamrec.models.config import ModelConfig
+from streamrec.models.pipeline import ensure_default_model
+from streamrec.models.registry import ModelRegistry
 
 
 @pytest.mark.slow

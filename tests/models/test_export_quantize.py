@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from models.export import PARITY_TOLERANCE, ExportError, export_onnx, run_onnx
-from models.quantize import accuracy_gate, convert_fp16, quantize_int8_dynamic, quantize_int8_static
-from models.recommenders import NeuralRecommender
-from models.training import predict
+from streamrec.models.export import PARITY_TOLERANCE, ExportError, export_onnx, run_onnx
+from streamrec.models.quantize import accuracy_gate, convert_fp16, quantize_int8_dynamic, quantize_int8_static
+from streamrec.models.recommenders import NeuralRecommender
+from streamrec.models.training import predict
 
 
 @pytest.fixture(scope="module")

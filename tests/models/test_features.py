@@ -5,7 +5,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES, streaming_features
+from streamrec.models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES, streaming_features
 
 events = st.lists(
     st.tuples(st.sampled_from("abc"), st.sampled_from("xyz"), st.one_of(st.none(), st.sampled_from([1.0, 2.5, 4.0, 5.0])), st.integers(0, 6)),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from models.candidates import CandidateConfig
-from models.config import ModelConfig
-from models.datasets import synthetic
-from models.evaluation import rank_sampled
-from models.live_lists import LiveLists
+from streamrec.models.candidates import CandidateConfig
+from streamrec.models.config import ModelConfig
+from streamrec.models.datasets import synthetic
+from streamrec.models.evaluation import rank_sampled
+from streamrec.models.live_lists import LiveLists
 
 
 def lists_of(held: dict[str, list[str]]) -> LiveLists:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.metrics import hit_rate, mae, mrr, ndcg, ranks, rmse
+from streamrec.models.metrics import hit_rate, mae, mrr, ndcg, ranks, rmse
 
 
 def test_rmse_and_mae_by_hand() -> None:

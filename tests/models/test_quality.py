@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.config import ModelConfig, TrainConfig
-from models.datasets import synthetic
-from models.quality import objective_dataset, serving_model
-from models.registry import ModelRegistry
-from models.splits import Protocol
+from streamrec.models.config import ModelConfig, TrainConfig
+from streamrec.models.datasets import synthetic
+from streamrec.models.quality import objective_dataset, serving_model
+from streamrec.models.registry import ModelRegistry
+from streamrec.models.splits import Protocol
 
 FAST = TrainConfig(epochs=1, embedding_dim=4, hidden=(8,), batch_size=256, threads=1, patience=1)
 

@@ -14,22 +14,22 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.config import FeatureConfig
-from features.user_state import UserState, UserUpdate, apply_user_event
-from models.artifact import publish_model
-from models.config import ModelConfig
-from models.encoding import Inputs
-from models.export import export_onnx, run_onnx
-from models.features import EXPLICIT_FEATURES
-from models.metrics import rmse
-from models.onnx_recommender import OnnxRecommender
-from models.quantize import quantize_int8_dynamic
-from models.recent import PAD, recent_positions
-from models.recent_ranker import RecentRanker
-from models.recommenders import NeuralRecommender, dense_transform
-from models.registry import ModelRegistry
-from models.scorer import ScoreBatch, open_scorer
-from stream.schemas import ClickEvent, EventType
+from streamrec.features.config import FeatureConfig
+from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
+from streamrec.models.artifact import publish_model
+from streamrec.models.config import ModelConfig
+from streamrec.models.encoding import Inputs
+from streamrec.models.export import export_onnx, run_onnx
+from streamrec.models.features import EXPLICIT_FEATURES
+from streamrec.models.metrics import rmse
+from streamrec.models.onnx_recommender import OnnxRecommender
+from streamrec.models.quantize import quantize_int8_dynamic
+from streamrec.models.recent import PAD, recent_positions
+from streamrec.models.recent_ranker import RecentRanker
+from streamrec.models.recommenders import NeuralRecommender, dense_transform
+from streamrec.models.registry import ModelRegistry
+from streamrec.models.scorer import ScoreBatch, open_scorer
+from streamrec.stream.schemas import ClickEvent, EventType
 from tests.models.conftest import FAST
 
 

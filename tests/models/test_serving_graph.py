@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 
-from models.bench import _targets
-from models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES
-from models.nets import Ranker, ServingRanker
-from models.quantize import fold_ranker_tables, quantize_gathers, sensitive_nodes
-from models.recommenders import NeuralRecommender, dense_transform
-from models.scorer import session_options
+from streamrec.models.bench import _targets
+from streamrec.models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES
+from streamrec.models.nets import Ranker, ServingRanker
+from streamrec.models.quantize import fold_ranker_tables, quantize_gathers, sensitive_nodes
+from streamrec.models.recommenders import NeuralRecommender, dense_transform
+from streamrec.models.scorer import session_options
 
 # Stored feature values as the online store can hold them: missing, empty, odd, usual.
 VALUES = st.sampled_from([float("nan"), 0.0, -1.0, 0.5, 1.0, 3.5, 12.0, 400.0])

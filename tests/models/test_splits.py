@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.splits import Protocol, kfold, leave_last_out, time_holdout
+from streamrec.models.splits import Protocol, kfold, leave_last_out, time_holdout
 
 
 def test_kfold_folds_are_disjoint_and_cover_every_row() -> None:

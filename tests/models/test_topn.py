@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.topn import EASE, ImplicitALS, ImplicitBPR, ItemKNN, MatrixRecommender
+from streamrec.models.topn import EASE, ImplicitALS, ImplicitBPR, ItemKNN, MatrixRecommender
 
 
 def clusters(users_per_side: int = 12) -> pd.DataFrame:

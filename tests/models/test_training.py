@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.distill import distil
-from models.metrics import rmse
-from models.recommenders import NeuralRecommender, catalogue
+from streamrec.models.distill import distil
+from streamrec.models.metrics import rmse
+from streamrec.models.recommenders import NeuralRecommender, catalogue
 from tests.models.conftest import FAST
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from features.verify import _read as read_from_start
-from infra.stack import free_port
-from stream.settings import Settings
+from streamrec.features.verify import _read as read_from_start
+from streamrec.infra.stack import free_port
+from streamrec.stream.settings import Settings
 from tests.stream.conftest import RunningWorker, worker_settings
 
 

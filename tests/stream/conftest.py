@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.runtime import feature_repo_dir, spawn_worker, stop_process
-from stream.settings import Settings, load_settings
+from streamrec.stream.runtime import feature_repo_dir, spawn_worker, stop_process
+from streamrec.stream.settings import Settings, load_settings
 
 WORKER_DB = 3
 
@@ -54,8 +54,8 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def model_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry with a promoted default model, trained once per test session."""
-    from models.config import ModelConfig
-    from models.pipeline import ensure_default_model
+    from streamrec.models.config import ModelConfig
+    from streamrec.models.pipeline import ensure_default_model
 
     root = tmp_path_factory.mktemp("models")
     ensure_default_model(ModelConfig(registry_dir=root))
@@ -77,7 +77,7 @@ def worker(bootstrap_servers: str, redis_url: str, model_registry: Path, tmp_pat
 @pytest.fixture(scope="module")
 def feast_store(worker: RunningWorker):  # type: ignore[no-untyped-def]
     """Feast's own SDK on the worker's applied repo (waits for the worker to apply it)."""
-    from features.repo import feature_store
+    from streamrec.features.repo import feature_store
 
     repo_root = feature_repo_dir(worker.settings)
     for _ in range(600):

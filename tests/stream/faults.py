@@ -15,13 +15,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from features.online import RedisFeatureStore
-from features.schema import ITEM_VIEW
-from features.verify import VerifyReport, verify
-from models.datasets import load_movielens
-from stream.kafka import consumer
-from stream.reliability import write_record
-from stream.schemas import ClickEvent, EventType
+from streamrec.features.online import RedisFeatureStore
+from streamrec.features.schema import ITEM_VIEW
+from streamrec.features.verify import VerifyReport, verify
+from streamrec.models.datasets import load_movielens
+from streamrec.stream.kafka import consumer
+from streamrec.stream.reliability import write_record
+from streamrec.stream.schemas import ClickEvent, EventType
 
 WAIT_S = 150.0  # generous: the 2 cores are shared with other suites
 
@@ -54,7 +54,7 @@ async def events_applied(store: RedisFeatureStore, items: Sequence[str]) -> int:
 async def paced_produce(settings: Any, events: Sequence[ClickEvent], rate: float, stop: asyncio.Event) -> int:
     """Send ``events`` keyed by user at about ``rate`` per second until they run out or
     ``stop`` is set; returns how many were sent (all acknowledged)."""
-    from stream.kafka import producer
+    from streamrec.stream.kafka import producer
 
     client = producer(settings.broker)
     await client.start()
@@ -113,7 +113,7 @@ async def wait_for_count(count: Callable[[], Awaitable[int]], target: int, proce
 
 async def recommendations(settings: Any, idle_s: float = 3.0) -> list[dict[str, Any]]:
     """Every committed recommendation so far, as JSON objects."""
-    from features.export import read_topic
+    from streamrec.features.export import read_topic
 
     reader = consumer(settings.broker, settings.topics.recommendations, auto_offset_reset="earliest")
     await reader.start()
@@ -133,7 +133,7 @@ def answered(lists: Sequence[dict[str, Any]]) -> Counter[str]:
 
 async def clickstream_offsets(settings: Any, idle_s: float = 2.0) -> dict[str, tuple[int, int]]:
     """event id → (partition, offset) of its record on ``clickstream``."""
-    from features.export import read_topic
+    from streamrec.features.export import read_topic
 
     reader = consumer(settings.broker, settings.topics.clickstream, auto_offset_reset="earliest")
     await reader.start()

@@ -24,8 +24,8 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from stream.routing import user_partition
-from stream.schemas import EVENT_TYPES, MAX_ID_LENGTH, MAX_QUERY_LENGTH, ClickEvent, Rejection, parse_record
+from streamrec.stream.routing import user_partition
+from streamrec.stream.schemas import EVENT_TYPES, MAX_ID_LENGTH, MAX_QUERY_LENGTH, ClickEvent, Rejection, parse_record
 
 MAX_BYTES = 4096  # the worker's default max_event_bytes
 CONTROL_CHARS = ["\x00", "\n", "\t", "\x1b", "\x1f"]
@@ -364,7 +364,7 @@ def hypothesis_payloads(*, run: str, base_ts: float, counts: dict[str, int] = CO
 
 def real_rows(limit: int = 5000) -> list[dict[str, Any]]:
     """MovieLens ratings (models/datasets.py) as event dicts."""
-    from models.datasets import load_movielens
+    from streamrec.models.datasets import load_movielens
 
     frame = load_movielens().interactions.iloc[:limit]
     return [{"user_id": str(r.user_id), "item_id": str(r.item_id), "type": "rating", "rating": float(r.rating)}

@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 
-from features.verify import verify
-from stream.kafka import producer
-from stream.routing import routed_from, user_partition
-from stream.runtime import stop_process
-from stream.schemas import ClickEvent, DeadLetter, EventType
-from stream.topics import ensure_topics
+from streamrec.features.verify import verify
+from streamrec.stream.kafka import producer
+from streamrec.stream.routing import routed_from, user_partition
+from streamrec.stream.runtime import stop_process
+from streamrec.stream.schemas import ClickEvent, DeadLetter, EventType
+from streamrec.stream.topics import ensure_topics
 from tests.stream.accounting import counting_worker_settings, read_all, wait_for_counters
 from tests.stream.conftest import RunningWorker, start_worker
 from tests.stream.fuzz_payloads import COUNTS, Payload, all_payloads

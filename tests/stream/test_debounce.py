@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.debounce import Debouncer
+from streamrec.stream.debounce import Debouncer
 
 
 def test_first_event_goes_through_and_burst_is_held_until_the_window_ends() -> None:

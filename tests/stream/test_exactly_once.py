@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
-from features.online import RedisFeatureStore
-from features.schema import ITEM_VIEW, USER_VIEW
-from models.datasets import load_movielens
-from stream.kafka import consumer
-from stream.schemas import ClickEvent, EventType
+from streamrec.features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
+from streamrec.features.online import RedisFeatureStore
+from streamrec.features.schema import ITEM_VIEW, USER_VIEW
+from streamrec.models.datasets import load_movielens
+from streamrec.stream.kafka import consumer
+from streamrec.stream.schemas import ClickEvent, EventType
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -52,7 +52,7 @@ async def _wait_for(applied: Any, target: int, process: Any, log: Path, settings
     """Wait until ``applied()`` reaches ``target``; fail only when it stops moving for
     ``stall_s`` (a slow start under load is not a failure), saying whether the worker's
     group still had records to read (stuck) or had read everything (effects lost)."""
-    from stream.bench_e2e import group_lag
+    from streamrec.stream.bench_e2e import group_lag
 
     last, moved = -1, time.monotonic()
     while (count := await applied()) < target:
@@ -78,7 +78,7 @@ async def _unread_records(settings: Any) -> dict[str, int]:
     from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from stream.kafka import client_options
+    from streamrec.stream.kafka import client_options
 
     admin = AIOKafkaAdminClient(**client_options(settings.broker))
     await admin.start()

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.histogram import LatencyHistogram
+from streamrec.stream.histogram import LatencyHistogram
 
 samples = st.lists(st.floats(min_value=0.0, max_value=100_000.0, allow_nan=False), min_size=1, max_size=300)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import gc
 
-from stream.metrics import GcPauses, WorkerMetrics
+from streamrec.stream.metrics import GcPauses, WorkerMetrics
 
 
 def test_gc_pauses_times_each_collection_and_counts_full_ones() -> None:

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from features.online import RedisFeatureStore
-from features.schema import USER_VIEW
-from features.verify import verify
-from stream.kafka import producer
-from stream.routing import routed_from, user_partition
-from stream.runtime import stop_process
-from stream.schemas import ClickEvent, EventType
-from stream.topics import ensure_topics
+from streamrec.features.online import RedisFeatureStore
+from streamrec.features.schema import USER_VIEW
+from streamrec.features.verify import verify
+from streamrec.stream.kafka import producer
+from streamrec.stream.routing import routed_from, user_partition
+from streamrec.stream.runtime import stop_process
+from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.stream.topics import ensure_topics
 from tests.stream.accounting import counting_worker_settings, read_all, wait_for_counters
 from tests.stream.conftest import RunningWorker, start_worker
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from features.schema import USER_VIEW, FeatureRow
-from stream.processor import EventProcessor
-from stream.schemas import ClickEvent, DeadLetter, EventType
-from stream.settings import load_settings
+from streamrec.features.schema import USER_VIEW, FeatureRow
+from streamrec.stream.processor import EventProcessor
+from streamrec.stream.schemas import ClickEvent, DeadLetter, EventType
+from streamrec.stream.settings import load_settings
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -129,7 +129,7 @@ class FailingModelRecommender:
         self.scoring_errors = 0
 
     async def recommend_many(self, requests: list[Any]) -> list[Any]:
-        from stream.recommend import Ranked
+        from streamrec.stream.recommend import Ranked
 
         self.scoring_errors += 1
         return [Ranked([], {}) for _ in requests]
@@ -138,9 +138,9 @@ class FailingModelRecommender:
 async def test_model_failures_are_exported_as_the_scoring_errors_counter() -> None:
     from prometheus_client import generate_latest
 
-    from features.user_state import UserState
-    from stream.prometheus import metrics_registry
-    from stream.recommend import RecommendRequest
+    from streamrec.features.user_state import UserState
+    from streamrec.stream.prometheus import metrics_registry
+    from streamrec.stream.recommend import RecommendRequest
 
     processor, _, _ = _processor()
     processor.recommender = FailingModelRecommender()  # type: ignore[assignment]

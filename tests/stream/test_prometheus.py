@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from infra.stack import free_port
-from stream.histogram import LatencyHistogram
-from stream.metrics import WorkerMetrics
-from stream.prometheus import (
+from streamrec.infra.stack import free_port
+from streamrec.stream.histogram import LatencyHistogram
+from streamrec.stream.metrics import WorkerMetrics
+from streamrec.stream.prometheus import (
     BUCKET_BOUNDS_MS,
     PrometheusEndpoint,
     cumulative_buckets,

@@ -16,21 +16,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.config import FeatureConfig
-from features.online import RedisFeatureStore
-from features.schema import ITEM_VIEW, USER_VIEW
-from features.user_state import UserState
-from models.candidates import CandidateConfig
-from models.config import ModelConfig, TrainConfig
-from models.datasets import synthetic
-from models.item_vectors import load_item_vectors
-from models.pipeline import train_and_publish
-from models.registry import METADATA, ModelRegistry
-from models.scorer import ScoreBatch
-from models.watcher import ModelWatcher
-from stream.ranking import CandidateReader, FeaturePlan, RankingRecommender, bench_events, replay_events
-from stream.recommend import RecommendRequest
-from stream.schemas import ClickEvent, EventType
+from streamrec.features.config import FeatureConfig
+from streamrec.features.online import RedisFeatureStore
+from streamrec.features.schema import ITEM_VIEW, USER_VIEW
+from streamrec.features.user_state import UserState
+from streamrec.models.candidates import CandidateConfig
+from streamrec.models.config import ModelConfig, TrainConfig
+from streamrec.models.datasets import synthetic
+from streamrec.models.item_vectors import load_item_vectors
+from streamrec.models.pipeline import train_and_publish
+from streamrec.models.registry import METADATA, ModelRegistry
+from streamrec.models.scorer import ScoreBatch
+from streamrec.models.watcher import ModelWatcher
+from streamrec.stream.ranking import CandidateReader, FeaturePlan, RankingRecommender, bench_events, replay_events
+from streamrec.stream.recommend import RecommendRequest
+from streamrec.stream.schemas import ClickEvent, EventType
 
 pytestmark = pytest.mark.integration
 

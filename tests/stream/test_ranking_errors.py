@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from features.online import FeatureDict, OnlineFeatureStore, ReadRequest
-from features.schema import FeatureRow
-from features.user_state import UserState
-from models.candidates import CandidateConfig
-from models.scorer import ScoreBatch
-from stream.ranking import NO_MODEL, CandidateInputs, FeaturePlan, RankingRecommender, Serving
-from stream.recommend import RecommendRequest
-from stream.schemas import ClickEvent, EventType
+from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest
+from streamrec.features.schema import FeatureRow
+from streamrec.features.user_state import UserState
+from streamrec.models.candidates import CandidateConfig
+from streamrec.models.scorer import ScoreBatch
+from streamrec.stream.ranking import NO_MODEL, CandidateInputs, FeaturePlan, RankingRecommender, Serving
+from streamrec.stream.recommend import RecommendRequest
+from streamrec.stream.schemas import ClickEvent, EventType
 
 POPULAR = [f"i{n}" for n in range(8)]
 

@@ -11,12 +11,12 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from features.config import FeatureConfig
-from features.user_state import Skipped, UserState, UserUpdate, apply_user_event
-from stream.processor import EventProcessor
-from stream.routing import ROUTED_FROM, routed_from, routed_header, user_partition
-from stream.schemas import ClickEvent, EventType
-from stream.settings import load_settings
+from streamrec.features.config import FeatureConfig
+from streamrec.features.user_state import Skipped, UserState, UserUpdate, apply_user_event
+from streamrec.stream.processor import EventProcessor
+from streamrec.stream.routing import ROUTED_FROM, routed_from, routed_header, user_partition
+from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.stream.settings import load_settings
 from tests.stream.test_processor_accounting import T0, FakeTable, RecordingSink, RecordingWriter
 
 CFG = FeatureConfig()

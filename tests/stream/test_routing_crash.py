@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from features.verify import verify
-from infra.stack import free_port
-from stream.kafka import producer
-from stream.routing import routed_from, user_partition
-from stream.runtime import stop_process
-from stream.schemas import ClickEvent, EventType
-from stream.settings import Settings
-from stream.topics import ensure_topics
+from streamrec.features.verify import verify
+from streamrec.infra.stack import free_port
+from streamrec.stream.kafka import producer
+from streamrec.stream.routing import routed_from, user_partition
+from streamrec.stream.runtime import stop_process
+from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.stream.settings import Settings
+from streamrec.stream.topics import ensure_topics
 from tests.stream.accounting import counting_worker_settings, read_all, wait_for_counters
 from tests.stream.conftest import RunningWorker, start_worker
 

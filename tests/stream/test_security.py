@@ -23,15 +23,15 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from features.config import FeatureConfig
-from features.online import RedisFeatureStore
-from features.schema import USER_VIEW
-from infra.stack import free_port
-from stream.kafka import check_login, consumer, producer
-from stream.runtime import check_redis_login, feature_repo_dir, settings_env, spawn_worker, stop_process
-from stream.schemas import ClickEvent, EventType, Recommendation
-from stream.settings import BrokerSettings, RedisSettings, Settings, SettingsError
-from stream.topics import ensure_topics
+from streamrec.features.config import FeatureConfig
+from streamrec.features.online import RedisFeatureStore
+from streamrec.features.schema import USER_VIEW
+from streamrec.infra.stack import free_port
+from streamrec.stream.kafka import check_login, consumer, producer
+from streamrec.stream.runtime import check_redis_login, feature_repo_dir, settings_env, spawn_worker, stop_process
+from streamrec.stream.schemas import ClickEvent, EventType, Recommendation
+from streamrec.stream.settings import BrokerSettings, RedisSettings, Settings, SettingsError
+from streamrec.stream.topics import ensure_topics
 from tests.stream.conftest import worker_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,7 +67,7 @@ class SecureStack:
 
 
 def _cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "streamrec.stream.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _clean_env(**streamrec: str) -> dict[str, str]:
@@ -162,7 +162,7 @@ def test_a_tool_with_a_wrong_password_stops_naming_the_setting(secure: SecureSta
 
 
 def test_the_online_store_logs_in_over_tls_and_a_wrong_password_is_refused(secure: SecureStack) -> None:
-    from features.schema import FeatureRow
+    from streamrec.features.schema import FeatureRow
 
     async def write_and_read(redis: RedisSettings) -> Any:
         cfg = FeatureConfig(project=f"sec_{uuid.uuid4().hex[:8]}")
@@ -260,7 +260,7 @@ def test_the_worker_logs_in_to_both_and_a_tool_reads_its_list_without_a_secret_i
 
 
 def test_feast_reads_the_workers_rows_over_tls_with_the_login(secure_worker: tuple[Settings, Path]) -> None:
-    from features.repo import feature_refs, feature_store
+    from streamrec.features.repo import feature_refs, feature_store
 
     settings, log = secure_worker
     _click(settings, "u8")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.settings import SettingsError, load_settings
+from streamrec.stream.settings import SettingsError, load_settings
 
 
 def test_defaults_suit_a_kafka_broker() -> None:

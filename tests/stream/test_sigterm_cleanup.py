@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from infra.stack import free_port
+from streamrec.infra.stack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -60,7 +60,7 @@ def _wait_for(process: subprocess.Popen[bytes], log: Path, marks: list[str], exp
 def _sigterm_stops_everything(command: list[str], env: dict[str, str], log: Path, marks: list[str],
                               expect: list[str]) -> None:
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "stream.cli", *command], stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen([sys.executable, "-m", "streamrec.stream.cli", *command], stdout=out, stderr=subprocess.STDOUT,
                                    env=env, start_new_session=True)
     started: list[psutil.Process] = []
     try:
@@ -103,7 +103,7 @@ def _own_stack_env(tmp_path: Path, registry: Path) -> dict[str, str]:
 def test_sigterm_to_a_demo_stops_its_broker_redis_worker_and_gateway(tmp_path: Path, model_registry: Path) -> None:
     _sigterm_stops_everything(["demo", "--rate", "50"], _own_stack_env(tmp_path, model_registry), tmp_path / "demo.log",
                               ["[demo] broker ready", "[demo] starting the gateway"],
-                              ["redis-server", "java", "stream.cli worker"])
+                              ["redis-server", "java", "streamrec.stream.cli worker"])
 
 
 def test_sigterm_to_a_benchmark_stops_its_broker_and_redis(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from stream.processor import EventProcessor
-from stream.schemas import ClickEvent, EventType
-from stream.settings import load_settings
+from streamrec.stream.processor import EventProcessor
+from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.stream.settings import load_settings
 from tests.stream.test_processor_accounting import FakeTable, RecordingSink
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from stream.state_table import StateTable
+from streamrec.stream.state_table import StateTable
 
 
 class FakeChangelogTopic:
@@ -79,8 +79,8 @@ async def test_eviction_keeps_dirty_states() -> None:
 
 
 async def test_processor_flushes_every_table_once_one_has_enough_states_pending_shards_first() -> None:
-    from stream.processor import EventProcessor
-    from stream.settings import load_settings
+    from streamrec.stream.processor import EventProcessor
+    from streamrec.stream.settings import load_settings
 
     users, shards, items = FakeChangelogTable(), FakeChangelogTable(), FakeChangelogTable()
     processor = EventProcessor(load_settings(worker={"state_flush_keys": 3}), users=users, shards=shards, items=items,
@@ -123,9 +123,9 @@ async def test_a_batch_run_while_a_flush_waits_goes_whole_to_the_next_flush() ->
     global counts 18 events short after tests/stream/test_faults.py's SIGKILL)."""
     from datetime import datetime, timezone
 
-    from stream.processor import EventProcessor
-    from stream.schemas import ClickEvent, EventType
-    from stream.settings import load_settings
+    from streamrec.stream.processor import EventProcessor
+    from streamrec.stream.schemas import ClickEvent, EventType
+    from streamrec.stream.settings import load_settings
 
     class Writer:
         async def submit(self, rows: Any) -> None:

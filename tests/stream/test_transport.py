@@ -2,7 +2,7 @@ from __future__ import annotations
 
 
 def test_served_partitions_go_to_the_back_of_the_fetch_buffer() -> None:
-    from stream.transport import to_back_of_line
+    from streamrec.stream.transport import to_back_of_line
 
     pending = {"click-0": 1, "click-1": 2, "item-0": 3}
     to_back_of_line(pending, ["click-0", "gone"])
@@ -17,8 +17,8 @@ async def test_a_partition_stalled_behind_a_missing_message_is_sought_back(monke
 
     from intervaltree import IntervalTree
 
-    import stream.transport as transport
-    from stream.transport import _TunedConsumer
+    import streamrec.stream.transport as transport
+    from streamrec.stream.transport import _TunedConsumer
 
     consumer = object.__new__(_TunedConsumer)  # only the commit bookkeeping Faust's _new_offset reads
     consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)

@@ -14,9 +14,9 @@ from collections import defaultdict
 
 import pytest
 
-from stream.kafka import consumer, producer
-from stream.topics import ensure_topics
-from stream.schemas import ClickEvent, DeadLetter, EventType, MetricsSnapshot, Recommendation
+from streamrec.stream.kafka import consumer, producer
+from streamrec.stream.topics import ensure_topics
+from streamrec.stream.schemas import ClickEvent, DeadLetter, EventType, MetricsSnapshot, Recommendation
 from tests.stream.conftest import RunningWorker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -155,7 +155,7 @@ def test_table_changelogs_are_compacted_topics(run: dict, worker: RunningWorker)
 
 
 def test_features_read_through_feast_equal_the_means_recomputed_from_events(run: dict, feast_store, worker: RunningWorker) -> None:  # type: ignore[no-untyped-def]
-    from features.repo import feature_refs
+    from streamrec.features.repo import feature_refs
 
     events: list[ClickEvent] = run["events"]
     by_user, by_item = defaultdict(list), defaultdict(list)
@@ -282,7 +282,7 @@ def test_features_and_recommend_roles_in_separate_processes_serve_every_user(spl
 
 
 def test_cache_holds_each_users_list_for_their_latest_event(run: dict, worker: RunningWorker) -> None:
-    from stream.rec_cache import RecommendationCache
+    from streamrec.stream.rec_cache import RecommendationCache
 
     events: list[ClickEvent] = run["events"]
     last_event = {e.user_id: e.event_id for e in events}
@@ -303,7 +303,7 @@ def test_cache_holds_each_users_list_for_their_latest_event(run: dict, worker: R
 def test_a_click_brings_the_items_co_visitation_neighbours_ranked_by_the_promoted_model(
     run: dict, worker: RunningWorker, model_registry
 ) -> None:  # type: ignore[no-untyped-def]
-    from models.registry import ModelRegistry
+    from streamrec.models.registry import ModelRegistry
 
     s = worker.settings
     now = time.time()

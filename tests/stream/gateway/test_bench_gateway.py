@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.gateway.bench import handle
+from streamrec.stream.gateway.bench import handle
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.datasets import synthetic
-from stream.gateway.catalogue import Catalogue, catalogue_path, from_dataset, load_catalogue
+from streamrec.models.datasets import synthetic
+from streamrec.stream.gateway.catalogue import Catalogue, catalogue_path, from_dataset, load_catalogue
 from tests.stream.gateway.conftest import offline_settings
 
 

@@ -12,9 +12,9 @@ import yaml
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.gateway.app import create_app
-from stream.metrics import STAGES, WorkerMetrics
-from stream.prometheus import metrics_registry
+from streamrec.stream.gateway.app import create_app
+from streamrec.stream.metrics import STAGES, WorkerMetrics
+from streamrec.stream.prometheus import metrics_registry
 from tests.stream.gateway.conftest import offline_settings, small_catalogue
 
 ROOT = Path(__file__).resolve().parents[3]

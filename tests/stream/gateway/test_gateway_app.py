@@ -15,12 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from stream.gateway.app import create_app
-from stream.gateway.catalogue import Catalogue, load_catalogue
-from stream.gateway.sse import messages
-from stream.schemas import Recommendation, RecommendedItem, StageLatency
-from stream.settings import SettingsError, load_settings
-from stream.gateway.client import SseClient
+from streamrec.stream.gateway.app import create_app
+from streamrec.stream.gateway.catalogue import Catalogue, load_catalogue
+from streamrec.stream.gateway.sse import messages
+from streamrec.stream.schemas import Recommendation, RecommendedItem, StageLatency
+from streamrec.stream.settings import SettingsError, load_settings
+from streamrec.stream.gateway.client import SseClient
 from tests.stream.gateway.conftest import client_session, offline_settings, serve, wait_until
 
 
@@ -240,7 +240,7 @@ async def test_cors_answers_the_configured_origins_only(tmp_path: Path, catalogu
 
 
 def test_a_taken_port_fails_at_start_naming_the_setting(tmp_path: Path) -> None:
-    from stream.gateway.server import run_gateway
+    from streamrec.stream.gateway.server import run_gateway
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

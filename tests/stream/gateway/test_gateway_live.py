@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from stream.gateway.app import create_app
-from stream.kafka import consumer
-from stream.schemas import ClickEvent, Recommendation
-from stream.settings import Settings
+from streamrec.stream.gateway.app import create_app
+from streamrec.stream.kafka import consumer
+from streamrec.stream.schemas import ClickEvent, Recommendation
+from streamrec.stream.settings import Settings
 from tests.stream.conftest import RunningWorker
-from stream.gateway.client import SseClient, click, post_event, wait_until_serving
-from stream.gateway.server import GatewayProcess
+from streamrec.stream.gateway.client import SseClient, click, post_event, wait_until_serving
+from streamrec.stream.gateway.server import GatewayProcess
 from tests.stream.gateway.conftest import client_session, serve, small_catalogue, start_gateway, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -135,7 +135,7 @@ def test_healthz_ok_and_metrics_arrive(gateway: GatewayProcess, worker: RunningW
 
 
 async def test_healthz_names_redis_when_it_is_down(bootstrap_servers: str, tmp_path: Path) -> None:
-    from stream.settings import load_settings
+    from streamrec.stream.settings import load_settings
 
     settings = load_settings(broker={"bootstrap_servers": bootstrap_servers}, redis={"url": "redis://127.0.0.1:1/0"},
                              gateway={"data_dir": str(tmp_path), "group_id": f"gw-{uuid.uuid4().hex[:8]}"},

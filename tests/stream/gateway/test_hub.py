@@ -6,8 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from stream.gateway.hub import Hub
-from stream.gateway.sse import frame
+from streamrec.stream.gateway.hub import Hub
+from streamrec.stream.gateway.sse import frame
 from tests.stream.gateway.conftest import offline_settings
 
 
