@@ -27,5 +27,6 @@ stack-down:
 # link tree that names them as installed (build/typecheck/streamrec/stream -> stream, ...).
 lint: install
 	@mkdir -p build/typecheck/streamrec
-	@for p in stream features models infra; do ln -sfn ../../../$$p build/typecheck/streamrec/$$p; done
+	@for p in stream features models infra tools; do ln -sfn ../../../$$p build/typecheck/streamrec/$$p; done
 	MYPYPATH=build/typecheck .venv/bin/mypy --explicit-package-bases build/typecheck/streamrec
+	.venv/bin/lint-imports

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamrec.features.formulas import RunningMean
+from streamrec.features.messages import EVENT_TYPES
 from streamrec.features.schema import FeatureValue, count_feature
-from streamrec.stream.schemas import EVENT_TYPES
 
 
 _COUNT_NAMES = tuple((t, count_feature(t)) for t in EVENT_TYPES)

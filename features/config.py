@@ -11,7 +11,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streamrec.stream.schemas import EVENT_TYPES
+from streamrec.features.messages import EVENT_TYPES
 
 _PROJECT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 

@@ -18,10 +18,10 @@ from tqdm import tqdm
 
 from streamrec.features.config import FeatureConfig
 from streamrec.features.history import HistoryStats, feature_history
+from streamrec.features.messages import ClickEvent, EventType, parse_record
 from streamrec.features.repo import feature_refs, feature_store, offline_path
+from streamrec.features.routing import routed_from
 from streamrec.features.schema import ITEM_KEY, TIMESTAMP_COLUMN, USER_KEY, VIEWS, FeatureRow
-from streamrec.stream.routing import routed_from
-from streamrec.stream.schemas import ClickEvent, EventType, parse_record
 
 EVENT_COLUMNS = ("event_id", "user_id", "item_id", "type", "rating", "query", TIMESTAMP_COLUMN)
 
@@ -143,7 +143,7 @@ async def read_topic(consumer: Any, *, idle_s: float = 2.0) -> list[Any]:
 async def dump_topic(consumer: Any, *, idle_s: float = 2.0, max_bytes: int = 65536) -> list[ClickEvent]:
     """The valid events of :func:`read_topic`, in event-time order, valid as the worker
     reads them (payload and key), each record once: a copy the worker sent to its user's
-    partition (stream/routing.py) is its original again."""
+    partition (features/routing.py) is its original again."""
     events = []
     for record in await read_topic(consumer, idle_s=idle_s):
         if routed_from(record.headers) is not None:
@@ -154,17 +154,9 @@ async def dump_topic(consumer: Any, *, idle_s: float = 2.0, max_bytes: int = 655
     return sorted(events, key=lambda e: e.ts)
 
 
-def events_from_frame(frame: pd.DataFrame, dataset: str) -> list[ClickEvent]:
-    """Dataset interactions (``streamrec.models.datasets`` shape) as events with stable ids."""
-    from streamrec.stream.replay import events_from
-
-    return list(events_from(frame, dataset))
-
-
 __all__ = [
     "dump_topic",
     "event_frame",
-    "events_from_frame",
     "export",
     "history_frames",
     "rating_labels",

@@ -14,8 +14,8 @@ from typing import Any
 
 from streamrec.features.activity import Activity
 from streamrec.features.formulas import RunningMean
+from streamrec.features.messages import EVENT_TYPES, ClickEvent
 from streamrec.features.schema import GLOBAL_VIEW, FeatureRow, FeatureValue, count_feature, epoch_ms
-from streamrec.stream.schemas import EVENT_TYPES, ClickEvent
 
 
 def shard_id(partition: int) -> str:

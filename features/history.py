@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from streamrec.features.config import FeatureConfig
 from streamrec.features.global_state import GlobalShard
 from streamrec.features.item_state import ItemState, ItemUpdate, apply_item_event
+from streamrec.features.messages import ClickEvent
 from streamrec.features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, FeatureRow
 from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
-from streamrec.stream.schemas import ClickEvent
 
 OFFLINE_SHARD = "all"
 

@@ -16,10 +16,10 @@ from typing import Any
 from streamrec.features.activity import Activity
 from streamrec.features.config import FeatureConfig
 from streamrec.features.formulas import DecayedSum, smoothed_ratio
+from streamrec.features.messages import ItemId
 from streamrec.features.schema import ITEM_VIEW, FeatureRow, FeatureValue
 from streamrec.features.user_state import ItemMsg, Skipped
 from streamrec.features.window import EventWindow, mark_applied, redelivered, too_late
-from streamrec.stream.schemas import ItemId
 
 
 _weight = itemgetter(1)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Literal, TypeAlias
 
-from streamrec.stream.schemas import EVENT_TYPES
+from streamrec.features.messages import EVENT_TYPES
 
 DType: TypeAlias = Literal["float64", "int64", "string", "string_list", "float64_list"]
 FeatureValue: TypeAlias = float | int | str | list[str] | list[float]

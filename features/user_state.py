@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streamrec.features.activity import Activity
 from streamrec.features.config import FeatureConfig
+from streamrec.features.messages import ClickEvent, EventType, ItemId
 from streamrec.features.schema import USER_VIEW, FeatureRow, FeatureValue, epoch_ms
 from streamrec.features.window import EventWindow, mark_applied, redelivered, routed_source, too_late
-from streamrec.stream.schemas import ClickEvent, EventType, ItemId
 
 
 class ItemMsg(BaseModel):
@@ -152,7 +152,7 @@ def apply_user_event(
     ``source`` is the event's (partition, offset) on ``clickstream``: with it a
     redelivered record is recognised exactly (offset at or below the user's mark for
     that partition), and the item side deduplicates by it too. ``origin`` is, for a
-    copy routed to the user's partition (stream/routing.py), the (partition, offset) of
+    copy routed to the user's partition (features/routing.py), the (partition, offset) of
     the original record: a second copy of the same original is a duplicate too.
 
     Returns ``Skipped("duplicate")`` for a redelivered record or a re-sent event id

@@ -6,7 +6,7 @@ record or a re-sent event id changes nothing. So from the topics alone, each
 distinct valid event (by ``event_id``) that has a record not dead-lettered as
 ``late`` counts once for its user and, unless it is a search, for its item (a record
 on another partition than its user's counts through the copy the worker sends to that
-partition, stream/routing.py; a record not keyed by its user is invalid). The
+partition, features/routing.py; a record not keyed by its user is invalid). The
 online rows must hold exactly those counts per type, ``event_count`` and the mean
 rating (to float rounding), the global shards their sums, and every invalid record
 must be in the DLQ.
@@ -34,10 +34,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from streamrec.features.global_state import shard_id
+from streamrec.features.messages import EVENT_TYPES, ClickEvent, DeadLetter, EventType, parse_record
 from streamrec.features.online import FeatureDict, RedisFeatureStore
+from streamrec.features.routing import user_partition
 from streamrec.features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, FeatureValue, count_feature
-from streamrec.stream.routing import user_partition
-from streamrec.stream.schemas import EVENT_TYPES, ClickEvent, DeadLetter, EventType, parse_record
 
 Source = tuple[int, int]  # (partition, offset) on clickstream
 COUNT_FEATURES = tuple(count_feature(t) for t in EVENT_TYPES)
@@ -100,7 +100,7 @@ def recompute(records: Iterable[Record], late: set[Source], *, max_bytes: int,
     Records are parsed as the worker parses them (payload and key). An event id counts
     once, if any of its records was not refused as late. With ``partitions`` (the
     topic's), a valid record on another partition than its user's counts only through
-    the copy the worker sends to that partition (stream/routing.py).
+    the copy the worker sends to that partition (features/routing.py).
     """
     out = Expected()
     counted: set[str] = set()
@@ -260,7 +260,7 @@ def _report(expected: Expected, mismatches: list[str], seconds: float) -> Verify
 
 async def _read(settings: Any, topic: str, idle_s: float) -> list[Any]:
     from streamrec.features.export import read_topic
-    from streamrec.stream.kafka import consumer
+    from streamrec.infra.kafka_clients import consumer
 
     client = consumer(settings.broker, topic, auto_offset_reset="earliest")
     await client.start()

@@ -10,7 +10,7 @@ its effect because of a bounded memory.
    highest offset the entity applied from that partition (:func:`redelivered`,
    :func:`mark_applied`). A consumer that restarts from an older offset after a
    crash re-reads only such records. A record that lands on another partition than its
-   user's is not applied there but copied to the user's partition (stream/routing.py);
+   user's is not applied there but copied to the user's partition (features/routing.py);
    a second copy of the same original (sent again after a crash) is recognised by one
    more mark per source partition, on the originals' offsets (:func:`routed_source`).
 2. **Re-sent events** (bounded, :class:`EventWindow`): a client may send the same

@@ -40,7 +40,7 @@ from typing import Literal, NamedTuple, TypeAlias
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streamrec.stream.schemas import ItemId
+from streamrec.features.messages import ItemId
 
 Source: TypeAlias = Literal["covisit", "embedding", "popular"]
 SOURCES: tuple[Source, ...] = ("covisit", "embedding", "popular")

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.features.messages import ClickEvent, EventType
 
 COLUMNS = ("user_id", "item_id", "rating", "ts")
 DATASETS = ("movielens", "instacart", "synthetic")
@@ -109,7 +111,7 @@ def _guess_format(path: Path) -> FileFormat:
 def load_event_log(path: str | Path) -> Dataset:
     """A clickstream log in our event schema: parquet, CSV or JSON lines (a topic dump).
 
-    Each row is validated as a :class:`~streamrec.stream.schemas.ClickEvent`; search events (no
+    Each row is validated as a :class:`~streamrec.features.messages.ClickEvent`; search events (no
     item) are skipped. The set is explicit when every kept event is a rating.
     """
     path = Path(path)
@@ -183,3 +185,21 @@ def load_dataset(name: str | None = None, path: str | Path | None = None, fmt: F
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or give --data PATH")
     return loaders[name]()
+
+
+def events_from(frame: pd.DataFrame, dataset: str, run: str = "") -> Iterator[ClickEvent]:
+    """A data set's interactions as events, each with a stable ``event_id``
+    (``<dataset>-<row>``): rows with a rating become ``rating`` events, rows without
+    ``purchase``. ``run`` (when given) goes into every ``event_id``: the same rows as
+    new events. Replay, export and the offline evaluations all convert through here."""
+    prefix = f"{dataset}-{run}-" if run else f"{dataset}-"
+    for row in frame.itertuples(index=True):
+        is_rating = not pd.isna(row.rating)
+        yield ClickEvent(
+            event_id=f"{prefix}{row.Index}",
+            user_id=str(row.user_id),
+            item_id=str(row.item_id),
+            type=EventType.RATING if is_rating else EventType.PURCHASE,
+            rating=float(row.rating) if is_rating else None,
+            ts=datetime.fromtimestamp(int(row.ts), tz=timezone.utc),
+        )

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from streamrec.features.messages import ItemId
 from streamrec.models.candidates import EMPTY, CandidateConfig, ScoredItems
-from streamrec.stream.schemas import ItemId
 
 ITEM_VECTORS_INITIALIZER = "mf.item_vec.weight"
 # the same table's name in each exported graph: the training net's, then the serving graph's

@@ -36,7 +36,7 @@ def plot_learning_curves(curves: Mapping[str, History], path: Path, metric: str 
 
 
 def plot_over_time(series: Mapping[str, Any], path: Path, title: str) -> Path:
-    """Per-bucket HR@10 and NDCG@10 of each variant (``streamrec.models.prequential.over_time``'s
+    """Per-bucket HR@10 and NDCG@10 of each variant (``streamrec.tools.prequential.over_time``'s
     output), events per bucket shaded behind the left panel."""
     path.parent.mkdir(parents=True, exist_ok=True)
     starts = [datetime.fromtimestamp(s, timezone.utc) for s in series["start"]]

@@ -22,7 +22,7 @@ from mode import CrashingSupervisor
 from mode.utils.queues import FlowControlEvent
 from redis.exceptions import RedisError
 
-from streamrec.stream.kafka import faust_credentials
+from streamrec.infra.kafka_clients import faust_credentials
 from streamrec.stream.processor import EventProcessor
 from streamrec.stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
 from streamrec.stream.settings import Settings

@@ -304,7 +304,7 @@ class Collector:
     """Reads ``recommendations`` from the beginning and keeps the first arrival per cause event."""
 
     def __init__(self, settings: Settings) -> None:
-        from streamrec.stream.kafka import consumer
+        from streamrec.infra.kafka_clients import consumer
 
         self.client = consumer(settings.broker, settings.topics.recommendations, auto_offset_reset="earliest")
         self.received: dict[str, Received] = {}
@@ -377,8 +377,8 @@ def bench_settings(base: Settings, *, bootstrap_servers: str, redis_url: str, ru
 
 async def _warm_up(session: Session, collector: Collector) -> float:
     """Send warm-up clicks until one is answered, then one per warm-up user; returns seconds taken."""
-    from streamrec.stream.kafka import producer
-    from streamrec.stream.schemas import ClickEvent, EventType
+    from streamrec.features.messages import ClickEvent, EventType
+    from streamrec.infra.kafka_clients import producer
 
     s, began = session.settings, time.monotonic()
     client = producer(s.broker, linger_ms=0)
@@ -567,7 +567,7 @@ async def group_lag(settings: Settings) -> int | None:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    from streamrec.stream.kafka import client_options, consumer
+    from streamrec.infra.kafka_clients import client_options, consumer
 
     admin = AIOKafkaAdminClient(**client_options(settings.broker))
     reader = consumer(settings.broker)
@@ -590,7 +590,7 @@ async def group_lag(settings: Settings) -> int | None:
 async def worker_gc_figures(settings: Settings) -> dict[str, Any]:
     """The worker's garbage collections over the run, from its snapshots on ``metrics``
     (stage ``gc_pause``, count ``gc_full``): a stalled event loop shows in every tail."""
-    from streamrec.stream.kafka import consumer
+    from streamrec.infra.kafka_clients import consumer
 
     reader = consumer(settings.broker, settings.topics.metrics, auto_offset_reset="earliest")
     await reader.start()

@@ -19,14 +19,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamrec.stream.settings import Settings, SettingsError, load_settings
+from streamrec.infra.settings import SettingsError
+
+from streamrec.stream.settings import Settings, load_settings
 from streamrec.stream.signals import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from streamrec.infra.stack import StackConfig
 
 Handler = Callable[[argparse.Namespace], int]
-PLUGIN_MODULES = ("streamrec.features.cli", "streamrec.models.cli", "streamrec.stream.bench_e2e", "streamrec.stream.bench_broker", "streamrec.stream.bench_recovery", "streamrec.stream.bench_soak",
+PLUGIN_MODULES = ("streamrec.tools.features_cli", "streamrec.tools.models_cli", "streamrec.stream.bench_e2e", "streamrec.stream.bench_broker", "streamrec.tools.bench_recovery", "streamrec.stream.bench_soak",
                   "streamrec.stream.gateway.bench", "streamrec.stream.reliability")
 
 

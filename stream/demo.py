@@ -17,13 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streamrec.features.messages import ClickEvent, EventType, Recommendation
 from streamrec.infra.errors import StackError
-from streamrec.stream.kafka import consumer, producer
-from streamrec.stream.schemas import ClickEvent, EventType, Recommendation
-from streamrec.stream.topics import ensure_topics
+from streamrec.infra.kafka_clients import consumer, producer
 from streamrec.stream.runtime import spawn_worker, stack_from, stop_process
 from streamrec.stream.settings import Settings
 from streamrec.stream.tail import format_metrics, format_recommendation
+from streamrec.stream.topics import ensure_topics
 
 if TYPE_CHECKING:
     from streamrec.stream.gateway.server import GatewayProcess

@@ -34,8 +34,8 @@ from typing import Literal
 
 import numpy as np
 
-from streamrec.stream.kafka import producer
-from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.features.messages import ClickEvent, EventType
+from streamrec.infra.kafka_clients import producer
 from streamrec.stream.settings import Settings, load_settings
 
 TICK_S = 0.005

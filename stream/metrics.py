@@ -13,8 +13,8 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+from streamrec.features.messages import MetricsSnapshot, Percentiles
 from streamrec.stream.histogram import LatencyHistogram
-from streamrec.stream.schemas import MetricsSnapshot, Percentiles
 
 STAGES = ("user_update", "item_update", "handover", "candidates", "features", "scoring", "recommend_total", "event_to_emit",
           "gc_pause")

@@ -6,7 +6,7 @@ Feature formulas live in ``features/``, ranking behind ``streamrec.stream.recomm
 this module only sequences them, batches the I/O and measures each stage.
 
 Per batch, in order: validate (bad payloads to the DLQ) → send an event on the wrong
-partition for its user on to the right one (stream/routing.py) → apply each event to its
+partition for its user on to the right one (features/routing.py) → apply each event to its
 user's state (an event refused as too late goes to the DLQ too, reason ``late``:
 every consumed event is applied, a duplicate of an applied one, or in the DLQ) →
 write changed states to their tables (changelog) once → queue the feature rows on
@@ -30,16 +30,16 @@ from pydantic import BaseModel, Field, TypeAdapter
 from streamrec.features.batching import MicroBatchWriter
 from streamrec.features.global_state import GlobalShard, shard_id
 from streamrec.features.item_state import ItemState, apply_item_event
+from streamrec.features.messages import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_record
 from streamrec.features.online import RedisFeatureStore, redis_client
+from streamrec.features.routing import RoutingSink, routed_from, routed_header, user_partition
 from streamrec.features.schema import USER_VIEW, FeatureRow
 from streamrec.features.user_state import ItemMsg, Skipped, UserState, apply_user_event
 from streamrec.stream.debounce import Debouncer
-from streamrec.stream.online_refill import Marker, item_row, marker_key, shard_row, user_row
 from streamrec.stream.metrics import GcPauses, WorkerMetrics
+from streamrec.stream.online_refill import Marker, item_row, marker_key, shard_row, user_row
 from streamrec.stream.rec_cache import RecommendationCache, UserVersion
 from streamrec.stream.recommend import RecommendRequest, Recommender, TopMeanRecommender, coalesce
-from streamrec.stream.routing import RoutingSink, routed_from, routed_header, user_partition
-from streamrec.stream.schemas import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_record
 from streamrec.stream.settings import Settings
 from streamrec.stream.state_table import StateTable
 
@@ -98,7 +98,7 @@ class EventProcessor:
         self.items = StateTable(items, ItemState.from_dict, ItemState.to_dict, ItemState)
         self.dlq, self.by_item, self.recommendations = dlq, by_item, recommendations
         self.to_recommend = to_recommend  # set in the features role: ranking happens in another process
-        # clickstream itself: a record on another partition than its user's goes there (stream/routing.py);
+        # clickstream itself: a record on another partition than its user's goes there (features/routing.py);
         # None applies every record where it is
         self.reroute = reroute
         self.metrics = WorkerMetrics(settings.worker.id)

@@ -51,6 +51,7 @@ from streamrec.features.batching import MicroBatchWriter
 from streamrec.features.config import FeatureConfig
 from streamrec.features.indexes import IndexKeys
 from streamrec.features.item_state import ItemState, ItemUpdate, apply_item_event
+from streamrec.features.messages import ClickEvent, EventType, ItemId, RecommendedItem, UserId
 from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest, RedisFeatureStore, redis_client
 from streamrec.features.schema import ITEM_KEY, ITEM_VIEW, USER_VIEW, VIEWS
 from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
@@ -60,7 +61,6 @@ from streamrec.models.item_vectors import ItemVectors, VectorIndex, build_index,
 from streamrec.models.scorer import ScoreBatch, Scorer
 from streamrec.models.watcher import ModelWatcher, NoModelError
 from streamrec.stream.recommend import Ranked, RecommendRequest
-from streamrec.stream.schemas import ClickEvent, EventType, ItemId, RecommendedItem, UserId
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ class RankingRecommender:
     async def candidate_lists(self, requests: Sequence[RecommendRequest]) -> list[Candidates]:
         """Each request's candidates in merge order, unranked: what ``recommend_many``
         would score with the serving model (its embedding neighbours included). One
-        candidate read, no feature read; for evaluation (``models/prequential.py``)."""
+        candidate read, no feature read; for evaluation (``tools/prequential.py``)."""
         return await self._candidates(requests, self._serving) if requests else []
 
     async def _candidates(self, requests: Sequence[RecommendRequest], serving: Serving | None) -> list[Candidates]:

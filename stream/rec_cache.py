@@ -27,8 +27,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from streamrec.features import resp
+from streamrec.features.messages import Recommendation
 from streamrec.features.online import redis_client
-from streamrec.stream.schemas import Recommendation
 
 # KEYS: the list, the user's version. ARGV: version, ttl (s), payload (absent: drop the list).
 # A list of the newest version seen replaces the entry; a drop removes lists older than its version.

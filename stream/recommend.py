@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from streamrec.features.messages import ClickEvent, RecommendedItem
 from streamrec.features.user_state import UserState
-from streamrec.stream.schemas import ClickEvent, RecommendedItem
 
 
 @dataclass(frozen=True)

@@ -11,34 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pandas as pd
 from tqdm import tqdm
 
-from streamrec.stream.kafka import producer
-from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.infra.kafka_clients import producer
+from streamrec.models.datasets import events_from
 from streamrec.stream.settings import Settings
 from streamrec.stream.topics import ensure_topics
 
 TICK_S = 0.01  # pacing granularity: events are sent in small bursts every 10 ms
-
-
-def events_from(frame: pd.DataFrame, dataset: str, run: str = "") -> Iterator[ClickEvent]:
-    """Rows with a rating become ``rating`` events, rows without become ``purchase``.
-    ``run`` (when given) goes into every ``event_id``: the same rows as new events."""
-    prefix = f"{dataset}-{run}-" if run else f"{dataset}-"
-    for row in frame.itertuples(index=True):
-        is_rating = not pd.isna(row.rating)
-        yield ClickEvent(
-            event_id=f"{prefix}{row.Index}",
-            user_id=str(row.user_id),
-            item_id=str(row.item_id),
-            type=EventType.RATING if is_rating else EventType.PURCHASE,
-            rating=float(row.rating) if is_rating else None,
-            ts=datetime.fromtimestamp(int(row.ts), tz=timezone.utc),
-        )
 
 
 async def replay(

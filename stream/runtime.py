@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from streamrec.infra.services import RedisAuth
+from streamrec.infra.settings import SettingsError
 from streamrec.infra.stack import EmbeddedStack, StackConfig, port_open
-from streamrec.stream.settings import RedisSettings, Settings, SettingsError
+from streamrec.stream.settings import RedisSettings, Settings
 from streamrec.stream.topics import ensure_topics
 
 
@@ -134,7 +135,7 @@ def check_services(settings: Settings, *, redis: bool = True) -> None:
                            f"`streamrec stack up` or point {setting} at a running {name}")
     if missing:
         raise ServiceUnavailable("; ".join(missing))
-    from streamrec.stream.kafka import check_login
+    from streamrec.infra.kafka_clients import check_login
 
     asyncio.run(check_login(settings.broker))
     if redis:

@@ -11,8 +11,8 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
-from streamrec.stream.kafka import consumer
-from streamrec.stream.schemas import DeadLetter, MetricsSnapshot, Recommendation
+from streamrec.features.messages import DeadLetter, MetricsSnapshot, Recommendation
+from streamrec.infra.kafka_clients import consumer
 from streamrec.stream.settings import Settings
 
 

@@ -15,7 +15,7 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streamrec.stream.kafka import client_options
+from streamrec.infra.kafka_clients import client_options
 from streamrec.stream.settings import Settings
 
 

@@ -4,7 +4,7 @@ events in over HTTP, the shopper and monitoring pages, all from one ASGI app.
 - ``GET /streams/users/{id}``: that user's recommendation lists as they are emitted;
   ``GET /streams/metrics``: metrics snapshots (recent ones first) and the gateway's own figures.
   Both are Server-Sent Events fed by one Kafka consumer (:mod:`streamrec.stream.gateway.hub`).
-- ``POST /events``: one event, validated by the worker's own :func:`streamrec.stream.schemas.parse_event`
+- ``POST /events``: one event, validated by the worker's own :func:`streamrec.features.messages.parse_event`
   (same size limit, same unknown-field rule), published to ``clickstream`` keyed by user.
   A refused body gets 422 (413 when too large) naming the field.
 - ``GET /users/{id}/recommendations``: the user's last list from the recommendation cache.
@@ -39,12 +39,13 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import Receive, Scope, Send
 
+from streamrec.features.messages import MAX_ID_LENGTH, ClickEvent, Recommendation, Rejection, parse_event
+from streamrec.infra.kafka_clients import producer
+from streamrec.infra.settings import SettingsError
 from streamrec.stream.gateway.catalogue import Catalogue, CatalogueItem
 from streamrec.stream.gateway.hub import Hub, Subscriber
-from streamrec.stream.kafka import producer
 from streamrec.stream.rec_cache import RecommendationCache
-from streamrec.stream.schemas import MAX_ID_LENGTH, ClickEvent, Recommendation, Rejection, parse_event
-from streamrec.stream.settings import Settings, SettingsError
+from streamrec.stream.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamrec.stream.settings import Settings, SettingsError
+from streamrec.infra.settings import SettingsError
+
+from streamrec.stream.settings import Settings
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -27,8 +27,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from streamrec.infra.kafka_clients import consumer
 from streamrec.stream.gateway import sse
-from streamrec.stream.kafka import consumer
 from streamrec.stream.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -22,11 +22,12 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from streamrec.infra.settings import SettingsError
+from streamrec.infra.stack import port_open
 from streamrec.stream.gateway.app import ABORT_EXTENSION, create_app
 from streamrec.stream.gateway.catalogue import load_catalogue
 from streamrec.stream.runtime import check_services, settings_env, stop_process
-from streamrec.infra.stack import port_open
-from streamrec.stream.settings import Settings, SettingsError
+from streamrec.stream.settings import Settings
 
 
 class AbortableHttpProtocol(HttpToolsProtocol):

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from hypothesis import strategies as st
 
-from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.features.messages import ClickEvent, EventType
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 ITEMS = [f"i{n}" for n in range(8)]

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from streamrec.features.config import FeatureConfig
-from streamrec.features.export import event_frame, events_from_frame, export, rating_labels, training_set
+from streamrec.features.export import event_frame, export, rating_labels, training_set
 from streamrec.features.repo import apply_repo
+from streamrec.models.datasets import events_from
 from streamrec.models.datasets import synthetic
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,7 @@ def exported(features_redis_url: str, tmp_path_factory: pytest.TempPathFactory):
     data = synthetic(n_users=30, n_items=20, n_events=1500, seed=3)
     frame = data.interactions.copy()
     frame["ts"] = frame["ts"] // 50_000 * 50_000  # many events share a second, as in MovieLens
-    events = events_from_frame(frame, data.name)
+    events = list(events_from(frame, data.name))
     data_dir = tmp_path_factory.mktemp("offline")
     cfg = FeatureConfig(project="export_test")
     repo = apply_repo(cfg, features_redis_url, data_dir)
@@ -60,7 +61,7 @@ def test_training_set_is_point_in_time_correct(exported) -> None:  # type: ignor
 
 
 def test_event_frame_keeps_every_field() -> None:
-    events = events_from_frame(synthetic(n_events=5).interactions, "synthetic")
+    events = list(events_from(synthetic(n_events=5).interactions, "synthetic"))
     frame = event_frame(events)
     assert list(frame["event_id"]) == [e.event_id for e in events]
     assert list(frame["rating"]) == [e.rating for e in events]
@@ -70,7 +71,7 @@ def test_event_frame_keeps_every_field() -> None:
 def test_cli_registers_its_commands() -> None:
     import argparse
 
-    from streamrec.features.cli import register
+    from streamrec.tools.features_cli import register
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()

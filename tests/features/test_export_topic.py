@@ -1,6 +1,6 @@
 """``streamrec features export --from-topic`` reads clickstream as the worker does:
 records not keyed by their user are not events, and a copy the worker routed to its
-user's partition (stream/routing.py) is not a second event."""
+user's partition (features/routing.py) is not a second event."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from streamrec.features.export import dump_topic
-from streamrec.stream.kafka import consumer, producer
-from streamrec.stream.routing import routed_header
+from streamrec.features.routing import routed_header
+from streamrec.infra.kafka_clients import consumer, producer
 from streamrec.stream.settings import load_settings
 
 pytestmark = pytest.mark.integration

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from streamrec.features.config import FeatureConfig
 from streamrec.features.history import HistoryStats, feature_history
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.schema import USER_VIEW, epoch_ms
 from streamrec.features.user_state import Skipped, UserState, UserUpdate, apply_user_event
-from streamrec.stream.schemas import ClickEvent, EventType
 from tests.features.feature_strategies import ITEMS, exact_mean
 
 CFG = FeatureConfig()  # the defaults: dedup_max_ids=128, allowed_lateness_s=3600
@@ -130,7 +130,7 @@ def test_movielens_with_original_times_loses_no_rating() -> None:
     id window, however small next to such a burst, may cost a rating."""
     cfg = CFG.model_copy(update={"dedup_max_ids": 16})
     from streamrec.models.datasets import load_movielens
-    from streamrec.stream.replay import events_from
+    from streamrec.models.datasets import events_from
 
     frame = load_movielens().interactions.sort_values("ts", kind="stable")
     per_second = frame.groupby(["user_id", "ts"]).size()

@@ -5,10 +5,10 @@ import pytest
 from streamrec.features.config import FeatureConfig
 from streamrec.features.formulas import decayed_rank_score
 from streamrec.features.item_state import ItemState, apply_item_event
+from streamrec.features.messages import EventType
 from streamrec.features.online import ReadRequest, RedisFeatureStore
 from streamrec.features.schema import ITEM_VIEW, USER_VIEW, FeatureRow
 from streamrec.features.user_state import ItemMsg
-from streamrec.stream.schemas import EventType
 
 pytestmark = pytest.mark.integration
 

@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 
-from streamrec.features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.online import RedisFeatureStore
 from streamrec.features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW
 from streamrec.features.verify import verify
 from streamrec.models.datasets import load_movielens
-from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.tools.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
 
 # The worker applies the Feast repo in a child process at start (tens of seconds when
 # the shared 2 cores are busy): allow more than the default per-test timeout.
@@ -100,7 +100,7 @@ async def _rewind(settings: Any) -> None:
     """Commit offset 0 on every ``clickstream`` partition for the worker's (empty) group."""
     from aiokafka import TopicPartition
 
-    from streamrec.stream.kafka import consumer
+    from streamrec.infra.kafka_clients import consumer
 
     client = consumer(settings.broker, group_id=settings.worker.app_id)
     await client.start()

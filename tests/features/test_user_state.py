@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.features.config import FeatureConfig
+from streamrec.features.messages import EVENT_TYPES, ClickEvent, EventType
 from streamrec.features.schema import epoch_ms
 from streamrec.features.user_state import Skipped, UserState, UserUpdate, apply_user_event
-from streamrec.stream.schemas import EVENT_TYPES, ClickEvent, EventType
 
 CFG = FeatureConfig(recent_items=4, covisit_window_items=3, covisit_window_s=600)
 
@@ -146,7 +146,7 @@ def test_a_global_shard_counts_a_record_once_by_its_offset() -> None:
     from datetime import datetime, timezone
 
     from streamrec.features.global_state import GlobalShard
-    from streamrec.stream.schemas import ClickEvent, EventType
+    from streamrec.features.messages import ClickEvent, EventType
 
     shard = GlobalShard()
     event = ClickEvent(event_id="e", user_id="u", item_id="i", type=EventType.VIEW, ts=datetime(2026, 1, 1, tzinfo=timezone.utc))

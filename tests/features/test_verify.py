@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from streamrec.features.config import FeatureConfig
 from streamrec.features.global_state import GlobalShard
 from streamrec.features.item_state import ItemState, apply_item_event
+from streamrec.features.messages import ClickEvent, DeadLetter, EventType, Rejection
 from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
 from streamrec.features.verify import Record, Tally, check, compare, dead_lettered, recompute
-from streamrec.stream.schemas import ClickEvent, DeadLetter, EventType, Rejection
 from tests.features.feature_strategies import user_events
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)

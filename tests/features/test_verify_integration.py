@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.online import RedisFeatureStore
 from streamrec.features.schema import USER_VIEW, FeatureRow, epoch_ms
 from streamrec.features.user_state import UserState
 from streamrec.features.verify import verify
-from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.tools.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -70,7 +70,7 @@ async def test_the_online_store_equals_the_recomputation_and_a_wrong_row_is_caug
 
 
 async def _produce_raw(settings: object, payload: bytes) -> None:
-    from streamrec.stream.kafka import producer
+    from streamrec.infra.kafka_clients import producer
 
     client = producer(settings.broker)  # type: ignore[attr-defined]
     await client.start()

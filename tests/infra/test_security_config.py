@@ -13,8 +13,9 @@ from streamrec.features.repo import redis_connection_string
 from streamrec.infra.errors import StackError
 from streamrec.infra.kafka import BrokerConfig, BrokerSecurity, scram_argument, server_properties
 from streamrec.infra.services import RedisAuth, _redis_config
+from streamrec.infra.settings import SettingsError
 from streamrec.infra.tls import TlsFiles
-from streamrec.stream.settings import RedisSettings, SettingsError, load_settings
+from streamrec.stream.settings import RedisSettings, load_settings
 
 
 def _props(security: BrokerSecurity, tmp_path: Path) -> dict[str, str]:

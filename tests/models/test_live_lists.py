@@ -9,7 +9,7 @@ from streamrec.models.candidates import CandidateConfig
 from streamrec.models.config import ModelConfig
 from streamrec.models.datasets import synthetic
 from streamrec.models.evaluation import rank_sampled
-from streamrec.models.live_lists import LiveLists
+from streamrec.tools.live_lists import LiveLists
 
 
 def lists_of(held: dict[str, list[str]]) -> LiveLists:

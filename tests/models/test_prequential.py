@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.models.candidates import CandidateConfig
 from streamrec.models.config import ModelConfig, TrainConfig
 from streamrec.models.datasets import Dataset
 from streamrec.models.pipeline import train_and_publish
-from streamrec.models.prequential import ABSENT, VARIANTS, Replay, Scored, batches, bucket_for, next_event, over_time, replay, summarise
-from streamrec.models.quality import redis_for
-from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.tools.prequential import ABSENT, VARIANTS, Replay, Scored, batches, bucket_for, next_event, over_time, replay, summarise
+from streamrec.tools.quality import redis_for
 
 FAST = TrainConfig(epochs=2, embedding_dim=8, hidden=(16,), batch_size=256, threads=1, patience=1)
 T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from streamrec.models.config import ModelConfig, TrainConfig
 from streamrec.models.datasets import synthetic
-from streamrec.models.quality import objective_dataset, serving_model
 from streamrec.models.registry import ModelRegistry
 from streamrec.models.splits import Protocol
+from streamrec.tools.quality import objective_dataset, serving_model
 
 FAST = TrainConfig(epochs=1, embedding_dim=4, hidden=(8,), batch_size=256, threads=1, patience=1)
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.features.config import FeatureConfig
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
 from streamrec.models.artifact import publish_model
 from streamrec.models.config import ModelConfig
@@ -29,7 +30,6 @@ from streamrec.models.recent_ranker import RecentRanker
 from streamrec.models.recommenders import NeuralRecommender, dense_transform
 from streamrec.models.registry import ModelRegistry
 from streamrec.models.scorer import ScoreBatch, open_scorer
-from streamrec.stream.schemas import ClickEvent, EventType
 from tests.models.conftest import FAST
 
 

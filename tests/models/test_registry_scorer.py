@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamrec.models.cli import main
 from streamrec.models.config import ModelConfig
 from streamrec.models.ort_package import onnxruntime_package
 from streamrec.models.recommenders import NeuralRecommender
 from streamrec.models.registry import ArtifactError, ModelRegistry
 from streamrec.models.scorer import CPU, ScoreBatch, choose_provider, choose_variant, open_scorer
 from streamrec.models.watcher import ModelWatcher, NoModelError
+from streamrec.tools.models_cli import main
 from tests.models.conftest import republish
 
 

@@ -15,13 +15,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.online import RedisFeatureStore
 from streamrec.features.schema import ITEM_VIEW
 from streamrec.features.verify import VerifyReport, verify
+from streamrec.infra.kafka_clients import consumer
 from streamrec.models.datasets import load_movielens
-from streamrec.stream.kafka import consumer
 from streamrec.stream.reliability import write_record
-from streamrec.stream.schemas import ClickEvent, EventType
 
 WAIT_S = 150.0  # generous: the 2 cores are shared with other suites
 
@@ -54,7 +54,7 @@ async def events_applied(store: RedisFeatureStore, items: Sequence[str]) -> int:
 async def paced_produce(settings: Any, events: Sequence[ClickEvent], rate: float, stop: asyncio.Event) -> int:
     """Send ``events`` keyed by user at about ``rate`` per second until they run out or
     ``stop`` is set; returns how many were sent (all acknowledged)."""
-    from streamrec.stream.kafka import producer
+    from streamrec.infra.kafka_clients import producer
 
     client = producer(settings.broker)
     await client.start()

@@ -3,7 +3,7 @@
 Each :class:`Payload` carries its category, the record key and value, and, for a
 valid event that a client sent to another partition than its user's, that partition.
 ``EXPECTED`` says which outcomes each category allows: ``"applied"`` or DLQ reasons
-(stream/schemas.py). The hypothesis categories allow any outcome: the test holds the
+(features/messages.py). The hypothesis categories allow any outcome: the test holds the
 worker to the schema's verdict on each payload (``parse_record``) instead.
 
 Good events are stamped within ten minutes of ``base_ts`` (none is late) and every
@@ -24,8 +24,8 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from streamrec.stream.routing import user_partition
-from streamrec.stream.schemas import EVENT_TYPES, MAX_ID_LENGTH, MAX_QUERY_LENGTH, ClickEvent, Rejection, parse_record
+from streamrec.features.messages import EVENT_TYPES, MAX_ID_LENGTH, MAX_QUERY_LENGTH, ClickEvent, Rejection, parse_record
+from streamrec.features.routing import user_partition
 
 MAX_BYTES = 4096  # the worker's default max_event_bytes
 CONTROL_CHARS = ["\x00", "\n", "\t", "\x1b", "\x1f"]

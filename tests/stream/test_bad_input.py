@@ -6,7 +6,7 @@ and the counts must balance, per the worker's counters and per the topics:
     consumed = applied + dead-lettered + routed,  routed = the copies consumed again
 
 (a routed record is a good event that a client sent to another partition than its
-user's; stream/routing.py copies it there, where it is applied).
+user's; features/routing.py copies it there, where it is applied).
 
 A summary of the run goes to ``fuzz.json`` in the test's tmp dir, and in
 ``$STREAMREC_RELIABILITY_DIR`` when that is set (the reliability report reads it).
@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
+from streamrec.features.messages import ClickEvent, DeadLetter, EventType
+from streamrec.features.routing import routed_from, user_partition
 from streamrec.features.verify import verify
-from streamrec.stream.kafka import producer
-from streamrec.stream.routing import routed_from, user_partition
+from streamrec.infra.kafka_clients import producer
 from streamrec.stream.runtime import stop_process
-from streamrec.stream.schemas import ClickEvent, DeadLetter, EventType
 from streamrec.stream.topics import ensure_topics
 from tests.stream.accounting import counting_worker_settings, read_all, wait_for_counters
 from tests.stream.conftest import RunningWorker, start_worker

@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from streamrec.features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.online import RedisFeatureStore
 from streamrec.features.schema import ITEM_VIEW, USER_VIEW
+from streamrec.infra.kafka_clients import consumer
 from streamrec.models.datasets import load_movielens
-from streamrec.stream.kafka import consumer
-from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.tools.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -78,7 +78,7 @@ async def _unread_records(settings: Any) -> dict[str, int]:
     from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from streamrec.stream.kafka import client_options
+    from streamrec.infra.kafka_clients import client_options
 
     admin = AIOKafkaAdminClient(**client_options(settings.broker))
     await admin.start()

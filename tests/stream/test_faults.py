@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from streamrec.features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
 from streamrec.features.online import RedisFeatureStore
+from streamrec.tools.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
 from tests.stream.faults import (
     Outcome, answered, clickstream_offsets, committed_offsets, events_applied, exact, movielens_events, paced_produce,
     recommendations, wait_for_count, wait_until,

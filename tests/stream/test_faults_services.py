@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from streamrec.features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
 from streamrec.features.online import RedisFeatureStore
 from streamrec.infra.stack import EmbeddedStack, StackConfig
+from streamrec.tools.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
 from tests.stream.faults import Outcome, events_applied, exact, movielens_events, wait_for_count, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamrec.stream.schemas import ClickEvent, Rejection, parse_event, parse_record
+from streamrec.features.messages import ClickEvent, Rejection, parse_event, parse_record
 from tests.stream.fuzz_payloads import COUNTS, EXPECTED, Fuzzer, all_payloads, any_records
 
 BASE_TS = 1_764_460_800.0  # 2025-11-30T00:00:00Z
@@ -44,7 +44,7 @@ def test_the_fuzz_is_mostly_bad_and_covers_every_reason(payloads: list) -> None:
 def test_wrong_partition_payloads_are_good_events_for_another_partition() -> None:
     fuzzer = Fuzzer([{"user_id": "7", "item_id": "9", "type": "rating", "rating": 4.0}], run="t", base_ts=BASE_TS,
                     partitions=4)
-    from streamrec.stream.routing import user_partition
+    from streamrec.features.routing import user_partition
 
     for _ in range(20):
         p = fuzzer.wrong_partition()

@@ -5,10 +5,10 @@ from datetime import datetime, timezone
 from streamrec.features.config import FeatureConfig
 from streamrec.features.global_state import GlobalShard
 from streamrec.features.item_state import ItemState, apply_item_event
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.schema import ITEM_VIEW, USER_VIEW
 from streamrec.features.user_state import UserState, apply_user_event
 from streamrec.stream.online_refill import item_row, shard_row, user_row
-from streamrec.stream.schemas import ClickEvent, EventType
 
 CFG = FeatureConfig()
 

@@ -1,7 +1,7 @@
 """One user's events from three clients that partition differently: aiokafka (murmur2,
 Java's default), confluent-kafka and kcat with librdkafka's default partitioner
 (``consistent_random``: crc32 of the key). The user's state must stay whole on the
-user's partition: the records that land elsewhere are copied there (stream/routing.py),
+user's partition: the records that land elsewhere are copied there (features/routing.py),
 the user's state changelog is written on that partition only, and features/verify.py's
 exact comparison holds. Under both processing guarantees."""
 
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.online import RedisFeatureStore
+from streamrec.features.routing import routed_from, user_partition
 from streamrec.features.schema import USER_VIEW
 from streamrec.features.verify import verify
-from streamrec.stream.kafka import producer
-from streamrec.stream.routing import routed_from, user_partition
+from streamrec.infra.kafka_clients import producer
 from streamrec.stream.runtime import stop_process
-from streamrec.stream.schemas import ClickEvent, EventType
 from streamrec.stream.topics import ensure_topics
 from tests.stream.accounting import counting_worker_settings, read_all, wait_for_counters
 from tests.stream.conftest import RunningWorker, start_worker

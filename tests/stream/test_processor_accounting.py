@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from streamrec.features.messages import ClickEvent, DeadLetter, EventType
 from streamrec.features.schema import USER_VIEW, FeatureRow
 from streamrec.stream.processor import EventProcessor
-from streamrec.stream.schemas import ClickEvent, DeadLetter, EventType
 from streamrec.stream.settings import load_settings
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from streamrec.features.config import FeatureConfig
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.online import RedisFeatureStore
 from streamrec.features.schema import ITEM_VIEW, USER_VIEW
 from streamrec.features.user_state import UserState
@@ -30,7 +31,6 @@ from streamrec.models.scorer import ScoreBatch
 from streamrec.models.watcher import ModelWatcher
 from streamrec.stream.ranking import CandidateReader, FeaturePlan, RankingRecommender, bench_events, replay_events
 from streamrec.stream.recommend import RecommendRequest
-from streamrec.stream.schemas import ClickEvent, EventType
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest
 from streamrec.features.schema import FeatureRow
 from streamrec.features.user_state import UserState
@@ -21,7 +22,6 @@ from streamrec.models.candidates import CandidateConfig
 from streamrec.models.scorer import ScoreBatch
 from streamrec.stream.ranking import NO_MODEL, CandidateInputs, FeaturePlan, RankingRecommender, Serving
 from streamrec.stream.recommend import RecommendRequest
-from streamrec.stream.schemas import ClickEvent, EventType
 
 POPULAR = [f"i{n}" for n in range(8)]
 

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from streamrec.features.messages import Recommendation, RecommendedItem, StageLatency
 from streamrec.stream.rec_cache import RecommendationCache
-from streamrec.stream.schemas import Recommendation, RecommendedItem, StageLatency
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from datetime import datetime, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.user_state import UserState
 from streamrec.stream.recommend import RecommendRequest, coalesce
-from streamrec.stream.schemas import ClickEvent, EventType
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from streamrec.stream.replay import events_from
+from streamrec.models.datasets import events_from
 
 
 def frame() -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Routing a user's records to the user's partition (stream/routing.py): the partition
+"""Routing a user's records to the user's partition (features/routing.py): the partition
 function, the header, the mark that catches a second copy, and the processor's part.
 The broker-level test with three clients is tests/stream/test_partition_routing.py."""
 
@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamrec.features.config import FeatureConfig
+from streamrec.features.messages import ClickEvent, EventType
+from streamrec.features.routing import ROUTED_FROM, routed_from, routed_header, user_partition
 from streamrec.features.user_state import Skipped, UserState, UserUpdate, apply_user_event
 from streamrec.stream.processor import EventProcessor
-from streamrec.stream.routing import ROUTED_FROM, routed_from, routed_header, user_partition
-from streamrec.stream.schemas import ClickEvent, EventType
 from streamrec.stream.settings import load_settings
 from tests.stream.test_processor_accounting import T0, FakeTable, RecordingSink, RecordingWriter
 

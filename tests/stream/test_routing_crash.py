@@ -1,5 +1,5 @@
 """A worker killed with nothing committed re-reads everything and routes every stray
-record a second time: the second copies must change nothing (stream/routing.py).
+record a second time: the second copies must change nothing (features/routing.py).
 
 Offsets are never committed in the first run (a commit interval longer than the run)
 and states reach their changelogs after every batch, so the restarted worker meets
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from streamrec.features.messages import ClickEvent, EventType
+from streamrec.features.routing import routed_from, user_partition
 from streamrec.features.verify import verify
+from streamrec.infra.kafka_clients import producer
 from streamrec.infra.stack import free_port
-from streamrec.stream.kafka import producer
-from streamrec.stream.routing import routed_from, user_partition
 from streamrec.stream.runtime import stop_process
-from streamrec.stream.schemas import ClickEvent, EventType
 from streamrec.stream.settings import Settings
 from streamrec.stream.topics import ensure_topics
 from tests.stream.accounting import counting_worker_settings, read_all, wait_for_counters

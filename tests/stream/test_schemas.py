@@ -5,7 +5,7 @@ from datetime import timezone
 
 import pytest
 
-from streamrec.stream.schemas import ClickEvent, DeadLetter, EventType, Rejection, parse_event
+from streamrec.features.messages import ClickEvent, DeadLetter, EventType, Rejection, parse_event
 
 GOOD = {"event_id": "e1", "user_id": 7, "item_id": "i9", "type": "rating", "rating": 4.5, "ts": 1_700_000_000}
 

@@ -24,13 +24,14 @@ import pytest
 from pydantic import SecretStr
 
 from streamrec.features.config import FeatureConfig
+from streamrec.features.messages import ClickEvent, EventType, Recommendation
 from streamrec.features.online import RedisFeatureStore
 from streamrec.features.schema import USER_VIEW
+from streamrec.infra.kafka_clients import check_login, consumer, producer
+from streamrec.infra.settings import BrokerSettings, SettingsError
 from streamrec.infra.stack import free_port
-from streamrec.stream.kafka import check_login, consumer, producer
 from streamrec.stream.runtime import check_redis_login, feature_repo_dir, settings_env, spawn_worker, stop_process
-from streamrec.stream.schemas import ClickEvent, EventType, Recommendation
-from streamrec.stream.settings import BrokerSettings, RedisSettings, Settings, SettingsError
+from streamrec.stream.settings import RedisSettings, Settings
 from streamrec.stream.topics import ensure_topics
 from tests.stream.conftest import worker_settings
 

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from streamrec.stream.settings import SettingsError, load_settings
+from streamrec.infra.settings import SettingsError
+
+from streamrec.stream.settings import load_settings
 
 
 def test_defaults_suit_a_kafka_broker() -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.stream.processor import EventProcessor
-from streamrec.stream.schemas import ClickEvent, EventType
 from streamrec.stream.settings import load_settings
 from tests.stream.test_processor_accounting import FakeTable, RecordingSink
 

@@ -123,8 +123,8 @@ async def test_a_batch_run_while_a_flush_waits_goes_whole_to_the_next_flush() ->
     global counts 18 events short after tests/stream/test_faults.py's SIGKILL)."""
     from datetime import datetime, timezone
 
+    from streamrec.features.messages import ClickEvent, EventType
     from streamrec.stream.processor import EventProcessor
-    from streamrec.stream.schemas import ClickEvent, EventType
     from streamrec.stream.settings import load_settings
 
     class Writer:

@@ -14,9 +14,9 @@ from collections import defaultdict
 
 import pytest
 
-from streamrec.stream.kafka import consumer, producer
+from streamrec.features.messages import ClickEvent, DeadLetter, EventType, MetricsSnapshot, Recommendation
+from streamrec.infra.kafka_clients import consumer, producer
 from streamrec.stream.topics import ensure_topics
-from streamrec.stream.schemas import ClickEvent, DeadLetter, EventType, MetricsSnapshot, Recommendation
 from tests.stream.conftest import RunningWorker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,12 +15,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from streamrec.features.messages import Recommendation, RecommendedItem, StageLatency
+from streamrec.infra.settings import SettingsError
 from streamrec.stream.gateway.app import create_app
 from streamrec.stream.gateway.catalogue import Catalogue, load_catalogue
-from streamrec.stream.gateway.sse import messages
-from streamrec.stream.schemas import Recommendation, RecommendedItem, StageLatency
-from streamrec.stream.settings import SettingsError, load_settings
 from streamrec.stream.gateway.client import SseClient
+from streamrec.stream.gateway.sse import messages
+from streamrec.stream.settings import load_settings
 from tests.stream.gateway.conftest import client_session, offline_settings, serve, wait_until
 
 

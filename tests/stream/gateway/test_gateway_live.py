@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from streamrec.features.messages import ClickEvent, Recommendation
+from streamrec.infra.kafka_clients import consumer
 from streamrec.stream.gateway.app import create_app
-from streamrec.stream.kafka import consumer
-from streamrec.stream.schemas import ClickEvent, Recommendation
 from streamrec.stream.settings import Settings
 from tests.stream.conftest import RunningWorker
 from streamrec.stream.gateway.client import SseClient, click, post_event, wait_until_serving

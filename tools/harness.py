@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.online import RedisFeatureStore
 from streamrec.features.schema import USER_VIEW
-from streamrec.stream.schemas import ClickEvent, EventType
 
 
 def isolated_settings(bootstrap: str, redis_url: str, data_dir: Path, **overrides: Any) -> Any:
@@ -52,7 +52,7 @@ async def wait_ready(
     settings: Any, store: RedisFeatureStore, worker: subprocess.Popen[bytes], log: Path, timeout_s: float = 150
 ) -> None:
     """Send a probe event every few seconds until the worker has written its row."""
-    from streamrec.stream.kafka import producer
+    from streamrec.infra.kafka_clients import producer
     from streamrec.stream.topics import ensure_topics
 
     await ensure_topics(settings)
@@ -76,7 +76,7 @@ async def wait_ready(
 
 async def produce(settings: Any, events: list[ClickEvent], **producer_options: Any) -> None:
     """Send events to ``clickstream`` keyed by user, in order, and wait for the acks."""
-    from streamrec.stream.kafka import producer
+    from streamrec.infra.kafka_clients import producer
 
     client = producer(settings.broker, **producer_options)
     await client.start()

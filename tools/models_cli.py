@@ -6,7 +6,7 @@ Each handler takes the parsed args and returns an exit code. Settings come from
 ``args.model_config`` (a :class:`ModelConfig`) when the caller sets it with
 ``set_defaults``, else from the environment through ``streamrec.stream.settings`` (its
 ``models`` section, ``STREAMREC_MODELS__*``); ``--registry-dir`` overrides either.
-Run standalone with ``python -m streamrec.models.cli ...``.
+Run standalone with ``python -m streamrec.tools.models_cli ...``.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg, dataset = _config(args), _load(args)
     if args.protocol and args.protocol.partition(":")[0] in ("prequential", "topn"):
-        from streamrec.models.quality import cmd_quality
+        from streamrec.tools.quality import cmd_quality
 
         _write_json(args.json, cmd_quality(args, cfg, dataset))
         return 0
@@ -162,7 +162,7 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
     evaluate.add_argument("--compare", choices=["surprise"], help="also run scikit-surprise SVD, SVD++, BaselineOnly")
     evaluate.add_argument("--sampled-only", action="store_true", help="ranking: skip the full-catalogue pass")
     evaluate.add_argument("--plot", default="var/plots/evaluate_learning_curves.png")
-    quality = evaluate.add_argument_group("prequential / topn (the lists people see, with the worker's settings: models/quality.py)")
+    quality = evaluate.add_argument_group("prequential / topn (the lists people see, with the worker's settings: tools/quality.py)")
     quality.add_argument("--objective", choices=["implicit", "explicit"], default="implicit", help="what the serving ranker learns")
     quality.add_argument("--window-s", type=float, default=1.0, help="prequential: event time one batch spans")
     quality.add_argument("--redis-url", help="a Redis for the worker's store (default: a private redis-server)")
@@ -190,7 +190,7 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamrec.models.cli")
+    parser = argparse.ArgumentParser(prog="python -m streamrec.tools.models_cli")
     commands = parser.add_subparsers(dest="command", required=True)
     bench = commands.add_parser("bench").add_subparsers(dest="bench_command", required=True)
     register(commands, bench)

@@ -43,12 +43,12 @@ from tqdm import tqdm
 
 from streamrec.features.batching import MicroBatchWriter
 from streamrec.features.config import FeatureConfig
-from streamrec.features.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
 from streamrec.features.history import feature_history
+from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.online import ReadRequest, RedisFeatureStore
 from streamrec.features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, VIEWS, epoch_ms
 from streamrec.features.verify import bench_check
-from streamrec.stream.schemas import ClickEvent, EventType
+from streamrec.tools.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
 
 POLL_S = 0.002
 SAMPLES_PER_S = 200  # events tracked for freshness; polling all of them would load the 2 cores
@@ -234,7 +234,7 @@ async def _global_events(store: RedisFeatureStore, shards: list[str]) -> int:
 async def _freshness(
     settings: Any, store: RedisFeatureStore, events: list[ClickEvent], rate: float, duration_s: float, ledger: Ledger
 ) -> dict[str, Any]:
-    from streamrec.stream.kafka import producer
+    from streamrec.infra.kafka_clients import producer
 
     pending: dict[str, list[tuple[int, float]]] = defaultdict(list)  # user → (event ts ms, sent at)
     samples: list[float] = []

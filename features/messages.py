@@ -1,7 +1,9 @@
 """Message schemas for every topic streamrec reads or writes.
 
-One importable place: the workers, the replay tool, the benchmarks and (later) the
-frontend gateway all use these models, so a topic's contract lives here alone.
+One importable place: the workers, the replay tool, the benchmarks and the gateway
+all use these models. They live in the features layer, the lowest one that consumes
+them (the user and item state updates apply ``ClickEvent``s), so that models and the
+stream pipeline above read the event vocabulary from below and nothing imports upward.
 
 Times are UTC. ``ts`` fields are timezone-aware datetimes on the wire as ISO 8601
 strings; producers may also send epoch seconds (int or float), which are read as UTC.

@@ -1,7 +1,7 @@
 """``streamrec features export``, ``streamrec verify`` and ``streamrec bench features``.
 
 ``register(subparsers, bench_subparsers)`` adds the commands to the lead's parser;
-``python -m streamrec.features.cli ...`` runs them standalone.
+``python -m streamrec.tools.features_cli ...`` runs them standalone.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from streamrec.features.export import dump_topic, events_from_frame, export, rating_labels, training_set
+    from streamrec.features.export import dump_topic, export, rating_labels, training_set
     from streamrec.features.repo import apply_repo
     from streamrec.stream.runtime import feature_repo_dir
     from streamrec.stream.settings import load_settings
@@ -60,11 +60,11 @@ def _export(args: argparse.Namespace) -> int:
     if args.from_topic:
         events = asyncio.run(_read_clickstream(settings, dump_topic))
     else:
-        from streamrec.models.datasets import load_dataset
+        from streamrec.models.datasets import events_from, load_dataset
 
         data = load_dataset(None, args.data) if args.data else load_dataset(args.dataset)
         frame = data.interactions if args.limit is None else data.interactions.iloc[: args.limit]
-        events = events_from_frame(frame, data.name)
+        events = list(events_from(frame, data.name))
     events = events[: args.limit] if args.limit else events
     data_dir = feature_repo_dir(settings)
     repo = apply_repo(settings.features, settings.redis.effective_url, data_dir)
@@ -80,7 +80,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 async def _read_clickstream(settings: Any, dump: Any) -> list[Any]:
-    from streamrec.stream.kafka import consumer
+    from streamrec.infra.kafka_clients import consumer
 
     client = consumer(settings.broker, settings.topics.clickstream, auto_offset_reset="earliest")
     await client.start()
@@ -108,7 +108,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from streamrec.features.bench import BenchOptions, run_bench
+    from streamrec.tools.bench_features import BenchOptions, run_bench
 
     options = BenchOptions(
         events=args.events, rate=args.rate, duration_s=args.duration, reads=args.reads,
@@ -118,7 +118,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamrec.features.cli")
+    parser = argparse.ArgumentParser(prog="python -m streamrec.tools.features_cli")
     sub = parser.add_subparsers(metavar="COMMAND")
     bench = sub.add_parser("bench").add_subparsers(metavar="BENCH")
     register(sub, bench)

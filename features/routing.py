@@ -1,5 +1,9 @@
 """Each user's ``clickstream`` records on one partition, whichever client sent them.
 
+Part of the event vocabulary, in the features layer: the state updates and the
+verification read the routing header and the user's partition, the pipeline sends the
+copies.
+
 A user's state is updated by the worker that owns the user's partition, and its
 per-partition offset mark (features/window.py) recognises a redelivered record
 because the user's records come from that partition in order. Producers pick the

@@ -1,8 +1,8 @@
-"""The live pipeline's lists as leave-last-out models (``models/quality.py``'s top-N table).
+"""The live pipeline's lists as leave-last-out models (``tools/quality.py``'s top-N table).
 
 :class:`LiveLists` trains the serving ranker on the split's training rows (the same
 leave-last-out split, through ``models/pipeline.py``'s :func:`train_and_publish`),
-replays those rows through the worker's code (``models/prequential.py``'s
+replays those rows through the worker's code (``tools/prequential.py``'s
 :class:`Replay`: state updates, a real Redis store, ``stream/ranking.py``'s
 recommenders) and keeps, for every user, each variant's list as of the user's last
 training event, ``max_candidates`` deep. A :class:`LiveRecommender` scores an item by
@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 from streamrec.features.config import FeatureConfig
+from streamrec.features.messages import ItemId, UserId
 from streamrec.models.candidates import CandidateConfig
 from streamrec.models.config import ModelConfig
 from streamrec.models.datasets import Dataset
-from streamrec.models.prequential import VARIANTS, Replay
-from streamrec.stream.schemas import ItemId, UserId
+from streamrec.tools.prequential import VARIANTS, Replay
 
 REQUESTS_PER_BATCH = 64
 
@@ -62,7 +62,7 @@ class LiveLists:
         return int(ModelRegistry(self.models.registry_dir).metadata(version)["data"]["train_rows"])
 
     async def _replay(self, train: pd.DataFrame) -> dict[str, dict[UserId, list[ItemId]]]:
-        from streamrec.stream.replay import events_from
+        from streamrec.models.datasets import events_from
 
         events = list(events_from(train.sort_values("ts", kind="stable"), self.dataset.name))
         out: dict[str, dict[UserId, list[ItemId]]] = {v: {} for v in VARIANTS}

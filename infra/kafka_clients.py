@@ -1,6 +1,7 @@
 """aiokafka clients built from settings, for the tools around the worker (replay,
 tail, benchmarks, tests). The worker itself talks to Kafka through Faust, with the
-same security settings (``faust_credentials``, used by stream/app.py)."""
+same security settings (``faust_credentials``, used by stream/app.py). In the bottom
+layer, with the broker settings they are built from, so every layer may open one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streamrec.stream.settings import BrokerSettings, SettingsError
+from streamrec.infra.settings import BrokerSettings, SettingsError
 
 
 def client_options(broker: BrokerSettings) -> dict[str, Any]:

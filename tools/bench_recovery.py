@@ -30,9 +30,9 @@ ITEMS = 1000
 async def _time_to_serve(settings: Any, store: Any, worker: subprocess.Popen[bytes], log: Path, began: float,
                          probe_user: str, timeout_s: float = 600) -> float:
     """Seconds from ``began`` until ``probe_user``'s probe event is in the online store."""
-    from streamrec.features.harness import produce
+    from streamrec.features.messages import ClickEvent, EventType
     from streamrec.features.schema import USER_VIEW
-    from streamrec.stream.schemas import ClickEvent, EventType
+    from streamrec.tools.harness import produce
 
     probe = ClickEvent(event_id=f"probe-{probe_user}", user_id=probe_user, item_id="probe", type=EventType.VIEW,
                        ts=datetime.now(timezone.utc))
@@ -47,7 +47,7 @@ async def _time_to_serve(settings: Any, store: Any, worker: subprocess.Popen[byt
 
 
 def _events(users: int, updates: int) -> list[Any]:
-    from streamrec.stream.schemas import ClickEvent, EventType
+    from streamrec.features.messages import ClickEvent, EventType
 
     start = datetime.now(timezone.utc)
     return [
@@ -60,7 +60,7 @@ def _events(users: int, updates: int) -> list[Any]:
 async def _changelog_records(settings: Any, topic: str) -> int:
     from aiokafka import TopicPartition
 
-    from streamrec.stream.kafka import consumer
+    from streamrec.infra.kafka_clients import consumer
 
     reader = consumer(settings.broker)
     await reader.start()
@@ -74,11 +74,11 @@ async def _changelog_records(settings: Any, topic: str) -> int:
 
 
 async def _one(settings: Any, users: int, updates: int, tmp: Path) -> dict[str, Any]:
-    from streamrec.features.harness import produce, start_worker, stop_worker
     from streamrec.features.online import RedisFeatureStore
     from streamrec.features.schema import USER_VIEW
     from streamrec.features.verify import bench_check
     from streamrec.stream.topics import ensure_topics
+    from streamrec.tools.harness import produce, start_worker, stop_worker
 
     await ensure_topics(settings)
     store = RedisFeatureStore.from_url(settings.redis.effective_url, settings.features)
@@ -118,8 +118,8 @@ async def _one(settings: Any, users: int, updates: int, tmp: Path) -> dict[str, 
 
 
 def run(user_counts: list[int], updates: int) -> dict[str, Any]:
-    from streamrec.features.harness import isolated_settings
     from streamrec.infra.stack import EmbeddedStack, StackConfig
+    from streamrec.tools.harness import isolated_settings
 
     runs = []
     for users in user_counts:

@@ -28,7 +28,7 @@ Variants, all in one pass, each its own :class:`RankingRecommender` over the sam
 ``pipeline``    the same candidates ranked by the model: what the worker serves.
 
 Only events from index ``start`` on are scored; earlier ones warm the state up (the
-ranker is trained on them, see ``models/quality.py``), and lists are made then only
+ranker is trained on them, see ``tools/quality.py``), and lists are made then only
 for users whose next event is scored.
 """
 
@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from streamrec.features.config import FeatureConfig
 from streamrec.features.item_state import ItemState, ItemUpdate, apply_item_event
+from streamrec.features.messages import ClickEvent, ItemId, UserId
 from streamrec.features.online import RedisFeatureStore
 from streamrec.features.schema import FeatureRow
 from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
@@ -54,7 +55,6 @@ from streamrec.models.metrics import hit_rate, mrr, ndcg
 from streamrec.models.watcher import ModelWatcher
 from streamrec.stream.ranking import CandidateReader, RankingRecommender
 from streamrec.stream.recommend import RecommendRequest
-from streamrec.stream.schemas import ClickEvent, ItemId, UserId
 
 VARIANTS = ("popularity", "covisit", "candidates", "pipeline")
 FLUSH_ROWS = 5000  # rows held back at most while no list is due (warm-up writes in big batches)

@@ -3,11 +3,11 @@ prequential[:FRACTION]`` and ``--protocol topn``.
 
 ``prequential`` trains the serving ranker on the earliest ``1 - FRACTION`` of the
 events (``models/pipeline.py``'s :func:`train_and_publish`, time holdout), then
-replays the whole data set through the worker's code (``models/prequential.py``)
+replays the whole data set through the worker's code (``tools/prequential.py``)
 and scores the last ``FRACTION`` event by event. ``topn`` is leave-last-out over the
 full catalogue and 99 sampled negatives (``models/evaluation.py``) for popularity,
 item-kNN, EASE, ALS, BPR (``models/topn.py``), the ranker alone, and the live
-pipeline's lists (``models/live_lists.py``): one table, the same split and seed.
+pipeline's lists (``tools/live_lists.py``): one table, the same split and seed.
 
 Both need a Redis for the worker's store: a private ``redis-server`` started here
 (stopped by PID at the end) unless ``--redis-url`` names one.
@@ -93,9 +93,9 @@ def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fr
                     registry: Path | None = None) -> dict[str, Any]:
     """Train on the time holdout's first part (or reuse ``registry``'s model for it, see
     :func:`serving_model`), replay everything, score the rest."""
-    from streamrec.models.prequential import Replay, bucket_for, over_time, replay, summarise
+    from streamrec.models.datasets import events_from
     from streamrec.models.splits import time_holdout
-    from streamrec.stream.replay import events_from
+    from streamrec.tools.prequential import Replay, bucket_for, over_time, replay, summarise
 
     frame = dataset.interactions
     start = len(frame) - len(time_holdout(frame, fraction)[1])
@@ -125,8 +125,8 @@ def run_topn(dataset: Dataset, models: ModelConfig, redis_url: str, *, objective
     """Leave-last-out top-N table of the references, the ranker and the live lists."""
     from streamrec.models.baselines import Popularity
     from streamrec.models.evaluation import evaluate_ranking, summarise
-    from streamrec.models.live_lists import LiveLists
     from streamrec.models.topn import EASE, ImplicitALS, ImplicitBPR, ItemKNN
+    from streamrec.tools.live_lists import LiveLists
 
     seed = models.train.seed
     with tempfile.TemporaryDirectory(prefix="streamrec-topn-") as registry:
