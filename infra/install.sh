@@ -60,6 +60,6 @@ other=$([ "$ort" = gpu ] && echo onnxruntime || echo onnxruntime-gpu)
 .venv/bin/python -m pip uninstall -q -y "$other" 2>/dev/null || true
 # torch first and exactly pinned: a looser spec pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[$ort,test]"
+.venv/bin/python -m pip install -q -e ".[$ort,tools,test]"
 echo "$want" > "$stamp"
 echo "installed streamrec into .venv (onnx runtime: $ort)"

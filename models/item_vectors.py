@@ -11,7 +11,7 @@ is then skipped.
 Search is by cosine similarity (vectors are L2-normalised at load). Two indexes behind
 one protocol: :class:`ExactIndex` (numpy, one matrix-vector product + partition) and
 :class:`HnswIndex` (usearch HNSW, approximate). :func:`build_index` picks by catalogue
-size (``CandidateConfig.exact_search_max_items``); ``models/ann_bench.py`` measured
+size (``CandidateConfig.exact_search_max_items``); ``tools/bench_ann.py`` measured
 where the crossover is.
 """
 

@@ -17,7 +17,6 @@ from streamrec.models.datasets import Dataset, load_dataset
 from streamrec.models.evaluation import candidate_rows, sample_negatives
 from streamrec.models.encoding import Inputs
 from streamrec.models.metrics import hit_rate, mae, ndcg, ranks, rmse
-from streamrec.models.plots import plot_learning_curves
 from streamrec.models.recommenders import NeuralRecommender
 from streamrec.models.registry import ArtifactError, ModelRegistry
 from streamrec.models.splits import Protocol
@@ -76,6 +75,8 @@ def train_and_publish(
     registry = ModelRegistry(cfg.registry_dir)
     version = publish_model(model, registry, cfg, check, data, metrics, group, promote)
     if plot is not None:
+        from streamrec.models.plots import plot_learning_curves  # matplotlib: the tools extra
+
         plot_learning_curves({model.name: model.history}, plot, "validation RMSE" if objective == "explicit" else "validation BCE")
     return TrainResult(version, metrics, model, plot)
 

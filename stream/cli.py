@@ -1,8 +1,9 @@
-"""The ``streamrec`` command line.
-
-Each package adds its own subcommands through ``register(subparsers, bench_subparsers)``
-(features, models); this module owns the stack, worker, replay, tail and demo
-commands. Settings are built once per command, after argument parsing, so a bad
+"""The pipeline's own commands of the ``streamrec`` command line: stack, worker, replay,
+tail, gateway, recommendations, settings. ``python -m streamrec.stream.cli worker`` (and
+``gateway``) is how the worker and gateway child processes start. The installed
+``streamrec`` command (streamrec.tools.cli) adds the tools' subcommands through
+``register(subparsers, bench_subparsers)``: features, models, demo, the
+benchmarks. Settings are built once per command, after argument parsing, so a bad
 setting fails before anything starts, with the variable's name.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import re
 import sys
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamrec.infra.settings import SettingsError
-
 from streamrec.stream.settings import Settings, load_settings
 from streamrec.stream.signals import sigterm_as_interrupt
 
@@ -28,14 +27,13 @@ if TYPE_CHECKING:
     from streamrec.infra.stack import StackConfig
 
 Handler = Callable[[argparse.Namespace], int]
-PLUGIN_MODULES = ("streamrec.tools.features_cli", "streamrec.tools.models_cli", "streamrec.stream.bench_e2e", "streamrec.stream.bench_broker", "streamrec.tools.bench_recovery", "streamrec.stream.bench_soak",
-                  "streamrec.stream.gateway.bench", "streamrec.stream.reliability")
+Register = Callable[[argparse._SubParsersAction, argparse._SubParsersAction], None]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, tools: Sequence[Register] = ()) -> int:
     from streamrec.stream.runtime import ServiceUnavailable
 
-    parser = build_parser()
+    parser = build_parser(tools)
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
@@ -55,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(tools: Sequence[Register] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamrec", description="Event-streaming real-time recommender.")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     bench = sub.add_parser("bench", help="benchmarks that print figures and write JSON")
@@ -64,13 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(sub)
     _add_replay(sub)
     _add_tail(sub)
-    _add_demo(sub)
     _add_gateway(sub)
     _add_recommendations(sub)
     _add_settings(sub)
-    for name in PLUGIN_MODULES:
-        module = importlib.import_module(name)
-        module.register(sub, bench_sub)
+    for register in tools:
+        register(sub, bench_sub)
     return parser
 
 
@@ -200,21 +196,6 @@ def _tail(args: argparse.Namespace) -> int:
     run(settings, args.what, raw=args.raw, from_beginning=args.from_beginning,
         max_messages=args.max_messages, duration_s=args.duration_s)
     return 0
-
-
-# -- demo ----------------------------------------------------------------------------
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the live demo: stack, worker, a replay of MovieLens, live output")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
-    p.add_argument("--rate", type=float, default=200.0, help="replay rate, events per second")
-    p.add_argument("--dataset", default="movielens")
-    p.set_defaults(func=_demo)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from streamrec.stream.demo import run_demo
-
-    return run_demo(load_settings(), duration_s=args.duration, rate=args.rate, dataset=args.dataset)
 
 
 # -- gateway -------------------------------------------------------------------------

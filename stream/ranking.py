@@ -11,7 +11,7 @@ Per ``recommend_many`` batch (all requests together), two Redis round trips:
 Candidates come from :func:`streamrec.models.candidates.generate` (co-visitation, embedding
 neighbours in the ranker's item space, popular; minus the user's newest seen items, features/indexes.py).
 All rows of the batch are scored in ONE ``Scorer.score`` call (``batch_scoring=False``
-scores per request instead; ``python -m streamrec.stream.ranking --bench`` measures both).
+scores per request instead; ``python -m streamrec.tools.bench_ranking --bench`` measures both).
 
 The scorer comes from a :class:`streamrec.models.watcher.ModelWatcher`: every
 ``poll_interval_s`` a background thread checks the registry's CURRENT file and swaps
@@ -28,35 +28,24 @@ wall times in ms (every request of a batch waited for all of them).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
-import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from itertools import chain, repeat
-from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import redis.asyncio as aioredis
 
 from streamrec.features import codec, resp
-from streamrec.features.batching import MicroBatchWriter
 from streamrec.features.config import FeatureConfig
 from streamrec.features.indexes import IndexKeys
-from streamrec.features.item_state import ItemState, ItemUpdate, apply_item_event
-from streamrec.features.messages import ClickEvent, EventType, ItemId, RecommendedItem, UserId
-from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest, RedisFeatureStore, redis_client
+from streamrec.features.messages import ItemId, RecommendedItem, UserId
+from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest, redis_client
 from streamrec.features.schema import ITEM_KEY, ITEM_VIEW, USER_VIEW, VIEWS
-from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
 from streamrec.models.candidates import EMPTY, CandidateConfig, Candidates, ScoredItems, generate, popular_scores, top_k
-from streamrec.models.config import ModelConfig
 from streamrec.models.item_vectors import ItemVectors, VectorIndex, build_index, embedding_neighbours, load_item_vectors
 from streamrec.models.scorer import ScoreBatch, Scorer
 from streamrec.models.watcher import ModelWatcher, NoModelError
@@ -363,141 +352,3 @@ def _items(cands: Candidates, picks: Iterable[int], scores: Sequence[float]) -> 
     built only here, for the few candidates that reach a list (validation included: the
     validating constructor is cheaper than ``model_construct``)."""
     return [RecommendedItem(item_id=cands.item_ids[i], score=scores[i], source=cands.source(i)) for i in picks]
-
-
-# -- loading a store from events, and the micro-benchmark ------------------------------
-async def replay_events(store: OnlineFeatureStore, events: Sequence[ClickEvent], cfg: FeatureConfig) -> dict[UserId, UserState]:
-    """Apply ``events`` with the worker's pure update functions (user side, then each
-    item message) and write every row through the micro-batching writer, as the worker
-    would. Returns each user's final state (what the worker's table would hold)."""
-    users: dict[UserId, UserState] = {}
-    items: dict[ItemId, ItemState] = {}
-    writer = MicroBatchWriter(store, batch_size=1000, flush_ms=50.0)
-    for event in events:
-        update = apply_user_event(users.setdefault(event.user_id, UserState()), event, cfg)
-        if not isinstance(update, UserUpdate):
-            continue
-        rows = [update.row]
-        for msg in update.item_messages:
-            result = apply_item_event(items.setdefault(msg.item_id, ItemState()), msg, cfg)
-            if isinstance(result, ItemUpdate):
-                rows.append(result.row)
-        await writer.submit(rows)
-    await writer.close()
-    return users
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    return round(float(np.percentile(values, q)), 3)
-
-
-async def _timed(recommender: RankingRecommender, batches: list[list[RecommendRequest]], gathered: bool) -> dict[str, float]:
-    """Latency per batch (ms): one ``recommend_many`` for the whole batch, or (``gathered``)
-    one call per request, all concurrent. ``per_request_p50_ms`` is the median batch
-    latency over the batch size; ``cpu_per_request_p50_ms`` the same for this process's
-    CPU time (what bounds a worker's throughput; Redis runs in its own process)."""
-    latencies: list[float] = []
-    cpu: list[float] = []
-    stages: dict[str, list[float]] = {"candidates": [], "features": [], "scoring": []}
-    for batch in batches:
-        began, began_cpu = time.perf_counter(), time.process_time()
-        if gathered:
-            results = [r[0] for r in await asyncio.gather(*(recommender.recommend_many([q]) for q in batch))]
-        else:
-            results = await recommender.recommend_many(batch)
-        latencies.append((time.perf_counter() - began) * 1000)
-        cpu.append((time.process_time() - began_cpu) * 1000 / len(batch))
-        for stage, values in stages.items():
-            values.append(results[0].stage_ms.get(stage, 0.0))
-    size = len(batches[0]) if batches else 1
-    out = {"p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99), "batches": float(len(batches)),
-           "per_request_p50_ms": round(_percentile(latencies, 50) / size, 3), "cpu_per_request_p50_ms": _percentile(cpu, 50)}
-    out.update({f"{stage}_p50_ms": _percentile(values, 50) for stage, values in stages.items()})
-    return out
-
-
-def bench_events(frame: Any) -> list[ClickEvent]:
-    """Rating events from an interaction frame (user_id, item_id, rating, ts in epoch s)."""
-    return [ClickEvent(event_id=f"bench-{i}", user_id=str(row.user_id), item_id=str(row.item_id), type=EventType.RATING,
-                       rating=float(row.rating), ts=datetime.fromtimestamp(int(row.ts), timezone.utc)) for i, row in enumerate(frame.itertuples(index=False))]
-
-
-async def run_bench(redis_url: str, model_cfg: ModelConfig, events: int, iterations: int, seed: int = 0) -> dict[str, object]:
-    """recommend_many latency for 1 and 32 requests of 200 candidates each on a real
-    store (the last ``events`` MovieLens ratings replayed) and the promoted model
-    (trained on MovieLens first if none is promoted). Imports torch: never in a worker."""
-    from streamrec.models.datasets import load_dataset
-    from streamrec.models.pipeline import ensure_default_model
-
-    version = await asyncio.to_thread(ensure_default_model, model_cfg)
-    feature_cfg = FeatureConfig(project=f"bench_ranking_{seed}")
-    store = RedisFeatureStore.from_url(redis_url, feature_cfg)
-    frame = load_dataset("movielens").interactions.sort_values("ts").tail(events)
-    states = await replay_events(store, bench_events(frame), feature_cfg)
-    cfg = CandidateConfig(max_candidates=200)
-    watcher = ModelWatcher(model_cfg)
-    results: dict[str, object] = {"model_version": version, "events": events, "candidates": cfg.max_candidates}
-    rng = np.random.default_rng(seed)
-    requests = [RecommendRequest(u, s, ClickEvent(event_id=f"c-{u}", user_id=u, item_id=s.recent[0].item_id,
-                                                  type=EventType.CLICK, ts=datetime.now(timezone.utc))) for u, s in states.items() if s.recent]
-    for batch_scoring in (True, False):
-        recommender = RankingRecommender(store, CandidateReader.from_url(redis_url, feature_cfg), watcher, cfg,
-                                         top_k=10, poll_interval_s=3600, batch_scoring=batch_scoring)
-        await recommender.start()
-        results["provider"] = recommender.provider
-        for size in (1, 32):
-            batches = [[requests[i] for i in rng.choice(len(requests), size, replace=False)] for _ in range(iterations)]
-            await _timed(recommender, batches[:5], gathered=False)  # warm-up
-            key = f"batch{size}_{'one_call' if batch_scoring else 'per_request_calls'}"
-            results[key] = await _timed(recommender, batches, gathered=False)
-            if size > 1 and batch_scoring:
-                results[f"concurrent{size}_separate_recommend_many"] = await _timed(recommender, batches, gathered=True)
-        await recommender.close()
-    await store.close()
-    results["load_average_1m"] = os.getloadavg()[0]  # the machine is shared: read figures with it
-    return results
-
-
-def _private_redis() -> tuple[subprocess.Popen[bytes], str]:
-    from streamrec.infra.stack import free_port
-
-    port = free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("redis-server did not start")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmark RankingRecommender.recommend_many on a real store and model.")
-    parser.add_argument("--bench", action="store_true", help="run the micro-benchmark")
-    parser.add_argument("--redis-url", help="a Redis to use (default: start a private redis-server)")
-    parser.add_argument("--registry", type=Path, default=ModelConfig().registry_dir, help="model registry dir")
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--iterations", type=int, default=200)
-    parser.add_argument("--json", type=Path, default=Path("var/bench/ranking.json"))
-    args = parser.parse_args(argv)
-    if not args.bench:
-        parser.print_help()
-        return 2
-    process, url = (None, args.redis_url) if args.redis_url else _private_redis()
-    try:
-        result = asyncio.run(run_bench(url, ModelConfig(registry_dir=args.registry), args.events, args.iterations))
-    finally:
-        if process is not None:
-            process.terminate()
-            process.wait()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -150,7 +150,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction, bench_subparsers: argparse._SubParsersAction) -> None:
-    """The plugin hook of ``streamrec.stream.cli`` (PLUGIN_MODULES): adds ``streamrec bench recovery``."""
+    """The hook streamrec.tools.cli calls: adds ``streamrec bench recovery``."""
     p = bench_subparsers.add_parser("recovery", help="a restarted worker's time to serve again, by state size")
     p.add_argument("--users", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--updates", type=int, default=2, help="events per user (default 2)")

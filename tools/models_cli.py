@@ -82,7 +82,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from streamrec.models.plots import plot_learning_curves
     from streamrec.models.recommenders import NeuralRecommender, catalogue
     from streamrec.models.splits import Protocol
-    from streamrec.models.surprise_compare import surprise_models
+    from streamrec.tools.surprise_compare import surprise_models
 
     cfg, dataset = _config(args), _load(args)
     if args.protocol and args.protocol.partition(":")[0] in ("prequential", "topn"):
@@ -140,7 +140,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_scoring(args: argparse.Namespace) -> int:
-    from streamrec.models.bench import bench_scoring, format_report
+    from streamrec.tools.bench_scoring import bench_scoring, format_report
 
     result = bench_scoring(_config(args), repeats=args.repeats)
     print(format_report(result))

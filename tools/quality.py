@@ -48,7 +48,7 @@ def redis_for(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    from streamrec.stream.ranking import _private_redis
+    from streamrec.tools.bench_ranking import _private_redis
 
     process, private = _private_redis()
     try:

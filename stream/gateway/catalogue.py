@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamrec.infra.settings import SettingsError
-
 from streamrec.stream.settings import Settings
 
 if TYPE_CHECKING:

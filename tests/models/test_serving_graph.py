@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 
-from streamrec.models.bench import _targets
+from streamrec.tools.bench_scoring import _targets
 from streamrec.models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES
 from streamrec.models.nets import Ranker, ServingRanker
 from streamrec.models.quantize import fold_ranker_tables, quantize_gathers, sensitive_nodes

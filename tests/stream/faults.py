@@ -1,6 +1,6 @@
 """Helpers of the fault tests (tests/stream/test_faults*.py): events, waiting on the
 online store, what a worker answered, committed offsets, and the record each test leaves
-for the reliability report (stream/reliability.py)."""
+for the reliability report (tools/reliability.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from streamrec.features.schema import ITEM_VIEW
 from streamrec.features.verify import VerifyReport, verify
 from streamrec.infra.kafka_clients import consumer
 from streamrec.models.datasets import load_movielens
-from streamrec.stream.reliability import write_record
+from streamrec.tools.reliability import write_record
 
 WAIT_S = 150.0  # generous: the 2 cores are shared with other suites
 

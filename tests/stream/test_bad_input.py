@@ -124,7 +124,7 @@ async def test_fuzzed_records_each_applied_once_or_dead_lettered_with_their_reas
     finally:
         stop_process(worker.process)
 
-    summary = {  # the record layout stream/reliability.py reads: name, kind and the summed counts
+    summary = {  # the record layout tools/reliability.py reads: name, kind and the summed counts
         "name": "fuzz",
         "kind": "fuzz",
         "guarantee": settings.broker.processing_guarantee,

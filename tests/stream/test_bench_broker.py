@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrec.stream.bench_broker import summarise
+from streamrec.tools.bench_broker import summarise
 
 
 def test_summarise_reports_each_window_and_the_whole_run() -> None:

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from streamrec.stream.bench_e2e import (
+from streamrec.tools.bench_e2e import (
     E2EConfig,
     Match,
     Received,
@@ -33,7 +33,7 @@ from streamrec.stream.bench_e2e import (
     step_ok,
     verified_ok,
 )
-from streamrec.stream.loadgen import due_count
+from streamrec.tools.loadgen import due_count
 from streamrec.stream.settings import load_settings
 
 REQUIRED_KEYS = {"rate", "events", "recommendations", "lost", "p50_ms", "p95_ms", "p99_ms", "worker_rss_mb"}
@@ -238,7 +238,7 @@ def test_a_short_run_through_a_real_worker_answers_every_event(bootstrap_servers
 @pytest.mark.integration
 @pytest.mark.slow
 def test_sigterm_stops_the_worker_and_the_stack_the_bench_started(tmp_path: Path) -> None:
-    bench = subprocess.Popen([sys.executable, "-m", "streamrec.stream.bench_e2e", "--rate", "10", "--duration", "5",
+    bench = subprocess.Popen([sys.executable, "-m", "streamrec.tools.bench_e2e", "--rate", "10", "--duration", "5",
                               "--json", str(tmp_path / "e2e.json"), "--quiet"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

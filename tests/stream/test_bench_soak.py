@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrec.stream.bench_e2e import Match
-from streamrec.stream.bench_soak import checks, window_p99
+from streamrec.tools.bench_e2e import Match
+from streamrec.tools.bench_soak import checks, window_p99
 
 
 def _match(send_s: list[float], latencies: list[float]) -> Match:

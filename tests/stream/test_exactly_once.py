@@ -52,7 +52,7 @@ async def _wait_for(applied: Any, target: int, process: Any, log: Path, settings
     """Wait until ``applied()`` reaches ``target``; fail only when it stops moving for
     ``stall_s`` (a slow start under load is not a failure), saying whether the worker's
     group still had records to read (stuck) or had read everything (effects lost)."""
-    from streamrec.stream.bench_e2e import group_lag
+    from streamrec.tools.bench_e2e import group_lag
 
     last, moved = -1, time.monotonic()
     while (count := await applied()) < target:

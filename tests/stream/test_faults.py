@@ -5,7 +5,7 @@ the middle of 20,000 events and restarted (at_least_once; exactly_once has its o
 tests/stream/test_exactly_once.py), and a rebalance under load (a second worker joins,
 leaves with SIGTERM, then one is SIGKILLed). Every user's and item's counts and means
 must equal a recomputation from ``clickstream``; each test leaves a record for the
-reliability report (stream/reliability.py, ``streamrec bench reliability``).
+reliability report (tools/reliability.py, ``streamrec bench reliability``).
 """
 
 from __future__ import annotations

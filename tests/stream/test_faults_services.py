@@ -2,7 +2,7 @@
 Redis restarted empty, the broker stopped and started again. A real worker process must
 ride through each without a person stepping in, and every user's and item's counts and
 means must then equal a recomputation from ``clickstream`` (features/verify.py). Each
-test leaves a record for the reliability report (stream/reliability.py).
+test leaves a record for the reliability report (tools/reliability.py).
 """
 
 from __future__ import annotations

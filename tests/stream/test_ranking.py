@@ -29,7 +29,8 @@ from streamrec.models.pipeline import train_and_publish
 from streamrec.models.registry import METADATA, ModelRegistry
 from streamrec.models.scorer import ScoreBatch
 from streamrec.models.watcher import ModelWatcher
-from streamrec.stream.ranking import CandidateReader, FeaturePlan, RankingRecommender, bench_events, replay_events
+from streamrec.stream.ranking import CandidateReader, FeaturePlan, RankingRecommender
+from streamrec.tools.bench_ranking import bench_events, replay_events
 from streamrec.stream.recommend import RecommendRequest
 
 pytestmark = pytest.mark.integration

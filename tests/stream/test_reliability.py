@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.stream.reliability import RecordError, load_records, markdown, render, summarise, write_record
+from streamrec.tools.reliability import RecordError, load_records, markdown, render, summarise, write_record
 
 
 def test_records_from_several_writers_add_up(tmp_path: Path) -> None:

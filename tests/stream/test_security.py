@@ -68,7 +68,7 @@ class SecureStack:
 
 
 def _cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamrec.stream.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "streamrec.tools.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _clean_env(**streamrec: str) -> dict[str, str]:

@@ -60,7 +60,7 @@ def _wait_for(process: subprocess.Popen[bytes], log: Path, marks: list[str], exp
 def _sigterm_stops_everything(command: list[str], env: dict[str, str], log: Path, marks: list[str],
                               expect: list[str]) -> None:
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "streamrec.stream.cli", *command], stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen([sys.executable, "-m", "streamrec.tools.cli", *command], stdout=out, stderr=subprocess.STDOUT,
                                    env=env, start_new_session=True)
     started: list[psutil.Process] = []
     try:

@@ -1,5 +1,5 @@
 """Helpers for the gateway's tests: serving an app in the test's event loop, a small
-catalogue, a gateway process. (Browser-like streams: ``streamrec.stream.gateway.client``.)"""
+catalogue, a gateway process. (Browser-like streams: ``streamrec.tools.gateway_client``.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import uvicorn
 
 from streamrec.stream.gateway.catalogue import Catalogue, CatalogueItem
 from streamrec.stream.gateway.server import GatewayProcess, server_config, spawn_gateway
-from streamrec.stream.gateway.client import SseClient, session as client_session
+from streamrec.tools.gateway_client import SseClient, session as client_session
 from streamrec.stream.settings import Settings, load_settings
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.stream.gateway.bench import handle
+from streamrec.tools.bench_gateway import handle
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -19,7 +19,7 @@ from streamrec.features.messages import Recommendation, RecommendedItem, StageLa
 from streamrec.infra.settings import SettingsError
 from streamrec.stream.gateway.app import create_app
 from streamrec.stream.gateway.catalogue import Catalogue, load_catalogue
-from streamrec.stream.gateway.client import SseClient
+from streamrec.tools.gateway_client import SseClient
 from streamrec.stream.gateway.sse import messages
 from streamrec.stream.settings import load_settings
 from tests.stream.gateway.conftest import client_session, offline_settings, serve, wait_until

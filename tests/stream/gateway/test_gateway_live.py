@@ -25,7 +25,7 @@ from streamrec.infra.kafka_clients import consumer
 from streamrec.stream.gateway.app import create_app
 from streamrec.stream.settings import Settings
 from tests.stream.conftest import RunningWorker
-from streamrec.stream.gateway.client import SseClient, click, post_event, wait_until_serving
+from streamrec.tools.gateway_client import SseClient, click, post_event, wait_until_serving
 from streamrec.stream.gateway.server import GatewayProcess
 from tests.stream.gateway.conftest import client_session, serve, small_catalogue, start_gateway, wait_until
 

@@ -158,7 +158,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction, bench_subparsers: argparse._SubParsersAction) -> None:
-    """The plugin hook of ``streamrec.stream.cli`` (PLUGIN_MODULES): adds ``streamrec bench reliability``."""
+    """The hook streamrec.tools.cli calls: adds ``streamrec bench reliability``."""
     p = bench_subparsers.add_parser("reliability", help="the reliability report from the fault and fuzz tests' records")
     p.add_argument("--dir", type=Path, help=f"the records (default ${DIR_ENV} or {DEFAULT_DIR})")
     p.add_argument("--json", type=Path, default=Path("var/bench/reliability.json"))

@@ -144,7 +144,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction, bench_subparsers: argparse._SubParsersAction) -> None:
-    """The plugin hook of ``streamrec.stream.cli`` (PLUGIN_MODULES): adds ``streamrec bench broker``."""
+    """The hook streamrec.tools.cli calls: adds ``streamrec bench broker``."""
     p = bench_subparsers.add_parser("broker", help="one bare broker hop over time, per producer linger (what bounds the pipeline)")
     p.add_argument("--rate", type=float, default=1000.0, help="messages per second (default 1000)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds per linger value (default 60)")

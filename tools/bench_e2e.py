@@ -4,7 +4,7 @@ real stack, with a separate producer process, a real worker process and the brok
 One run: start an embedded stack on free ports (or use the broker and Redis given),
 start ONE worker (``python -m streamrec.stream.cli worker``) with its own topics, app id, Feast
 project and data dir, wait until a warm-up event gets its recommendation, then let
-the load generator (``streamrec.stream.loadgen``, its own process) send events at a fixed rate
+the load generator (``streamrec.tools.loadgen``, its own process) send events at a fixed rate
 while this process reads ``recommendations`` and matches ``cause_event_id`` to the
 sent events. Latency = receive time − send time (the event's ``ts``), both on this
 machine's wall clock.
@@ -413,7 +413,7 @@ async def _start_producer(session: Session, rate: float, step: int, start_row: i
     from streamrec.stream.runtime import settings_env
 
     out = session.run_dir / f"sent-{step}.json"
-    argv = [sys.executable, "-m", "streamrec.stream.loadgen", "--rate", str(rate), "--duration", str(session.config.duration_s),
+    argv = [sys.executable, "-m", "streamrec.tools.loadgen", "--rate", str(rate), "--duration", str(session.config.duration_s),
             "--out", str(out), "--run-id", f"{session.run_id}-s{step}", "--source", session.config.source,
             "--start-row", str(start_row), "--linger-ms", str(session.config.linger_ms)]
     if session.config.users:
@@ -901,12 +901,12 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction, bench_subparsers: argparse._SubParsersAction) -> None:
-    """The plugin hook of ``streamrec.stream.cli`` (PLUGIN_MODULES)."""
+    """The hook streamrec.tools.cli calls."""
     register_bench(bench_subparsers)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m streamrec.stream.bench_e2e", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m streamrec.tools.bench_e2e", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     try:
         sys.exit(handle(parser.parse_args()))

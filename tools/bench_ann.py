@@ -7,7 +7,7 @@ issued them one by one, and 32 at a time as the batched recommend step does.
 Measures build time, latency p50/p99 of both, and HNSW recall@k against the
 exact answer. Prints a table, writes JSON and a plot.
 
-    python -m streamrec.models.ann_bench --sizes 10000 100000 1000000 --json var/bench/ann.json
+    python -m streamrec.tools.bench_ann --sizes 10000 100000 1000000 --json var/bench/ann.json
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ class GatewayBench:
         self.emit_ms[rec["cause_event_id"]] = (rec["latency_ms"]["event_to_emit"] or 0.0, (wall - emitted) * 1000)
 
     async def run(self) -> dict[str, Any]:
-        from streamrec.stream.gateway.client import SseClient, session, wait_until_serving
+        from streamrec.tools.gateway_client import SseClient, session, wait_until_serving
 
         a = self.args
         async with session() as http:
@@ -101,7 +101,7 @@ class GatewayBench:
             await asyncio.sleep(0.25)
 
     async def _post_load(self, http: Any, users: list[str]) -> None:
-        from streamrec.stream.gateway.client import click, post_event
+        from streamrec.tools.gateway_client import click, post_event
 
         a = self.args
         rng = random.Random(7)
@@ -170,7 +170,7 @@ class GatewayBench:
                 await browser.close()
 
     def _report(self, ready_s: float, rss_ready: float, open_streams: int, cpu: float, stats: dict[str, Any]) -> dict[str, Any]:
-        from streamrec.stream.bench_e2e import latency_summary
+        from streamrec.tools.bench_e2e import latency_summary
 
         a = self.args
         latencies = [(self.arrived[i] - t) * 1000 for i, t in self.sent.items() if i in self.arrived]
@@ -201,7 +201,7 @@ class GatewayBench:
 
 
 def _settings(base: Settings, args: argparse.Namespace, run_dir: Path, bootstrap: str, redis_url: str) -> Settings:
-    from streamrec.stream.bench_e2e import bench_settings
+    from streamrec.tools.bench_e2e import bench_settings
 
     run_id = run_dir.name.removeprefix("gateway-")
     settings = bench_settings(base, bootstrap_servers=bootstrap, redis_url=redis_url, run_id=run_id,
@@ -213,7 +213,7 @@ def _settings(base: Settings, args: argparse.Namespace, run_dir: Path, bootstrap
 
 def run(args: argparse.Namespace, base: Settings) -> dict[str, Any]:
     from streamrec.infra.stack import EmbeddedStack, StackConfig
-    from streamrec.stream.bench_e2e import WorkerProcess
+    from streamrec.tools.bench_e2e import WorkerProcess
     from streamrec.stream.gateway.server import spawn_gateway
 
     run_dir = (args.json.parent / f"gateway-{uuid.uuid4().hex[:8]}").resolve()
@@ -279,7 +279,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from streamrec.stream.bench_e2e import BenchError
+    from streamrec.tools.bench_e2e import BenchError
     from streamrec.stream.settings import load_settings
 
     if (args.bootstrap is None) != (args.redis_url is None):
@@ -301,7 +301,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction, bench_subparsers: argparse._SubParsersAction) -> None:
-    """The plugin hook of ``streamrec.stream.cli`` (PLUGIN_MODULES): ``streamrec bench gateway``."""
+    """The hook streamrec.tools.cli calls: ``streamrec bench gateway``."""
     p = bench_subparsers.add_parser("gateway", help="live streams on one gateway; click → list in a browser")
     add_arguments(p)
     p.set_defaults(func=handle)

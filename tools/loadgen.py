@@ -1,7 +1,7 @@
 """The load generator of ``streamrec bench e2e``: a separate process that sends events
 to ``clickstream`` at a fixed rate and records what it sent.
 
-Run as ``python -m streamrec.stream.loadgen --rate R --duration S --out sent.json --run-id ID``
+Run as ``python -m streamrec.tools.loadgen --rate R --duration S --out sent.json --run-id ID``
 with the worker's settings in the environment (``STREAMREC_*``). Each event's ``ts``
 is its send time (UTC, microseconds), so the consumer side measures send →
 recommendation-received from it. Sources:
@@ -123,7 +123,7 @@ def write_log(path: Path, sent: list[list[object]], *, rate: float, source: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamrec.stream.loadgen", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m streamrec.tools.loadgen", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, required=True, help="events per second")
     parser.add_argument("--duration", type=float, required=True, help="seconds of sending")
     parser.add_argument("--out", type=Path, required=True, help="where to write the sent log (JSON)")

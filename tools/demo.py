@@ -7,6 +7,7 @@ recommendations and metrics snapshots as they arrive until Ctrl-C or ``duration_
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import subprocess
@@ -21,7 +22,7 @@ from streamrec.features.messages import ClickEvent, EventType, Recommendation
 from streamrec.infra.errors import StackError
 from streamrec.infra.kafka_clients import consumer, producer
 from streamrec.stream.runtime import spawn_worker, stack_from, stop_process
-from streamrec.stream.settings import Settings
+from streamrec.stream.settings import Settings, load_settings
 from streamrec.stream.tail import format_metrics, format_recommendation
 from streamrec.stream.topics import ensure_topics
 
@@ -175,3 +176,17 @@ async def _print_outputs(settings: Settings, worker: subprocess.Popen[bytes], st
                         last_print = now
     finally:
         await client.stop()
+
+
+# -- the command ---------------------------------------------------------------------
+def register(subparsers: argparse._SubParsersAction, bench_subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``streamrec demo`` to the command line (streamrec.tools.cli)."""
+    p = subparsers.add_parser("demo", help="the live demo: stack, worker, a replay of MovieLens, live output")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--rate", type=float, default=200.0, help="replay rate, events per second")
+    p.add_argument("--dataset", default="movielens")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return run_demo(load_settings(), duration_s=args.duration, rate=args.rate, dataset=args.dataset)

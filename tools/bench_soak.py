@@ -1,7 +1,7 @@
 """``streamrec bench soak``: does a worker hold steady for as long as it runs?
 
 One long ``bench e2e`` run (its own stack, worker, load generator process and
-recommendation reader; stream/bench_e2e.py), ``clicks`` events from many synthetic
+recommendation reader; tools/bench_e2e.py), ``clicks`` events from many synthetic
 users (``--users``) so every user's state is created, revisited and kept, one list per
 event. Every ``--every`` seconds it samples the worker's RSS and its consumer group's
 lag (records of ``clickstream`` and the item topic past the committed offsets); after
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.stream.bench_e2e import BenchError, E2EConfig, Match, _session
+from streamrec.tools.bench_e2e import BenchError, E2EConfig, Match, _session
 from streamrec.stream.signals import sigterm_as_interrupt
 
 
@@ -146,7 +146,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction, bench_subparsers: argparse._SubParsersAction) -> None:
-    """The plugin hook of ``streamrec.stream.cli`` (PLUGIN_MODULES): ``streamrec bench soak``."""
+    """The hook streamrec.tools.cli calls: ``streamrec bench soak``."""
     p = bench_subparsers.add_parser("soak", help="a long run: worker RSS, lag and p99 over time (memory stays bounded)")
     p.add_argument("--rate", type=float, default=125.0, help="events/s, one list each (default 125: half the clicks rate that holds)")
     p.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
