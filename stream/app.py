@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from streamrec.infra.kafka_clients import faust_credentials
 from streamrec.stream.processor import EventProcessor
 from streamrec.stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
+from streamrec.stream.runtime import limit_blas_threads
 from streamrec.stream.settings import Settings
 from streamrec.stream.transport import SourceRoutedSink, TunedTransport, transaction_of
 
@@ -74,6 +75,7 @@ class StreamrecApp(faust.App):
         await super().on_start()
         assert self.processor is not None
         await self.processor.start()
+        limit_blas_threads(self.settings.worker.blas_threads)  # the model and its numpy are loaded now
         if self.settings.worker.gc_freeze:
             gc.collect()
             gc.freeze()  # the start-up heap leaves the collector's scans (WorkerSettings.gc_freeze)

@@ -14,12 +14,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamrec.infra.services import RedisAuth
 from streamrec.infra.settings import SettingsError
 from streamrec.infra.stack import EmbeddedStack, StackConfig, port_open
 from streamrec.stream.settings import RedisSettings, Settings
 from streamrec.stream.topics import ensure_topics
+
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolLimiter
 
 
 
@@ -192,6 +196,19 @@ def _check_redis_certificate(settings: RedisSettings) -> None:
 
 class ServiceUnavailable(RuntimeError):
     pass
+
+
+def limit_blas_threads(threads: int) -> ThreadpoolLimiter | None:
+    """Let the BLAS libraries loaded in this process (numpy's, for the embedding search) use at
+    most ``threads`` threads, from now on and for every thread of the process; 0: no limit
+    (None). Call it after the scoring code is imported: a BLAS loaded later is not limited.
+    The returned limiter's ``restore_original_limits()`` undoes it."""
+    if threads <= 0:
+        return None
+    import numpy  # noqa: F401  (loads the BLAS to limit)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:

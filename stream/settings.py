@@ -133,6 +133,12 @@ class WorkerSettings(BaseModel):
         "of the garbage collector's scans (gc.freeze): a full collection over them stalls the event loop for "
         "100 ms or more, periodically, in every stage's tail",
     )
+    blas_threads: int = Field(
+        default=1, ge=0, le=1024,
+        description="threads numpy's BLAS may use in the worker (threadpoolctl, at start-up); 0 leaves BLAS its own "
+        "choice: on a small machine the embedding search ran 5x slower with BLAS threads fighting the event loop, "
+        "onnxruntime and the broker for the cores",
+    )
     gil_switch_interval_ms: float = Field(
         default=0.5, gt=0, le=100,
         description="sys.setswitchinterval of the worker: Faust's consumer runs in a second thread, and with "
