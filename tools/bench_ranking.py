@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.bench:
         parser.print_help()
         return 2
+    from streamrec.stream.runtime import limit_blas_threads
+    from streamrec.stream.settings import load_settings
+
+    limit_blas_threads(load_settings().worker.blas_threads)  # measured as the worker runs it
     process, url = (None, args.redis_url) if args.redis_url else _private_redis()
     try:
         result = asyncio.run(run_bench(url, ModelConfig(registry_dir=args.registry), args.events, args.iterations))
