@@ -1,4 +1,4 @@
-"""``python -m streamrec.models.tuning``: validation RMSE of a neural model under settings to compare.
+"""``python -m streamrec.tools.tuning``: validation RMSE of a neural model under settings to compare.
 
 Each setting (a JSON object of :class:`~streamrec.models.config.TrainConfig` fields) trains the
 model on the training part of fold 1 of the 5-fold split that ``streamrec evaluate``
@@ -31,7 +31,7 @@ def validation_rmse(kind: str, settings: dict[str, object], dataset: str = "movi
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamrec.models.tuning", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m streamrec.tools.tuning", description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(NAMES), default="recent")
     parser.add_argument("--dataset", default="movielens")
     parser.add_argument("settings", nargs="+", help='TrainConfig fields as JSON, e.g. \'{"weight_decay": 1e-4}\'')
