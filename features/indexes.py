@@ -38,22 +38,26 @@ class IndexKeys:
 
 def index_commands(row: FeatureRow, keys: IndexKeys, cfg: FeatureConfig) -> list[bytes]:
     """The packed Redis commands that keep the indexes in step with ``row``."""
+    return [command(*args) for args in index_args(row, keys, cfg)]
+
+
+def index_args(row: FeatureRow, keys: IndexKeys, cfg: FeatureConfig) -> list[tuple[bytes, ...]]:
+    """The same commands as :func:`index_commands`, each as its arguments (name first)."""
     member = row.entity_id.encode()
     if row.view == USER_VIEW and row.touched:
         key = keys.seen(row.entity_id).encode()
         score = b"%d" % row.event_ts_ms
         pairs = [part for item in row.touched for part in (score, item.encode())]
-        return [command(b"ZADD", key, b"GT", *pairs),
-                command(b"ZREMRANGEBYRANK", key, b"0", b"%d" % -(cfg.seen_max_items + 1))]
+        return [(b"ZADD", key, b"GT", *pairs), (b"ZREMRANGEBYRANK", key, b"0", b"%d" % -(cfg.seen_max_items + 1))]
     if row.view != ITEM_VIEW:
         return []
     values = row.values
-    out = []
+    out: list[tuple[bytes, ...]] = []
     if int(values[count_feature("rating")]) >= cfg.top_min_count:  # type: ignore[arg-type]
-        out.append(command(b"ZADD", keys.item_mean.encode(), repr(float(values["rating_mean"])).encode(), member))  # type: ignore[arg-type]
+        out.append((b"ZADD", keys.item_mean.encode(), repr(float(values["rating_mean"])).encode(), member))  # type: ignore[arg-type]
     else:
-        out.append(command(b"ZREM", keys.item_mean.encode(), member))
+        out.append((b"ZREM", keys.item_mean.encode(), member))
     score = decayed_rank_score(float(values["popularity"]), int(values["popularity_ref_ms"]), cfg.half_life_ms)  # type: ignore[arg-type]
     if score > float("-inf"):
-        out.append(command(b"ZADD", keys.item_popularity.encode(), repr(score).encode(), member))
+        out.append((b"ZADD", keys.item_popularity.encode(), repr(score).encode(), member))
     return out

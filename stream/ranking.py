@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -88,18 +88,22 @@ class CandidateReader:
         commands = [head + resp.bulk(codec.entity_key(ITEM_KEY, item, self._project)) + self._hmget_tail for item in items]
         commands.append(resp.command(b"ZREVRANGE", self._keys.item_popularity.encode(), b"0", b"%d" % (popular_depth - 1)))
         commands.extend(resp.command(b"ZRANGE", self._keys.seen(user).encode(), b"0", b"-1") for user in users)
-        replies = await resp.round_trip(self._client, commands)
-        neighbours: dict[ItemId, tuple[list[ItemId], list[float]]] = {}
-        for item, (raw_items, raw_weights) in zip(items, replies[: len(items)]):
-            found = codec.decode_value(raw_items) or []
-            weights = codec.decode_value(raw_weights) or []
-            neighbours[item] = (cast(list[ItemId], found), cast(list[float], weights))
-        popular = list(map(bytes.decode, replies[len(items)]))
-        seen = {user: set(map(bytes.decode, reply)) for user, reply in zip(users, replies[len(items) + 1 :])}
-        return CandidateInputs(neighbours, popular, seen)
+        return decode_candidate_inputs(items, users, await resp.round_trip(self._client, commands))
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def decode_candidate_inputs(items: Sequence[ItemId], users: Sequence[UserId], replies: Sequence[Any]) -> CandidateInputs:
+    """:meth:`CandidateReader.read`'s replies, in its order (items' HMGETs, popular, seen sets), decoded."""
+    neighbours: dict[ItemId, tuple[list[ItemId], list[float]]] = {}
+    for item, (raw_items, raw_weights) in zip(items, replies[: len(items)]):
+        found = codec.decode_value(raw_items) or []
+        weights = codec.decode_value(raw_weights) or []
+        neighbours[item] = (cast(list[ItemId], found), cast(list[float], weights))
+    popular = list(map(bytes.decode, replies[len(items)]))
+    seen = {user: set(map(bytes.decode, reply)) for user, reply in zip(users, replies[len(items) + 1 :])}
+    return CandidateInputs(neighbours, popular, seen)
 
 
 class FeaturePlan:

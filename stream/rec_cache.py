@@ -89,11 +89,15 @@ class RecommendationCache:
             await resp.round_trip(self._client, commands)
 
     def _write(self, user_id: str, version: UserVersion, payload: bytes | None) -> bytes:
+        return resp.command(*self.write_args(user_id, version, payload))
+
+    def write_args(self, user_id: str, version: UserVersion, payload: bytes | None) -> list[bytes]:
+        """The arguments of one conditional write (``payload`` None: a drop), name first."""
         args = [b"EVALSHA", _WRITE_SHA, b"2", self.key(user_id).encode(), (self._version_prefix + user_id).encode(),
                 b"%d" % version, b"%d" % self._ttl_s]
         if payload is not None:
             args.append(payload)
-        return resp.command(*args)
+        return args
 
     async def store_many(self, recommendations: Sequence[tuple[UserVersion, Recommendation]]) -> None:
         """Cache each user's list of ``version`` (later entries win), expiring after the TTL."""

@@ -15,6 +15,7 @@ from streamrec.tools import (
     bench_e2e,
     bench_gateway,
     bench_recovery,
+    bench_redis,
     bench_soak,
     demo,
     features_cli,
@@ -30,6 +31,7 @@ TOOLS = (
     bench_broker.register,
     bench_recovery.register,
     bench_soak.register,
+    bench_redis.register,
     bench_gateway.register,
     reliability.register,
 )
