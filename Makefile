@@ -28,5 +28,5 @@ stack-down:
 lint: install
 	@mkdir -p build/typecheck/streamrec
 	@for p in stream features models infra tools; do ln -sfn ../../../$$p build/typecheck/streamrec/$$p; done
-	MYPYPATH=build/typecheck .venv/bin/mypy --explicit-package-bases build/typecheck/streamrec
 	.venv/bin/lint-imports
+	MYPYPATH=build/typecheck .venv/bin/mypy --explicit-package-bases build/typecheck/streamrec
