@@ -45,7 +45,7 @@ from streamrec.features.indexes import IndexKeys
 from streamrec.features.messages import ItemId, RecommendedItem, UserId
 from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest, redis_client
 from streamrec.features.schema import ITEM_KEY, ITEM_VIEW, USER_VIEW, VIEWS
-from streamrec.models.candidates import EMPTY, CandidateConfig, Candidates, ScoredItems, generate, popular_scores, top_k
+from streamrec.models.candidates import EMPTY, CandidateConfig, Candidates, ScoredItems, fuse, generate, popular_scores, top_k
 from streamrec.models.item_vectors import ItemVectors, VectorIndex, build_index, embedding_neighbours, load_item_vectors
 from streamrec.models.scorer import ScoreBatch, Scorer
 from streamrec.models.watcher import ModelWatcher, NoModelError
@@ -334,6 +334,8 @@ class RankingRecommender:
         out, start = [], 0
         for cands, n in zip(lists, sizes):
             mine = scores[start : start + n]
+            if self.cfg.ranker_weight < 1.0:
+                mine = fuse(mine, self.cfg.ranker_weight, self.cfg.fusion_k)
             out.append(_items(cands, top_k(mine, self._top_k).tolist(), mine.tolist()))
             start += n
         stages["scoring"] = (time.perf_counter() - scored) * 1000

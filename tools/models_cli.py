@@ -56,12 +56,27 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--registry-dir", help="overrides ModelConfig.registry_dir")
     parser.add_argument("--json", help="write the results as JSON to this path")
+    parser.add_argument("--earliest", type=float, metavar="FRACTION",
+                        help="keep only the earliest FRACTION of the interactions (by time): a validation window, "
+                             "e.g. to choose a setting without looking at the final test events")
 
 
 def _load(args: argparse.Namespace) -> Any:
     from streamrec.models.datasets import load_dataset
 
-    return load_dataset(None if args.data else args.dataset, args.data, args.format)
+    dataset = load_dataset(None if args.data else args.dataset, args.data, args.format)
+    return earliest(dataset, args.earliest) if getattr(args, "earliest", None) else dataset
+
+
+def earliest(dataset: Any, fraction: float) -> Any:
+    """``dataset`` cut to its earliest ``fraction`` of interactions by time (ties: file order)."""
+    import dataclasses
+
+    if not 0 < fraction <= 1:
+        raise SystemExit(f"--earliest must be in (0, 1], got {fraction}")
+    frame = dataset.interactions.sort_values("ts", kind="stable")
+    kept = frame.iloc[: max(1, int(len(frame) * fraction))].reset_index(drop=True)
+    return dataclasses.replace(dataset, name=f"{dataset.name}-earliest{fraction:g}", interactions=kept)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -165,6 +180,8 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
     quality = evaluate.add_argument_group("prequential / topn (the lists people see, with the worker's settings: tools/quality.py)")
     quality.add_argument("--objective", choices=["implicit", "explicit"], default="implicit", help="what the serving ranker learns")
     quality.add_argument("--window-s", type=float, default=1.0, help="prequential: event time one batch spans")
+    quality.add_argument("--ranker-weights", type=float, nargs="+", metavar="W",
+                         help="prequential: also the pipeline with each ranker_weight W (fusion with the merge order)")
     quality.add_argument("--redis-url", help="a Redis for the worker's store (default: a private redis-server)")
     quality.add_argument("--model-registry", help="prequential: keep the serving ranker here and reuse it when trained on the same data and split")
     evaluate.set_defaults(func=cmd_evaluate)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,12 +98,19 @@ class Scored:
     whole, so its rank also tells whether any reranking could have shown the item."""
 
     shown_depth: int = 10
+    variants: tuple[str, ...] = VARIANTS
     ts: list[float] = field(default_factory=list)
     users: list[UserId] = field(default_factory=list)
-    rank: dict[str, list[int]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
-    arp: dict[str, list[float]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
+    rank: dict[str, list[int]] = field(default_factory=dict)
+    arp: dict[str, list[float]] = field(default_factory=dict)
     arp_events: list[float] = field(default_factory=list)
-    shown: dict[str, set[ItemId]] = field(default_factory=lambda: {v: set() for v in VARIANTS})
+    shown: dict[str, set[ItemId]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for variant in self.variants:
+            self.rank.setdefault(variant, [])
+            self.arp.setdefault(variant, [])
+            self.shown.setdefault(variant, set())
 
     def add(self, event: ClickEvent, held: dict[str, dict[UserId, list[ItemId]]], counts: Counter[ItemId]) -> None:
         """Score ``event`` (one with an item) against ``held`` before it is applied."""
@@ -131,7 +138,7 @@ def summarise(scored: Scored, catalogue: int, k: int, rows: np.ndarray | None = 
     ``rows`` (a bool mask over the scored events) restricts the ranking figures to some."""
     pick = np.ones(len(scored.ts), bool) if rows is None else rows
     table = {}
-    for variant in VARIANTS:
+    for variant in scored.variants:
         rank = np.asarray(scored.rank[variant], np.int64)[pick]
         row = figures(rank, k) | {"in_list": float(np.mean(rank < ABSENT)) if len(rank) else float("nan")}
         arp = np.asarray(scored.arp[variant], np.float64)[pick]
@@ -151,7 +158,7 @@ def over_time(scored: Scored, bucket_s: float, k: int) -> dict[str, Any]:
     present = np.unique(which)
     out: dict[str, Any] = {"bucket_s": bucket_s, "start": (ts[0] + present * bucket_s).tolist(),
                            "events": [int((which == b).sum()) for b in present], "variants": {}}
-    for variant in VARIANTS:
+    for variant in scored.variants:
         rank = np.asarray(scored.rank[variant], np.int64)
         per = [figures(rank[which == b], k) for b in present]
         out["variants"][variant] = {key: [p[key] for p in per] for key in per[0]}
@@ -170,7 +177,9 @@ class Replay:
     model loads run in a thread."""
 
     def __init__(self, redis_url: str, models: ModelConfig, cfg: CandidateConfig, top_k: int = 10,
-                 features: FeatureConfig | None = None) -> None:
+                 features: FeatureConfig | None = None, extra: Mapping[str, CandidateConfig] | None = None) -> None:
+        """``extra``: more variants ranked by the model, each with its own candidate settings
+        (e.g. ``ranker_weight``: models/candidates.py's ``fuse``), beside ``pipeline``."""
         self.features = features or FeatureConfig(project=f"prequential_{uuid.uuid4().hex[:8]}")
         self.store = RedisFeatureStore.from_url(redis_url, self.features)
         self.top_k = top_k
@@ -186,15 +195,18 @@ class Replay:
         free = variant_configs(cfg)
         self.pipeline = recommender(cfg, ModelWatcher(models))
         self.baselines = {name: recommender(candidates, None) for name, candidates in free.items()}
+        self.ranked = {name: recommender(candidates, ModelWatcher(models)) for name, candidates in (extra or {}).items()}
+        self.variants = (*VARIANTS, *self.ranked)
 
     async def __aenter__(self) -> Replay:
-        await self.pipeline.start()
+        for made in (self.pipeline, *self.ranked.values()):
+            await made.start()
         if self.pipeline.model_version == "none":
             raise RuntimeError("no model is promoted in the registry: the pipeline variant has nothing to rank with")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for made in (self.pipeline, *self.baselines.values()):
+        for made in (self.pipeline, *self.baselines.values(), *self.ranked.values()):
             await made.close()
         await self.store.close()
 
@@ -229,7 +241,7 @@ class Replay:
         await self.flush()
         requests = [RecommendRequest(e.user_id, self.users[e.user_id], e) for e in causes]
         out: dict[str, dict[UserId, list[ItemId]]] = {}
-        for name, made in (*self.baselines.items(), ("pipeline", self.pipeline)):
+        for name, made in (*self.baselines.items(), ("pipeline", self.pipeline), *self.ranked.items()):
             ranked = await made.recommend_many(requests)
             out[name] = {r.user_id: [i.item_id for i in got.items] for r, got in zip(requests, ranked)}
         merged = await self.pipeline.candidate_lists(requests)
@@ -243,8 +255,8 @@ async def replay(events: Sequence[ClickEvent], start: int, run: Replay, window_s
     apply it; ``events`` in event-time order."""
     ts = [e.ts.timestamp() for e in events]
     following = next_event([e.user_id for e in events])
-    held: dict[str, dict[UserId, list[ItemId]]] = {v: {} for v in VARIANTS}
-    scored = Scored(shown_depth=run.top_k)
+    held: dict[str, dict[UserId, list[ItemId]]] = {v: {} for v in run.variants}
+    scored = Scored(shown_depth=run.top_k, variants=run.variants)
     bar = tqdm(total=len(events), unit="ev", desc="prequential replay", disable=not progress, smoothing=0.05)
     for batch in batches(ts, window_s):
         for i in batch:
@@ -260,6 +272,6 @@ async def replay(events: Sequence[ClickEvent], start: int, run: Replay, window_s
             await run.flush()
         bar.update(len(batch))
     bar.close()
-    if run.pipeline.scoring_errors:
+    if any(made.scoring_errors for made in (run.pipeline, *run.ranked.values())):
         raise RuntimeError(f"the model failed to score {run.pipeline.scoring_errors} batches: the pipeline figures would mix in the heuristic")
     return scored

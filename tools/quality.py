@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,7 @@ def serving_model(dataset: Dataset, models: ModelConfig, protocol: Protocol, obj
 def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fraction: float = DEFAULT_FRACTION,
                     objective: str = "implicit", features: FeatureConfig | None = None,
                     candidates: CandidateConfig | None = None, window_s: float = 1.0, progress: bool = True,
-                    registry: Path | None = None) -> dict[str, Any]:
+                    registry: Path | None = None, ranker_weights: Sequence[float] = ()) -> dict[str, Any]:
     """Train on the time holdout's first part (or reuse ``registry``'s model for it, see
     :func:`serving_model`), replay everything, score the rest."""
     from streamrec.models.datasets import events_from
@@ -103,7 +103,9 @@ def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fr
         events = list(events_from(frame, dataset.name))
 
         async def scored() -> Any:
-            async with Replay(redis_url, cfg, candidates or CandidateConfig(), features=features) as run:
+            base = candidates or CandidateConfig()
+            extra = {f"pipeline w={w:g}": base.model_copy(update={"ranker_weight": w}) for w in ranker_weights}
+            async with Replay(redis_url, cfg, base, features=features, extra=extra) as run:
                 return await replay(events, start, run, window_s, progress)
 
         result = asyncio.run(scored())
@@ -176,7 +178,8 @@ def cmd_quality(args: argparse.Namespace, models: ModelConfig, dataset: Dataset)
             return result | {"settings": settings}
         result = run_prequential(dataset, models, url, fraction=float(arg or DEFAULT_FRACTION), objective=args.objective,
                                  features=features, candidates=candidates, window_s=args.window_s,
-                                 registry=Path(args.model_registry) if args.model_registry else None) | {"settings": settings}
+                                 registry=Path(args.model_registry) if args.model_registry else None,
+                                 ranker_weights=args.ranker_weights or ()) | {"settings": settings}
     print(format_prequential(result))
     plot = Path(args.json).with_suffix(".png") if args.json else Path(f"var/eval/prequential-{dataset.name}.png")
     print(f"over time: {plot_over_time(result['over_time'], plot, f'prequential, {dataset.name}')}")

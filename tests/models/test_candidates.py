@@ -16,6 +16,7 @@ from streamrec.models.candidates import (
     ScoredItems,
     Source,
     covisit_scores,
+    fuse,
     generate,
     merge,
     popular_scores,
@@ -247,3 +248,18 @@ def test_exact_search_of_a_batch_equals_a_stable_sort_of_each_row_ties_included(
     queries = matrix[[0, 5, 17]]
 
     assert ExactIndex(matrix).search_many(queries, 7) == per_row_search(matrix, queries, 7)
+
+
+@given(st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=60))
+def test_fuse_at_the_ends_keeps_the_model_order_or_the_merge_order(scores: list[float]) -> None:
+    values = np.asarray(scores, np.float32)
+    assert top_k(fuse(values, 1.0, 60.0), len(values)).tolist() == top_k(values, len(values)).tolist()
+    assert top_k(fuse(values, 0.0, 60.0), len(values)).tolist() == list(range(len(values)))
+
+
+def test_fuse_lets_a_candidate_both_orders_like_overtake_one_only_the_model_likes() -> None:
+    # the model likes 2 best, then 0; the merge order puts 0 first, 2 last
+    scores = np.asarray([0.8, 0.1, 0.9], np.float32)
+    fused = fuse(scores, 0.5, 1.0)
+    assert top_k(fused, 3).tolist() == [0, 2, 1]
+    assert top_k(fuse(scores, 0.9, 1.0), 3).tolist() == [2, 0, 1]

@@ -21,7 +21,7 @@ from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.online import RedisFeatureStore
 from streamrec.features.schema import ITEM_VIEW, USER_VIEW
 from streamrec.features.user_state import UserState
-from streamrec.models.candidates import CandidateConfig
+from streamrec.models.candidates import CandidateConfig, fuse, top_k
 from streamrec.models.config import ModelConfig, TrainConfig
 from streamrec.models.datasets import synthetic
 from streamrec.models.item_vectors import load_item_vectors
@@ -88,8 +88,9 @@ class Parts:
     store: RedisFeatureStore
     made: list[RankingRecommender]
 
-    async def recommender(self, models: ModelConfig | None = None, **options: object) -> RankingRecommender:
-        cfg = CandidateConfig(max_candidates=30, covisit=10, embedding=10, popular_depth=60)
+    async def recommender(self, models: ModelConfig | None = None, ranker_weight: float = 1.0,
+                          **options: object) -> RankingRecommender:
+        cfg = CandidateConfig(max_candidates=30, covisit=10, embedding=10, popular_depth=60, ranker_weight=ranker_weight)
         reader = CandidateReader.from_url(self.world.redis_url, self.world.features)
         made = RankingRecommender(self.store, reader, ModelWatcher(models or self.world.models), cfg, top_k=30, **options)  # type: ignore[arg-type]
         self.made.append(made)
@@ -120,6 +121,21 @@ async def test_covisitation_neighbours_are_ranked_by_the_promoted_model(world: W
     expected = await independent_scores(world, parts.store, "alice", [item.item_id for item in ranked.items])
     scores = [item.score for item in ranked.items]
     assert np.allclose(scores, expected, atol=1e-5)
+    assert scores == sorted(scores, reverse=True)
+
+
+async def test_by_default_the_list_fuses_the_model_order_with_the_merge_order(world: World, parts: Parts) -> None:
+    ranking = await parts.recommender(ranker_weight=CandidateConfig().ranker_weight)
+    assert 0 < ranking.cfg.ranker_weight < 1
+
+    [ranked] = await ranking.recommend_many([request(world, "alice")])
+    [merged] = await ranking.candidate_lists([request(world, "alice")])
+
+    model = await independent_scores(world, parts.store, "alice", merged.item_ids)
+    fused = fuse(model, ranking.cfg.ranker_weight, ranking.cfg.fusion_k)
+    assert [item.item_id for item in ranked.items] == [merged.item_ids[i] for i in top_k(fused, len(ranked.items))]
+    assert [item.item_id for item in ranked.items] != [merged.item_ids[i] for i in top_k(model, len(ranked.items))]
+    scores = [item.score for item in ranked.items]
     assert scores == sorted(scores, reverse=True)
 
 

@@ -66,7 +66,7 @@ class FakeScorer:
 
 
 def _recommender(store: FakeStore, scorer: FakeScorer) -> RankingRecommender:
-    rec = RankingRecommender(store, FakeReader(), None, CandidateConfig(max_candidates=8, popular_depth=8),  # type: ignore[arg-type]
+    rec = RankingRecommender(store, FakeReader(), None, CandidateConfig(max_candidates=8, popular_depth=8, ranker_weight=1.0),  # type: ignore[arg-type]
                              top_k=3)
     rec._serving = Serving(scorer, "v1", FeaturePlan(scorer.feature_names), None, None)  # type: ignore[arg-type]
     return rec
