@@ -1,6 +1,6 @@
 """Per-item streaming state and the item-side update (pure: no I/O, no clock).
 
-The item agent consumes :class:`~streamrec.features.user_state.ItemMsg` keyed by item id and
+The item agent consumes :class:`~streamrec.features.messages.ItemMsg` keyed by item id and
 calls :func:`apply_item_event`. A message with a ``source`` is deduplicated by its
 source (partition, offset), exactly, and is never late; one without falls back to the
 user side's event-id window and lateness rule, with ``msg_id`` (the event id) as the
@@ -16,9 +16,9 @@ from typing import Any
 from streamrec.features.activity import Activity
 from streamrec.features.config import FeatureConfig
 from streamrec.features.formulas import DecayedSum, smoothed_ratio
-from streamrec.features.messages import ItemId
+from streamrec.features.messages import ItemId, ItemMsg
 from streamrec.features.schema import ITEM_VIEW, FeatureRow, FeatureValue
-from streamrec.features.user_state import ItemMsg, Skipped
+from streamrec.features.user_state import Skipped
 from streamrec.features.window import EventWindow, mark_applied, redelivered, too_late
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -253,6 +254,50 @@ class DeadLetter(BaseModel):
         if self.payload_encoding == "base64":
             return base64.b64decode(self.payload)
         return self.payload.encode("utf-8")
+
+
+class ItemMsg(BaseModel):
+    """One item-side update, keyed by ``item_id`` on the repartition topic.
+
+    ``event_type`` is set for the event's own item (counts, ratings, popularity and
+    co-visits with ``covisited``, the user's recent items); it is ``None`` for a
+    co-visit-only message to one of those recent items (``covisit_symmetric``),
+    whose ``covisited`` is the event's item.
+    ``msg_id`` is the event id: each item gets at most one message per event.
+    ``source`` is the (partition, offset) of the ``clickstream`` record it came
+    from, when the caller passed it to :func:`~streamrec.features.user_state.apply_user_event`. The item side
+    then deduplicates by a per-source-partition high-water mark: exact under any
+    redelivery, in constant memory, and never drops a message for arriving late
+    (messages of different partitions interleave freely on the item side).
+    Without ``source`` the item side falls back to the event-id window.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    msg_id: str
+    item_id: ItemId
+    ts_ms: int
+    event_type: EventType | None = None
+    rating: float | None = None
+    covisited: list[ItemId] = Field(default_factory=list)
+    source: tuple[int, int] | None = None
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+ITEM_BATCH: TypeAdapter[list[ItemMsg]] = TypeAdapter(list[ItemMsg])
+"""One message on the repartition topic: a JSON list of one item partition's ``ItemMsg``s."""
+
+
+class RecommendTask(BaseModel):
+    """A triggering event and its user's state, from the features role to the recommend role
+    (the ``to_recommend`` topic, keyed by ``user_id``)."""
+
+    cause: ClickEvent
+    state: dict[str, Any]  # UserState.to_dict()
+    enqueued_at: float  # epoch s, when the features role handed it over
+    covers: list[EventId] = Field(default_factory=list)  # the user's earlier events this task supersedes
 
 
 class RecommendedItem(BaseModel):

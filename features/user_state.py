@@ -15,43 +15,11 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from streamrec.features.activity import Activity
 from streamrec.features.config import FeatureConfig
-from streamrec.features.messages import ClickEvent, EventType, ItemId
+from streamrec.features.messages import ClickEvent, EventType, ItemId, ItemMsg
 from streamrec.features.schema import USER_VIEW, FeatureRow, FeatureValue, epoch_ms
 from streamrec.features.window import EventWindow, mark_applied, redelivered, routed_source, too_late
-
-
-class ItemMsg(BaseModel):
-    """One item-side update, keyed by ``item_id`` on the repartition topic.
-
-    ``event_type`` is set for the event's own item (counts, ratings, popularity and
-    co-visits with ``covisited``, the user's recent items); it is ``None`` for a
-    co-visit-only message to one of those recent items (``covisit_symmetric``),
-    whose ``covisited`` is the event's item.
-    ``msg_id`` is the event id: each item gets at most one message per event.
-    ``source`` is the (partition, offset) of the ``clickstream`` record it came
-    from, when the caller passed it to :func:`apply_user_event`. The item side
-    then deduplicates by a per-source-partition high-water mark: exact under any
-    redelivery, in constant memory, and never drops a message for arriving late
-    (messages of different partitions interleave freely on the item side).
-    Without ``source`` the item side falls back to the event-id window.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    msg_id: str
-    item_id: ItemId
-    ts_ms: int
-    event_type: EventType | None = None
-    rating: float | None = None
-    covisited: list[ItemId] = Field(default_factory=list)
-    source: tuple[int, int] | None = None
-
-    def to_bytes(self) -> bytes:
-        return self.model_dump_json(exclude_none=True).encode()
 
 
 @dataclass(frozen=True)

@@ -25,35 +25,22 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field, TypeAdapter
-
 from streamrec.features.batching import MicroBatchWriter
 from streamrec.features.global_state import GlobalShard, shard_id
 from streamrec.features.item_state import ItemState, apply_item_event
-from streamrec.features.messages import ClickEvent, DeadLetter, Recommendation, Rejection, StageLatency, parse_record
-from streamrec.features.online import RedisFeatureStore, redis_client
+from streamrec.features.messages import (ITEM_BATCH, DeadLetter, ItemMsg, Recommendation, RecommendTask, Rejection,
+                                         StageLatency, parse_record)
+from streamrec.features.online import RedisFeatureStore
 from streamrec.features.routing import RoutingSink, routed_from, routed_header, user_partition
 from streamrec.features.schema import USER_VIEW, FeatureRow
-from streamrec.features.user_state import ItemMsg, Skipped, UserState, apply_user_event
+from streamrec.features.user_state import Skipped, UserState, apply_user_event
 from streamrec.stream.debounce import Debouncer
 from streamrec.stream.metrics import GcPauses, WorkerMetrics
-from streamrec.stream.online_refill import Marker, item_row, marker_key, shard_row, user_row
+from streamrec.stream.online_refill import Marker, item_row, shard_row, user_row
 from streamrec.stream.rec_cache import RecommendationCache, UserVersion
 from streamrec.stream.recommend import RecommendRequest, Recommender, TopMeanRecommender, coalesce
 from streamrec.stream.settings import Settings
 from streamrec.stream.state_table import StateTable
-
-
-ITEM_BATCH = TypeAdapter(list[ItemMsg])
-
-
-class RecommendTask(BaseModel):
-    """A triggering event and its user's state, from the features role to the recommend role."""
-
-    cause: ClickEvent
-    state: dict[str, Any]
-    enqueued_at: float
-    covers: list[str] = Field(default_factory=list)  # the user's earlier events this task supersedes
 
 
 class Sink(Protocol):
@@ -123,12 +110,12 @@ class EventProcessor:
     async def start(self) -> None:
         self.gc_pauses.install()
         url, reconnect_s = self.settings.redis.effective_url, self.settings.redis.reconnect_s
-        self.store = RedisFeatureStore.from_url(url, self.cfg, reconnect_s=reconnect_s)
-        self.marker = Marker(redis_client(url, reconnect_s=reconnect_s), marker_key(self.cfg.project, self.settings.worker.id))
+        self.store = RedisFeatureStore.from_url(url, self.cfg, reconnect_s=reconnect_s)  # the process's one Redis pool
+        self.marker = Marker(self.store, self.settings.worker.id)
         self.writer = MicroBatchWriter(self.store, batch_size=self.cfg.batch_size, flush_ms=self.cfg.flush_ms)
         rec = self.settings.recommend
         if rec.cache_ttl_s > 0:
-            self.cache = RecommendationCache.from_url(url, self.cfg.project, rec.cache_ttl_s, reconnect_s=reconnect_s)
+            self.cache = RecommendationCache(self.store, rec.cache_ttl_s)
         if self.settings.worker.role != "features":
             self.recommender = self._build_recommender()
             await self.recommender.start()
@@ -141,10 +128,9 @@ class EventProcessor:
         if rec.recommender == "top_mean":
             return TopMeanRecommender(self.store, top_k=rec.top_k, candidates=rec.candidates.max_candidates)
         from streamrec.models.watcher import ModelWatcher  # onnxruntime: only where ranking happens
-        from streamrec.stream.ranking import CandidateReader, RankingRecommender
+        from streamrec.stream.ranking import RankingRecommender
 
-        reader = CandidateReader.from_url(self.settings.redis.effective_url, self.cfg, reconnect_s=self.settings.redis.reconnect_s)
-        return RankingRecommender(self.store, reader, ModelWatcher(self.settings.models), rec.candidates,
+        return RankingRecommender(self.store, ModelWatcher(self.settings.models), rec.candidates,
                                   top_k=rec.top_k, poll_interval_s=self.settings.models.poll_interval_s)
 
     def refresh_model_info(self) -> None:

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from streamrec.features.config import FeatureConfig
 from streamrec.features.item_state import ItemState, ItemUpdate, Neighbours, apply_item_event
-from streamrec.features.messages import EVENT_TYPES, EventType
-from streamrec.features.user_state import ItemMsg, Skipped
+from streamrec.features.messages import EVENT_TYPES, EventType, ItemMsg
+from streamrec.features.user_state import Skipped
 
 CFG = FeatureConfig(half_life_s=3600, ratio_prior_weight=5, click_view_prior=0.2, purchase_view_prior=0.05)
 
