@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from streamrec.models.features import streaming_features
+from streamrec.models.features import HistoryFeatures
 from streamrec.models.recent import PAD, recent_positions
 
 UNKNOWN_INDEX = 0
@@ -74,7 +75,8 @@ class Inputs:
 @dataclass
 class Encoder:
     """Turns interaction rows into model inputs against a fixed history (what the
-    stream had seen): ids through the maps, dense features strictly before each ts."""
+    stream had seen): ids through the maps, dense features strictly before each ts
+    (the history is replayed through the stream's feature code once, on first use)."""
 
     users: IdIndex
     items: IdIndex
@@ -85,6 +87,10 @@ class Encoder:
     @classmethod
     def fit(cls, history: pd.DataFrame, features: tuple[str, ...], recent: int = 0) -> Encoder:
         return cls(IdIndex.fit(history["user_id"]), IdIndex.fit(history["item_id"]), history, features, recent)
+
+    @cached_property
+    def _history_features(self) -> HistoryFeatures:
+        return HistoryFeatures(self.history, self.features)
 
     def recent_items(self, rows: pd.DataFrame) -> np.ndarray:
         """int64 [len(rows), recent]: the item indices of each row's user's recent items
@@ -100,7 +106,7 @@ class Encoder:
         return Inputs(
             self.users.lookup(rows["user_id"].to_numpy()),
             self.items.lookup(rows["item_id"].to_numpy()),
-            streaming_features(self.history, rows, self.features),
+            self._history_features.at(rows),
             np.asarray(target, np.float32),
             rows["ts"].to_numpy(np.int64),
             self.recent_items(rows) if self.recent else None,
