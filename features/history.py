@@ -18,7 +18,7 @@ from streamrec.features.config import FeatureConfig
 from streamrec.features.global_state import GlobalShard
 from streamrec.features.item_state import ItemState, ItemUpdate, apply_item_event
 from streamrec.features.messages import ClickEvent
-from streamrec.features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, FeatureRow
+from streamrec.features.schema import FeatureRow
 from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
 
 OFFLINE_SHARD = "all"
@@ -49,6 +49,3 @@ def feature_history(events: Iterable[ClickEvent], cfg: FeatureConfig, stats: His
             result = apply_item_event(items.setdefault(msg.item_id, ItemState()), msg, cfg)
             if isinstance(result, ItemUpdate) and msg.event_type is not None:
                 yield result.row
-
-
-VIEW_ORDER = (USER_VIEW, ITEM_VIEW, GLOBAL_VIEW)

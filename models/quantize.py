@@ -361,10 +361,3 @@ def _ndcg_grouped(scores: np.ndarray, group: int) -> float:
     table = scores.reshape(-1, group)
     return ndcg(ranks(table[:, 0], table[:, 1:]), 10)
 
-
-def file_size(path: Path) -> int:
-    return path.stat().st_size
-
-
-def weights_bytes(path: Path) -> int:
-    return sum(numpy_helper.to_array(i).nbytes for i in onnx.load(str(path)).graph.initializer)

@@ -26,7 +26,6 @@ from streamrec.stream.signals import sigterm_as_interrupt
 if TYPE_CHECKING:
     from streamrec.infra.stack import StackConfig
 
-Handler = Callable[[argparse.Namespace], int]
 Register = Callable[[argparse._SubParsersAction, argparse._SubParsersAction], None]
 
 

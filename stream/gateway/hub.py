@@ -188,12 +188,6 @@ class Hub:
         """Partitions this gateway reads now (0 until its group has assigned them)."""
         return len(self._consumer.assignment()) if self._consumer is not None else 0
 
-    async def wait_assigned(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self.assigned == 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        return self.assigned > 0
-
     async def _run(self) -> None:
         assert self._consumer is not None
         while True:
