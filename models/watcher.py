@@ -3,7 +3,7 @@
 The worker holds one :class:`ModelWatcher`. It calls :meth:`ModelWatcher.poll` as
 often as it likes (one ``stat`` of the registry's CURRENT file when nothing changed;
 the worker may also rate-limit with ``ModelConfig.poll_interval_s``), or
-:meth:`ModelWatcher.handle_control` when a control-topic message announces a version.
+:meth:`ModelWatcher.load` to serve a given version at once.
 A new version is verified (sha256) and opened before the swap; if anything fails
 the old scorer keeps serving and ``last_error`` says why. ``current()`` is a single
 attribute read, safe from any thread.
@@ -11,10 +11,8 @@ attribute read, safe from any thread.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from typing import Any
 
 from streamrec.models.config import ModelConfig
 from streamrec.models.registry import ModelRegistry
@@ -52,17 +50,6 @@ class ModelWatcher:
         self._marker = marker
         version = self.registry.current_version()
         if version is None or version == self._refused:
-            return False
-        return self.load(version)
-
-    def handle_control(self, payload: bytes | str | dict[str, Any]) -> bool:
-        """React to a control message ``{"version": "..."}``; True when it now serves."""
-        try:
-            message = payload if isinstance(payload, dict) else json.loads(payload)
-            version = str(message["version"])
-        except (ValueError, KeyError, TypeError) as exc:
-            self.last_error = f"bad control message: {exc}"
-            log.warning(self.last_error)
             return False
         return self.load(version)
 

@@ -33,7 +33,6 @@ class TopicSettings(BaseModel):
     by_item: str = "streamrec.events-by-item"
     recommendations: str = "recommendations"
     metrics: str = "metrics"
-    control: str = "streamrec.control"
     to_recommend: str = "streamrec.to-recommend"
 
 

@@ -25,7 +25,7 @@ class TopicMismatch(RuntimeError):
 
 def topic_names(settings: Settings) -> list[str]:
     t = settings.topics
-    return [t.clickstream, t.dlq, t.by_item, t.recommendations, t.metrics, t.control, t.to_recommend]
+    return [t.clickstream, t.dlq, t.by_item, t.recommendations, t.metrics, t.to_recommend]
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 15.0) -> dict[str, int]:

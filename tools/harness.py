@@ -26,7 +26,7 @@ def isolated_settings(bootstrap: str, redis_url: str, data_dir: Path, **override
     sections: dict[str, dict[str, Any]] = {
         "broker": {"bootstrap_servers": bootstrap},
         "redis": {"url": redis_url},
-        "topics": {n: f"feat-{run}.{n}" for n in ("clickstream", "dlq", "by_item", "recommendations", "metrics", "control")},
+        "topics": {n: f"feat-{run}.{n}" for n in ("clickstream", "dlq", "by_item", "recommendations", "metrics")},
         "worker": {"app_id": f"feat-{run}", "data_dir": str(data_dir), "id": f"feat-{run}", "metrics_interval_s": 5.0},
         "features": {"project": f"feat_{run}"},
         "recommend": {"trigger_types": []},

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +71,7 @@ def test_watcher_keeps_the_old_model_when_the_new_one_is_bad(registry: ModelRegi
 
     assert not watcher.poll()
     assert watcher.current()[1] == first and "sha256" in watcher.last_error
-    assert not watcher.handle_control(json.dumps({"version": second}))
-    assert not watcher.handle_control(b"not json") and "control" in watcher.last_error
+    assert not watcher.load(second) and watcher.current()[1] == first
 
 
 def test_watcher_before_any_promotion_says_so(model_config: ModelConfig) -> None:

@@ -34,7 +34,7 @@ def worker_settings(bootstrap_servers: str, redis_url: str, data_dir: Path, regi
     return load_settings(
         broker={"bootstrap_servers": bootstrap_servers, "partitions": 2},
         redis={"url": f"{base}/{WORKER_DB}"},
-        topics={name: f"it-{run}.{name}" for name in ("clickstream", "dlq", "by_item", "recommendations", "metrics", "control")},
+        topics={name: f"it-{run}.{name}" for name in ("clickstream", "dlq", "by_item", "recommendations", "metrics")},
         worker={"app_id": f"it-{run}", "data_dir": str(data_dir), "metrics_interval_s": 1.0, "id": f"w-{run}",
                 "prometheus_port": 0},
         features={"project": f"it_{run}", "top_min_count": 1},
