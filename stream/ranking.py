@@ -223,8 +223,8 @@ class RankingRecommender:
             self._last_version = self._serving.version
 
     async def refresh(self) -> str:
-        """Pick up the watcher's current version now (e.g. after a control-topic
-        announcement); returns the version that will rank the next batch."""
+        """Pick up the watcher's current version now (e.g. right after a promotion),
+        not at the next poll; returns the version that will rank the next batch."""
         if self._watcher is not None:
             await self._refresh()
         return self._serving.version if self._serving else NO_MODEL
