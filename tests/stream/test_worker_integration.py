@@ -1,5 +1,5 @@
-"""The walking skeleton end to end, through a real broker, a real worker process and
-a real redis-server, read back through Feast's own SDK."""
+"""The worker end to end (ingest, features, recommendations, metrics), through a real
+broker, a real worker process and a real redis-server, read back through Feast's own SDK."""
 
 from __future__ import annotations
 
