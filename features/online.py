@@ -1,9 +1,12 @@
-"""The hot-path online feature client: Feast's Redis layout, one round trip per batch.
+"""The online store: one narrow interface for everything the pipeline asks of it.
 
-:class:`OnlineFeatureStore` is the narrow interface the workers use;
-:class:`RedisFeatureStore` implements it on ``redis.asyncio`` and never imports
-feast. Whatever it writes, Feast's ``get_online_features`` reads back identically,
-and its reads equal Feast's (``tests/features/test_feast_contract.py``).
+:class:`OnlineFeatureStore` is what the workers use: feature rows (write, read), the
+candidate-generation inputs, the item indexes (top by mean, popularity), a user's seen
+items, the list cache and the worker's marker. Callers never see a Redis key.
+:class:`RedisFeatureStore` implements it on ``redis.asyncio`` (one client, so one
+connection pool, per process) and never imports feast. Whatever it writes, Feast's
+``get_online_features`` reads back identically, and its reads equal Feast's
+(``tests/features/test_feast_contract.py``).
 
 Write semantics (differs from Feast's writer on purpose): every row is written
 unconditionally, last write wins, in ONE pipelined round trip per batch. Feast's
@@ -16,26 +19,26 @@ least as complete, even when a late event leaves its event timestamp unchanged
 
 from __future__ import annotations
 
-import abc
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, Self, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError
 
 from streamrec.features import codec, resp
 from streamrec.features.config import FeatureConfig
 from streamrec.features.indexes import IndexKeys, index_commands
-from streamrec.features.schema import VIEWS, DType, FeatureRow, FeatureValue, ViewSpec
+from streamrec.features.list_cache import WRITE_IF_NEWER, ListCacheKeys, ListWrite
+from streamrec.features.messages import ItemId, UserId
+from streamrec.features.packing import VALUE_PACKERS
+from streamrec.features.redis_conn import redis_client
+from streamrec.features.schema import ITEM_VIEW, VIEWS, FeatureRow, FeatureValue, ViewSpec
 
 FeatureDict = dict[str, FeatureValue | None]
 Decoder = Callable[[bytes | None], FeatureValue | None]
 _KEY_CACHE_MAX = 200_000  # entity keys kept packed per view (~100 B each)
+COVISIT_FIELDS = ("covisit_items", "covisit_weights")
 
 
 @dataclass(frozen=True)
@@ -47,57 +50,75 @@ class ReadRequest:
     features: Sequence[str] | None = None
 
 
-def reconnecting(reconnect_s: float) -> Retry:
-    """Retry a command that met a connection error or timeout (Redis restarting) for about
-    ``reconnect_s`` seconds: waits of 0.1 s doubling to 1 s. 0: no retry."""
-    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=int(reconnect_s) + 3 if reconnect_s > 0 else 0,
-                 supported_errors=(RedisConnectionError, RedisTimeoutError))
+@dataclass
+class CandidateInputs:
+    """What candidate generation reads: each item's co-visitors (ids, weights), the most
+    popular items (best first) and each user's seen items."""
+
+    neighbours: dict[ItemId, tuple[list[ItemId], list[float]]]
+    popular: list[ItemId]
+    seen: dict[UserId, set[ItemId]]
 
 
-def redis_client(redis_url: str, *, reconnect_s: float = 0.0) -> aioredis.Redis:
-    """A ``redis.asyncio`` client (bytes replies) whose commands, and the round trips of
-    features/resp.py on it, wait out a Redis restart of up to ``reconnect_s`` seconds
-    (:func:`reconnecting`); 0: a plain client."""
-    if reconnect_s <= 0:
-        return aioredis.Redis.from_url(redis_url, decode_responses=False)
-    return aioredis.Redis.from_url(redis_url, decode_responses=False, retry=reconnecting(reconnect_s),
-                                   # ECONNRESET can surface raw from a socket Redis closed as it restarted
-                                   retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError])
+class OnlineFeatureStore(Protocol):
+    """Everything the pipeline asks of the online store. Coroutines, not thread-safe; each
+    method is one round trip and raises on a store error (after the reconnect window)."""
 
-
-class OnlineFeatureStore(abc.ABC):
-    """Read and write feature rows in batches. Coroutines; not thread-safe."""
-
-    @abc.abstractmethod
     async def write_batch(self, rows: Sequence[FeatureRow]) -> None:
-        """Write whole rows; returns once they are readable. Last write wins."""
+        """Write whole rows (and the indexes they feed); returns once they are readable. Last write wins."""
+        ...
 
-    @abc.abstractmethod
     async def read_many(self, requests: Sequence[ReadRequest]) -> list[list[FeatureDict]]:
-        """Read several views at once; per request one dict per entity id, in order.
+        """Read several views at once; per request one dict per entity id, in order. A
+        feature never written reads as ``None``; so does every feature of an unknown entity."""
+        ...
 
-        A feature never written reads as ``None``; so does every feature of an
-        entity that was never written.
-        """
+    async def candidate_inputs(self, items: Sequence[ItemId], users: Sequence[UserId], popular_depth: int) -> CandidateInputs:
+        """The co-visitors of ``items``, the ``popular_depth`` most popular items and the users' seen items."""
+        ...
 
-    async def read_batch(
-        self, view: str, entity_ids: Sequence[str], features: Sequence[str] | None = None
-    ) -> list[FeatureDict]:
-        return (await self.read_many([ReadRequest(view, entity_ids, features)]))[0]
+    async def top_items_by_mean(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` items with the highest mean rating (among those with enough ratings), best first."""
+        ...
 
-    @abc.abstractmethod
+    async def top_items_by_popularity(self, k: int) -> list[str]:
+        """The ``k`` items with the highest time-decayed popularity, best first."""
+        ...
+
+    async def seen_items(self, user_id: str) -> set[str]:
+        """The newest ``seen_max_items`` items the user interacted with (any event type)."""
+        ...
+
+    async def write_lists(self, writes: Sequence[ListWrite], ttl_s: int) -> None:
+        """Cache (or drop: payload ``None``) each user's list, in order, expiring after ``ttl_s``;
+        a write older than the user's newest version in the cache changes nothing."""
+        ...
+
+    async def cached_list(self, user_id: str) -> bytes | None:
+        """The user's cached list as written, ``None`` when there is none."""
+        ...
+
+    async def marker_present(self, worker_id: str) -> bool:
+        """Whether the store still holds ``worker_id``'s marker (it loses it with its data)."""
+        ...
+
+    async def set_marker(self, worker_id: str) -> None: ...
+
     async def close(self) -> None:
         """Release connections. Idempotent."""
+        ...
 
 
 class RedisFeatureStore(OnlineFeatureStore):
-    """Feast's Redis online-store layout over ``redis.asyncio``, plus the indexes."""
+    """Feast's Redis online-store layout over ``redis.asyncio``, plus the indexes, the list
+    cache and the workers' markers, all under the project's keys."""
 
     def __init__(self, client: aioredis.Redis, cfg: FeatureConfig) -> None:
         self._client = client
         self._cfg = cfg
         self._project = cfg.project
         self.keys = IndexKeys(cfg.project)
+        self._lists = ListCacheKeys(cfg.project)
         # prepacked RESP pieces: the field names of every feature never change
         self._field_bulks = {
             view.name: {name: resp.bulk(codec.field_key(view.name, name)) for name in view.feature_names}
@@ -108,15 +129,17 @@ class RedisFeatureStore(OnlineFeatureStore):
         # RESP bulk of each entity's hash key, per view: building one costs more than the lookup
         self._key_bulks: dict[str, dict[str, bytes]] = {view: {} for view in VIEWS}
         self._packers = {
-            view.name: {name: (self._field_bulks[view.name][name], _VALUE_PACKERS[dtype]) for name, dtype in view.features}
+            view.name: {name: (self._field_bulks[view.name][name], VALUE_PACKERS[dtype]) for name, dtype in view.features}
             for view in VIEWS.values()
         }
+        self._covisit_tail = b"".join(self._field_bulks[ITEM_VIEW][name] for name in COVISIT_FIELDS)
 
     @classmethod
-    def from_url(cls, redis_url: str, cfg: FeatureConfig, *, reconnect_s: float = 0.0) -> RedisFeatureStore:
+    def from_url(cls, redis_url: str, cfg: FeatureConfig, *, reconnect_s: float = 0.0) -> Self:
         """Connect lazily (no I/O here); ``redis_url`` like ``redis://127.0.0.1:6379/0``.
         With ``reconnect_s`` every read and write waits out a Redis restart that long (the
-        writes are whole rows and set/sorted-set adds: repeating one changes nothing)."""
+        writes are whole rows, set/sorted-set adds and versioned list writes: repeating one
+        changes nothing)."""
         return cls(redis_client(redis_url, reconnect_s=reconnect_s), cfg)
 
     def _key_bulk(self, spec: ViewSpec, entity_id: str) -> bytes:
@@ -174,11 +197,23 @@ class RedisFeatureStore(OnlineFeatureStore):
             pos += count
         return out
 
+    async def read_batch(self, view: str, entity_ids: Sequence[str], features: Sequence[str] | None = None) -> list[FeatureDict]:
+        """One view's rows: :meth:`read_many` of one request."""
+        return (await self.read_many([ReadRequest(view, entity_ids, features)]))[0]
+
+    async def candidate_inputs(self, items: Sequence[ItemId], users: Sequence[UserId], popular_depth: int) -> CandidateInputs:
+        head = resp.header(2 + len(COVISIT_FIELDS), b"HMGET")
+        item_spec = VIEWS[ITEM_VIEW]
+        commands = [head + self._key_bulk(item_spec, item) + self._covisit_tail for item in items]
+        commands.append(resp.command(b"ZREVRANGE", self.keys.item_popularity.encode(), b"0", b"%d" % (popular_depth - 1)))
+        commands.extend(resp.command(b"ZRANGE", self.keys.seen(user).encode(), b"0", b"-1") for user in users)
+        return decode_candidate_inputs(items, users, await resp.round_trip(self._client, commands))
+
     async def read_row_timestamps(self, view: str, entity_ids: Sequence[str]) -> list[int | None]:
         """Each entity's ``_ts:<view>`` in UTC ms (``None`` if never written)."""
         spec = VIEWS[view]
-        ts_field = resp.bulk(codec.timestamp_field(view))
         head = resp.header(3, b"HGET")
+        ts_field = self._ts_bulks[view]
         replies = await resp.round_trip(self._client, [head + self._key_bulk(spec, e) + ts_field for e in entity_ids])
         return [codec.decode_timestamp_ms(r) for r in replies]
 
@@ -188,46 +223,47 @@ class RedisFeatureStore(OnlineFeatureStore):
         return [(item.decode(), float(score)) for item, score in pairs]
 
     async def top_items_by_popularity(self, k: int) -> list[str]:
-        """Highest time-decayed popularity first."""
         items = await self._client.zrevrange(self.keys.item_popularity, 0, k - 1)
         return [item.decode() for item in items]
 
     async def seen_items(self, user_id: str) -> set[str]:
-        """The newest ``seen_max_items`` items the user interacted with (any event type)."""
         members = await self._client.zrange(self.keys.seen(user_id), 0, -1)
         return {item.decode() for item in members}
+
+    async def write_lists(self, writes: Sequence[ListWrite], ttl_s: int) -> None:
+        if not writes:
+            return
+        commands = [resp.command(*self._lists.write_args(write, ttl_s)) for write in writes]
+        try:
+            await resp.round_trip(self._client, commands)
+        except NoScriptError:
+            await self._client.script_load(WRITE_IF_NEWER)  # a fresh or restarted Redis; writes are idempotent
+            await resp.round_trip(self._client, commands)
+
+    async def cached_list(self, user_id: str) -> bytes | None:
+        return cast(bytes | None, await self._client.get(self._lists.entry(user_id)))
+
+    def _marker_key(self, worker_id: str) -> str:
+        return f"{self._project}:online:worker:{worker_id}"
+
+    async def marker_present(self, worker_id: str) -> bool:
+        return bool(await self._client.exists(self._marker_key(worker_id)))
+
+    async def set_marker(self, worker_id: str) -> None:
+        await self._client.set(self._marker_key(worker_id), b"1")
 
     async def close(self) -> None:
         await self._client.aclose()
 
 
-_F64_BULK = struct.Struct("<d")
-_SMALL_INT_BULKS = tuple(resp.bulk(codec.encode_value("int64", n)) for n in range(4096))
-
-
-def _pack_float64(value: Any) -> bytes:
-    # the RESP bulk of a serialized Value{double_val}: always 9 bytes
-    return b"$9\r\n\x29" + _F64_BULK.pack(value) + b"\r\n"
-
-
-def _pack_int64(value: Any) -> bytes:
-    if 0 <= value < 4096:  # counters: prepacked
-        return _SMALL_INT_BULKS[value]
-    return resp.bulk(codec.encode_value("int64", value))
-
-
-def _packer(dtype: DType) -> Callable[[Any], bytes]:
-    def pack(value: Any) -> bytes:
-        return resp.bulk(codec.encode_value(dtype, value))
-
-    return pack
-
-
-# value -> the RESP bulk string of its serialized feast Value, per feature type
-_VALUE_PACKERS: dict[DType, Callable[[Any], bytes]] = {
-    "float64": _pack_float64,
-    "int64": _pack_int64,
-    "string": _packer("string"),
-    "string_list": _packer("string_list"),
-    "float64_list": _packer("float64_list"),
-}
+def decode_candidate_inputs(items: Sequence[ItemId], users: Sequence[UserId], replies: Sequence[Any]) -> CandidateInputs:
+    """:meth:`RedisFeatureStore.candidate_inputs`' replies, in its order (items' HMGETs,
+    popular, seen sets), decoded."""
+    neighbours: dict[ItemId, tuple[list[ItemId], list[float]]] = {}
+    for item, (raw_items, raw_weights) in zip(items, replies[: len(items)]):
+        found = codec.decode_value(raw_items) or []
+        weights = codec.decode_value(raw_weights) or []
+        neighbours[item] = (cast(list[ItemId], found), cast(list[float], weights))
+    popular = list(map(bytes.decode, replies[len(items)]))
+    seen = {user: set(map(bytes.decode, reply)) for user, reply in zip(users, replies[len(items) + 1 :])}
+    return CandidateInputs(neighbours, popular, seen)

@@ -3,8 +3,8 @@
 Redis holds no state of its own: every feature row is an entity's whole state, kept in
 the worker's tables (and their changelogs). A Redis restarted empty (no persistence, a
 failover to an empty replica, a FLUSHALL) would otherwise serve nothing for an entity
-until its next event. Each worker keeps a marker key of its own in Redis,
-``<project>:online:worker:<worker id>``; a timer (``STREAMREC_WORKER__ONLINE_CHECK_S``)
+until its next event. Each worker keeps a marker of its own in the online store
+(``OnlineFeatureStore.set_marker``); a timer (``STREAMREC_WORKER__ONLINE_CHECK_S``)
 looks for it, and when it is gone the worker sets it again and rewrites the rows of
 every user, item and global shard of the partitions it owns, through its micro-batching
 writer (after a worker's own rows, in order). A worker's first check only sets the
@@ -23,35 +23,31 @@ with them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from streamrec.features.config import FeatureConfig
 from streamrec.features.global_state import GlobalShard, shard_id
 from streamrec.features.item_state import ItemState
+from streamrec.features.online import OnlineFeatureStore
 from streamrec.features.schema import ITEM_VIEW, USER_VIEW, FeatureRow
 from streamrec.features.user_state import UserState
 
 
-def marker_key(project: str, worker_id: str) -> str:
-    return f"{project}:online:worker:{worker_id}"
-
-
 class Marker:
-    """This worker's marker key: present while Redis holds what the worker wrote."""
+    """This worker's marker in the online store: present while the store holds what the worker wrote."""
 
-    def __init__(self, client: Any, key: str) -> None:
-        self._client, self.key = client, key
+    def __init__(self, store: OnlineFeatureStore, worker_id: str) -> None:
+        self._store, self.worker_id = store, worker_id
         self.written = False  # set by this process at least once
 
     async def present(self) -> bool:
-        return bool(await self._client.exists(self.key))
+        return await self._store.marker_present(self.worker_id)
 
     async def set(self) -> None:
-        await self._client.set(self.key, b"1")
+        await self._store.set_marker(self.worker_id)
         self.written = True
 
     async def close(self) -> None:
-        await self._client.aclose()
+        """Nothing to release: the marker shares the worker's store, which the worker closes."""
 
 
 def user_row(user: str, state: UserState, partitions: set[int]) -> FeatureRow | None:

@@ -2,11 +2,11 @@
 
 Per ``recommend_many`` batch (all requests together), two Redis round trips:
 
-1. :class:`CandidateReader`: the ``covisit_items``/``covisit_weights`` of every
-   request's recent items, the popularity index (``popular_depth`` items, once for the
-   batch) and every user's seen set, in ONE pipelined round trip;
+1. ``store.candidate_inputs``: the co-visitors of every request's recent items, the
+   popularity index (``popular_depth`` items, once for the batch) and every user's seen
+   set, in ONE round trip;
 2. ``store.read_many``: the users' rows and every candidate's item row, only the
-   features the model reads, in ONE pipelined round trip.
+   features the model reads, in ONE round trip.
 
 Candidates come from :func:`streamrec.models.candidates.generate` (co-visitation, embedding
 neighbours in the ranker's item space, popular; minus the user's newest seen items, features/indexes.py).
@@ -34,17 +34,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
-from typing import Any, cast
 
 import numpy as np
-import redis.asyncio as aioredis
 
-from streamrec.features import codec, resp
-from streamrec.features.config import FeatureConfig
-from streamrec.features.indexes import IndexKeys
 from streamrec.features.messages import ItemId, RecommendedItem, UserId
-from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest, redis_client
-from streamrec.features.schema import ITEM_KEY, ITEM_VIEW, USER_VIEW, VIEWS
+from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest
+from streamrec.features.schema import ITEM_VIEW, USER_VIEW, VIEWS
 from streamrec.models.candidates import EMPTY, CandidateConfig, Candidates, ScoredItems, fuse, generate, popular_scores, top_k
 from streamrec.models.item_vectors import ItemVectors, VectorIndex, build_index, embedding_neighbours, load_item_vectors
 from streamrec.models.scorer import ScoreBatch, Scorer
@@ -54,56 +49,6 @@ from streamrec.stream.recommend import Ranked, RecommendRequest
 log = logging.getLogger(__name__)
 
 NO_MODEL = "none"
-COVISIT_FIELDS = ("covisit_items", "covisit_weights")
-
-
-@dataclass
-class CandidateInputs:
-    neighbours: dict[ItemId, tuple[list[ItemId], list[float]]]
-    popular: list[ItemId]
-    seen: dict[UserId, set[ItemId]]
-
-
-class CandidateReader:
-    """Candidate-generation inputs for a batch in one pipelined Redis round trip.
-
-    Reads the Feast layout and the indexes that ``streamrec.features.online.RedisFeatureStore``
-    writes (same project). Coroutine; raises on Redis errors.
-    """
-
-    def __init__(self, client: aioredis.Redis, cfg: FeatureConfig) -> None:
-        self._client = client
-        self._project = cfg.project
-        self._keys = IndexKeys(cfg.project)
-        fields = b"".join(resp.bulk(codec.field_key(ITEM_VIEW, name)) for name in COVISIT_FIELDS)
-        self._hmget_tail = fields
-
-    @classmethod
-    def from_url(cls, redis_url: str, cfg: FeatureConfig, *, reconnect_s: float = 0.0) -> CandidateReader:
-        """``reconnect_s``: wait out a Redis restart that long (features/online.py)."""
-        return cls(redis_client(redis_url, reconnect_s=reconnect_s), cfg)
-
-    async def read(self, items: Sequence[ItemId], users: Sequence[UserId], popular_depth: int) -> CandidateInputs:
-        head = resp.header(2 + len(COVISIT_FIELDS), b"HMGET")
-        commands = [head + resp.bulk(codec.entity_key(ITEM_KEY, item, self._project)) + self._hmget_tail for item in items]
-        commands.append(resp.command(b"ZREVRANGE", self._keys.item_popularity.encode(), b"0", b"%d" % (popular_depth - 1)))
-        commands.extend(resp.command(b"ZRANGE", self._keys.seen(user).encode(), b"0", b"-1") for user in users)
-        return decode_candidate_inputs(items, users, await resp.round_trip(self._client, commands))
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
-def decode_candidate_inputs(items: Sequence[ItemId], users: Sequence[UserId], replies: Sequence[Any]) -> CandidateInputs:
-    """:meth:`CandidateReader.read`'s replies, in its order (items' HMGETs, popular, seen sets), decoded."""
-    neighbours: dict[ItemId, tuple[list[ItemId], list[float]]] = {}
-    for item, (raw_items, raw_weights) in zip(items, replies[: len(items)]):
-        found = codec.decode_value(raw_items) or []
-        weights = codec.decode_value(raw_weights) or []
-        neighbours[item] = (cast(list[ItemId], found), cast(list[float], weights))
-    popular = list(map(bytes.decode, replies[len(items)]))
-    seen = {user: set(map(bytes.decode, reply)) for user, reply in zip(users, replies[len(items) + 1 :])}
-    return CandidateInputs(neighbours, popular, seen)
 
 
 class FeaturePlan:
@@ -187,7 +132,6 @@ class RankingRecommender:
     def __init__(
         self,
         store: OnlineFeatureStore,
-        reader: CandidateReader,
         watcher: ModelWatcher | None,
         cfg: CandidateConfig,
         *,
@@ -195,7 +139,7 @@ class RankingRecommender:
         poll_interval_s: float = 2.0,
         batch_scoring: bool = True,
     ) -> None:
-        self._store, self._reader, self._watcher, self.cfg = store, reader, watcher, cfg
+        self._store, self._watcher, self.cfg = store, watcher, cfg
         self._top_k, self._poll_interval_s, self.batch_scoring = top_k, poll_interval_s, batch_scoring
         self._serving: Serving | None = None
         self._next_poll = 0.0
@@ -232,7 +176,6 @@ class RankingRecommender:
     async def close(self) -> None:
         if self._refreshing is not None:
             await asyncio.gather(self._refreshing, return_exceptions=True)
-        await self._reader.close()
 
     def _maybe_refresh(self) -> None:
         now = time.monotonic()
@@ -293,7 +236,7 @@ class RankingRecommender:
         recents = [[(r.item_id, r.affinity) for r in request.state.recent[: self.cfg.recent_items]] for request in requests]
         expand = list(dict.fromkeys(item for recent in recents for item, _ in recent))
         users = list(dict.fromkeys(request.user_id for request in requests))
-        inputs = await self._reader.read(expand, users, self.cfg.popular_depth)
+        inputs = await self._store.candidate_inputs(expand, users, self.cfg.popular_depth)
         popular = popular_scores(inputs.popular)
         near: list[ScoredItems] = [EMPTY for _ in requests]
         if serving is not None and serving.vectors is not None and serving.index is not None and self.cfg.embedding:

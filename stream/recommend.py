@@ -1,9 +1,10 @@
-"""The recommend step's seam, and the walking skeleton's first implementation.
+"""The recommend step's seam, and its simplest implementation.
 
 A ``Recommender`` turns (user state, cause event) into a ranked list with the time
-spent in each stage. The worker knows nothing else about it, so a stronger one
-(candidates from co-visitation, popularity and embeddings, ranked by the ONNX model)
-replaces this one without touching the agents.
+spent in each stage. The worker knows nothing else about it: :class:`TopMeanRecommender`
+(best-rated unseen items, from the online store's indexes) and the ranking one
+(stream/ranking.py: candidates from co-visitation, popularity and embeddings, ranked by
+the ONNX model) are interchangeable.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from streamrec.features.messages import ClickEvent, RecommendedItem
+from streamrec.features.online import OnlineFeatureStore
 from streamrec.features.user_state import UserState
 
 
@@ -76,20 +78,6 @@ class Recommender(Protocol):
         ...
 
 
-class TopItemsIndex(Protocol):
-    async def top_items_by_mean(self, k: int) -> list[tuple[str, float]]:
-        """The ``k`` items with the highest mean rating (among those with enough ratings), best first."""
-        ...
-
-    async def seen_items(self, user_id: str) -> set[str]:
-        """Every item the user has interacted with."""
-        ...
-
-    async def top_items_by_popularity(self, k: int) -> list[str]:
-        """The ``k`` items with the highest time-decayed popularity, best first."""
-        ...
-
-
 class TopMeanRecommender:
     """Highest-mean items (with a minimum rating count) that the user has not interacted with,
     topped up with the most popular items while few items have enough ratings (cold start)."""
@@ -98,7 +86,7 @@ class TopMeanRecommender:
     provider = "none"
     scoring_errors = 0  # no model to fail
 
-    def __init__(self, index: TopItemsIndex, *, top_k: int, candidates: int) -> None:
+    def __init__(self, index: OnlineFeatureStore, *, top_k: int, candidates: int) -> None:
         self._index = index
         self._top_k = top_k
         self._candidates = candidates

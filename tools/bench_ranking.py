@@ -29,7 +29,7 @@ from streamrec.features.user_state import UserState, UserUpdate, apply_user_even
 from streamrec.models.candidates import CandidateConfig
 from streamrec.models.config import ModelConfig
 from streamrec.models.watcher import ModelWatcher
-from streamrec.stream.ranking import CandidateReader, RankingRecommender
+from streamrec.stream.ranking import RankingRecommender
 from streamrec.stream.recommend import RecommendRequest
 
 
@@ -108,7 +108,7 @@ async def run_bench(redis_url: str, model_cfg: ModelConfig, events: int, iterati
     requests = [RecommendRequest(u, s, ClickEvent(event_id=f"c-{u}", user_id=u, item_id=s.recent[0].item_id,
                                                   type=EventType.CLICK, ts=datetime.now(timezone.utc))) for u, s in states.items() if s.recent]
     for batch_scoring in (True, False):
-        recommender = RankingRecommender(store, CandidateReader.from_url(redis_url, feature_cfg), watcher, cfg,
+        recommender = RankingRecommender(store, watcher, cfg,
                                          top_k=10, poll_interval_s=3600, batch_scoring=batch_scoring)
         await recommender.start()
         results["provider"] = recommender.provider

@@ -14,8 +14,8 @@ commands and the same data:
   of 32 users and 200 candidates each (``RedisFeatureStore.read_many``);
 * ``read all 1x100``: every feature of 1 user and 100 items (``bench features``' read);
 * ``candidates 32``: the covisit fields of 32 users' recent items, the popularity index
-  and the 32 seen sets (``CandidateReader.read``);
-* ``cache 32``: 32 conditional list writes (``RecommendationCache.update``).
+  and the 32 seen sets (``RedisFeatureStore.candidate_inputs``);
+* ``cache 32``: 32 conditional list writes (``RedisFeatureStore.write_lists``).
 
 A private redis-server on a free loopback port, started here and stopped by PID at the
 end. Both ways run in this one process, interleaved operation by operation, so a busy
@@ -47,19 +47,20 @@ from tqdm import tqdm
 from streamrec.features import codec
 from streamrec.features.config import FeatureConfig
 from streamrec.features.indexes import IndexKeys, index_args
-from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest, RedisFeatureStore, redis_client
+from streamrec.features.list_cache import ListCacheKeys, ListWrite
+from streamrec.features.online import COVISIT_FIELDS, CandidateInputs, ReadRequest, RedisFeatureStore, decode_candidate_inputs
+from streamrec.features.redis_conn import redis_client
 from streamrec.features.schema import ITEM_KEY, ITEM_VIEW, USER_VIEW, VIEWS, FeatureRow
-from streamrec.stream.ranking import COVISIT_FIELDS, CandidateInputs, CandidateReader, decode_candidate_inputs
-from streamrec.stream.rec_cache import RecommendationCache
 from streamrec.tools.bench_ranking import bench_events, replay_events
 
 Operation = Callable[[], Awaitable[Any]]
+CACHE_TTL_S = 3600
 RANKER_COLUMNS = ("rating_mean", "n_rating")  # per view: what the default ranker reads (models/features.py)
 
 
 class PipelineClient:
     """The worker's Redis operations on redis-py's public pipeline API: the same commands
-    as features/online.py, stream/ranking.py and stream/rec_cache.py send through
+    as features/online.py sends through
     features/resp.py, given as arguments (keys and field names prepared once, as there)."""
 
     def __init__(self, client: aioredis.Redis, cfg: FeatureConfig) -> None:
@@ -137,21 +138,22 @@ def _ranker_requests(users: Sequence[str], items: Sequence[str]) -> list[ReadReq
     return [ReadRequest(USER_VIEW, users, RANKER_COLUMNS), ReadRequest(ITEM_VIEW, items, RANKER_COLUMNS)]
 
 
-def operations(work: Workload, store: RedisFeatureStore, pipe: PipelineClient, reader: CandidateReader,
-               cache: RecommendationCache, depth: int) -> dict[str, tuple[Operation, Operation]]:
+def operations(work: Workload, store: RedisFeatureStore, pipe: PipelineClient, depth: int) -> dict[str, tuple[Operation, Operation]]:
     """Per operation: (resp.py way, pipeline way), each a fresh coroutine per call."""
     batch = work.rows[-work.cfg.batch_size :]  # the newest rows: users with full recent lists
     one, many = _ranker_requests(work.batch_users[:1], work.one_list), _ranker_requests(work.batch_users, work.batch_items)
     every = [ReadRequest(USER_VIEW, work.batch_users[:1]), ReadRequest(ITEM_VIEW, work.one_list[:100])]
-    lists = [(u, 1, work.payload) for u in work.batch_users]
+    lists: list[ListWrite] = [(u, 1, work.payload) for u in work.batch_users]
+    cache_keys = ListCacheKeys(work.cfg.project)
     return {
         f"write {len(batch)} rows": (lambda: store.write_batch(batch), lambda: pipe.write_batch(batch)),
         "read 1x200": (lambda: store.read_many(one), lambda: pipe.read_many(one)),
         f"read 32x{len(work.batch_items)}": (lambda: store.read_many(many), lambda: pipe.read_many(many)),
         "read all 1x100": (lambda: store.read_many(every), lambda: pipe.read_many(every)),
-        "candidates 32": (lambda: reader.read(work.recent_items, work.batch_users, depth),
+        "candidates 32": (lambda: store.candidate_inputs(work.recent_items, work.batch_users, depth),
                           lambda: pipe.candidate_inputs(work.recent_items, work.batch_users, depth)),
-        "cache 32": (lambda: cache.update(lists), lambda: pipe.execute([cache.write_args(*w) for w in lists])),
+        "cache 32": (lambda: store.write_lists(lists, CACHE_TTL_S),
+                     lambda: pipe.execute([cache_keys.write_args(w, CACHE_TTL_S) for w in lists])),
     }
 
 
@@ -206,16 +208,17 @@ async def measure(url: str, events: int, repeats: int, warmup: int = 20) -> dict
 
     cfg = FeatureConfig(project="bench_redis")
     store = RedisFeatureStore.from_url(url, cfg)
-    recorder = _Recording(store)
+    recorder = _Recording.from_url(url, cfg)
     frame = load_movielens().interactions.sort_values("ts").tail(events)
-    users = await replay_events(recorder, bench_events(frame), cfg)
+    try:
+        users = await replay_events(recorder, bench_events(frame), cfg)
+    finally:
+        await recorder.close()
     work = Workload(users, recorder.rows, cfg)
     pipe_client = redis_client(url)
     pipe = PipelineClient(pipe_client, cfg)
-    reader = CandidateReader.from_url(url, cfg)
-    cache = RecommendationCache.from_url(url, cfg.project, ttl_s=3600)
     try:
-        ops = operations(work, store, pipe, reader, cache, depth=500)
+        ops = operations(work, store, pipe, depth=500)
         same = await _check_same(ops, work, url)
         timings: dict[str, dict[str, dict[str, list[float]]]] = {
             name: {w: {"wall": [], "cpu": []} for w in ("resp", "pipeline")} for name in ops}
@@ -229,8 +232,7 @@ async def measure(url: str, events: int, repeats: int, warmup: int = 20) -> dict
                         timings[name][way]["wall"].append(wall)
                         timings[name][way]["cpu"].append(cpu)
     finally:
-        for closing in (store, reader, cache):
-            await closing.close()
+        await store.close()
         await pipe_client.aclose()
     result: dict[str, Any] = {"operations": {}, "replies_equal": same, "repeats": repeats, "warmup": warmup,
                               "events_replayed": events, "rows_written": len(work.rows)}
@@ -244,22 +246,16 @@ async def measure(url: str, events: int, repeats: int, warmup: int = 20) -> dict
     return result
 
 
-class _Recording(OnlineFeatureStore):
-    """A store that keeps every row written through it (the write operation's batch)."""
+class _Recording(RedisFeatureStore):
+    """The store, keeping every row written through it (the write operation's batch)."""
 
-    def __init__(self, store: OnlineFeatureStore) -> None:
-        self._store = store
+    def __init__(self, client: aioredis.Redis, cfg: FeatureConfig) -> None:
+        super().__init__(client, cfg)
         self.rows: list[FeatureRow] = []
 
     async def write_batch(self, rows: Sequence[FeatureRow]) -> None:
         self.rows.extend(rows)
-        await self._store.write_batch(rows)
-
-    async def read_many(self, requests: Sequence[ReadRequest]) -> list[list[FeatureDict]]:
-        return await self._store.read_many(requests)
-
-    async def close(self) -> None:
-        await self._store.close()
+        await super().write_batch(rows)
 
 
 def _versions() -> dict[str, str]:

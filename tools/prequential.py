@@ -5,7 +5,7 @@ broker: each event updates its user's and items' state with the pure update func
 (``features/user_state.py``, ``features/item_state.py``), the rows go to a real Redis
 through ``features/online.py``'s :class:`RedisFeatureStore` (with the popularity and
 seen indexes), and every user of a batch gets a new list from ``stream/ranking.py``'s
-:class:`RankingRecommender` (its :class:`CandidateReader`, ``models/candidates.py``,
+:class:`RankingRecommender` (the store's candidate inputs, ``models/candidates.py``,
 the ONNX ranker). Before an event is applied it is scored against the list its user
 held at that moment, the one made after the user's previous batch.
 
@@ -53,7 +53,7 @@ from streamrec.models.candidates import CandidateConfig
 from streamrec.models.config import ModelConfig
 from streamrec.models.metrics import hit_rate, mrr, ndcg
 from streamrec.models.watcher import ModelWatcher
-from streamrec.stream.ranking import CandidateReader, RankingRecommender
+from streamrec.stream.ranking import RankingRecommender
 from streamrec.stream.recommend import RecommendRequest
 
 VARIANTS = ("popularity", "covisit", "candidates", "pipeline")
@@ -189,8 +189,7 @@ class Replay:
         self._pending: dict[tuple[str, str], FeatureRow] = {}
 
         def recommender(candidates: CandidateConfig, watcher: ModelWatcher | None) -> RankingRecommender:
-            reader = CandidateReader.from_url(redis_url, self.features)
-            return RankingRecommender(self.store, reader, watcher, candidates, top_k=top_k, poll_interval_s=1e9)
+            return RankingRecommender(self.store, watcher, candidates, top_k=top_k, poll_interval_s=1e9)
 
         free = variant_configs(cfg)
         self.pipeline = recommender(cfg, ModelWatcher(models))

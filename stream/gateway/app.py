@@ -40,6 +40,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from starlette.types import Receive, Scope, Send
 
 from streamrec.features.messages import MAX_ID_LENGTH, ClickEvent, Recommendation, Rejection, parse_event
+from streamrec.features.online import RedisFeatureStore
 from streamrec.infra.kafka_clients import producer
 from streamrec.infra.settings import SettingsError
 from streamrec.stream.gateway.catalogue import Catalogue, CatalogueItem
@@ -82,7 +83,7 @@ class Gateway:
         self.hub = Hub(settings)
         self.redis = aioredis.Redis.from_url(settings.redis.effective_url, decode_responses=False,
                                              socket_connect_timeout=HEALTH_TIMEOUT_S, socket_timeout=2.0)
-        self.cache = RecommendationCache(self.redis, settings.features.project, settings.recommend.cache_ttl_s)
+        self.cache = RecommendationCache(RedisFeatureStore(self.redis, settings.features), settings.recommend.cache_ttl_s)
         self.producer: AIOKafkaProducer | None = None
         self.counts: Counter[str] = Counter()
         self._stats_task: asyncio.Task[None] | None = None

@@ -84,3 +84,22 @@ async def test_seen_items_keep_only_the_newest_and_ignore_rewrites(features_redi
     finally:
         await store._client.delete(store.keys.seen("u1"))
         await store.close()
+
+
+async def test_candidate_inputs_read_covisitors_popular_and_seen_in_one_call(store: RedisFeatureStore,
+                                                                           features_cfg: FeatureConfig) -> None:
+    row = _item_row("i1", [4.0], features_cfg)
+    covisited = FeatureRow(ITEM_VIEW, "i1", {**row.values, "covisit_items": ["i2", "i3"], "covisit_weights": [2.0, 1.0]}, 1)
+    await store.write_batch([covisited, FeatureRow(USER_VIEW, "u1", {"event_count": 1}, 1, touched=("i1",))])
+
+    inputs = await store.candidate_inputs(["i1", "unknown"], ["u1", "u2"], popular_depth=5)
+
+    assert inputs.neighbours == {"i1": (["i2", "i3"], [2.0, 1.0]), "unknown": ([], [])}
+    assert inputs.seen == {"u1": {"i1"}, "u2": set()}
+    assert inputs.popular == await store.top_items_by_popularity(5)
+
+
+async def test_a_workers_marker_is_its_own(store: RedisFeatureStore) -> None:
+    assert not await store.marker_present("w1")
+    await store.set_marker("w1")
+    assert await store.marker_present("w1") and not await store.marker_present("w2")

@@ -29,7 +29,7 @@ from streamrec.models.pipeline import train_and_publish
 from streamrec.models.registry import METADATA, ModelRegistry
 from streamrec.models.scorer import ScoreBatch
 from streamrec.models.watcher import ModelWatcher
-from streamrec.stream.ranking import CandidateReader, FeaturePlan, RankingRecommender
+from streamrec.stream.ranking import FeaturePlan, RankingRecommender
 from streamrec.tools.bench_ranking import bench_events, replay_events
 from streamrec.stream.recommend import RecommendRequest
 
@@ -91,8 +91,7 @@ class Parts:
     async def recommender(self, models: ModelConfig | None = None, ranker_weight: float = 1.0,
                           **options: object) -> RankingRecommender:
         cfg = CandidateConfig(max_candidates=30, covisit=10, embedding=10, popular_depth=60, ranker_weight=ranker_weight)
-        reader = CandidateReader.from_url(self.world.redis_url, self.world.features)
-        made = RankingRecommender(self.store, reader, ModelWatcher(models or self.world.models), cfg, top_k=30, **options)  # type: ignore[arg-type]
+        made = RankingRecommender(self.store, ModelWatcher(models or self.world.models), cfg, top_k=30, **options)  # type: ignore[arg-type]
         self.made.append(made)
         await made.start()
         return made
@@ -165,7 +164,7 @@ async def test_a_batch_is_ranked_per_request_in_order_and_batch_scoring_changes_
         assert [i.item_id for i in mine.items] == [i.item_id for i in theirs.items]
         assert np.allclose([i.score for i in mine.items], [i.score for i in theirs.items], atol=1e-5)
     assert together[1].items == together[4].items
-    seen = await parts.made[0]._reader.read([], ["u1"], 1)
+    seen = await parts.store.candidate_inputs([], ["u1"], 1)
     assert not {i.item_id for i in together[1].items} & seen.seen["u1"]
 
 

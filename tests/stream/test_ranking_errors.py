@@ -1,8 +1,7 @@
 """Ranking errors surface where they belong: a lost store stops the worker, a bad model
 does not (the batch gets the heuristic list and ``scoring_errors`` counts it).
 
-RankingRecommender on fakes: a candidate reader, an online store whose feature read
-can fail, a scorer that can fail. No Redis, no trained model.
+RankingRecommender on fakes: an online store whose feature read can fail, a scorer that can fail. No Redis, no trained model.
 """
 
 from __future__ import annotations
@@ -15,23 +14,15 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streamrec.features.messages import ClickEvent, EventType
-from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest
+from streamrec.features.online import CandidateInputs, FeatureDict, OnlineFeatureStore, ReadRequest
 from streamrec.features.schema import FeatureRow
 from streamrec.features.user_state import UserState
 from streamrec.models.candidates import CandidateConfig
 from streamrec.models.scorer import ScoreBatch
-from streamrec.stream.ranking import NO_MODEL, CandidateInputs, FeaturePlan, RankingRecommender, Serving
+from streamrec.stream.ranking import NO_MODEL, FeaturePlan, RankingRecommender, Serving
 from streamrec.stream.recommend import RecommendRequest
 
 POPULAR = [f"i{n}" for n in range(8)]
-
-
-class FakeReader:
-    async def read(self, items: Sequence[str], users: Sequence[str], popular_depth: int) -> CandidateInputs:
-        return CandidateInputs(neighbours={}, popular=POPULAR[:popular_depth], seen={u: set() for u in users})
-
-    async def close(self) -> None:
-        pass
 
 
 class FakeStore(OnlineFeatureStore):
@@ -45,6 +36,9 @@ class FakeStore(OnlineFeatureStore):
         if self.error is not None:
             raise self.error
         return [[{f: 1.0 for f in r.features or []} for _ in r.entity_ids] for r in requests]
+
+    async def candidate_inputs(self, items: Sequence[str], users: Sequence[str], popular_depth: int) -> CandidateInputs:
+        return CandidateInputs(neighbours={}, popular=POPULAR[:popular_depth], seen={u: set() for u in users})
 
     async def close(self) -> None:
         pass
@@ -66,7 +60,7 @@ class FakeScorer:
 
 
 def _recommender(store: FakeStore, scorer: FakeScorer) -> RankingRecommender:
-    rec = RankingRecommender(store, FakeReader(), None, CandidateConfig(max_candidates=8, popular_depth=8, ranker_weight=1.0),  # type: ignore[arg-type]
+    rec = RankingRecommender(store, None, CandidateConfig(max_candidates=8, popular_depth=8, ranker_weight=1.0),  # type: ignore[arg-type]
                              top_k=3)
     rec._serving = Serving(scorer, "v1", FeaturePlan(scorer.feature_names), None, None)  # type: ignore[arg-type]
     return rec

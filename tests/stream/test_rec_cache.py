@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 
 from streamrec.features.messages import Recommendation, RecommendedItem, StageLatency
+from streamrec.features.redis_conn import redis_client
 from streamrec.stream.rec_cache import RecommendationCache
 
 pytestmark = pytest.mark.integration
@@ -20,11 +22,21 @@ def recommendation(user: str, cause: str) -> Recommendation:
                           latency_ms=StageLatency(candidates=0.0, features=0.0, scoring=0.0, total=0.0))
 
 
+async def raw(redis_url: str, *command: str) -> Any:
+    """One command on a client of its own: what the cache's interface does not show."""
+    client = redis_client(redis_url)
+    try:
+        return await client.execute_command(*command)
+    finally:
+        await client.aclose()
+
+
 async def test_update_stores_new_lists_and_drops_only_stale_users_without_one(redis_url: str) -> None:
-    cache = RecommendationCache.from_url(redis_url, f"cache_{uuid.uuid4().hex[:8]}", ttl_s=60)
+    project = f"cache_{uuid.uuid4().hex[:8]}"
+    cache = RecommendationCache.from_url(redis_url, project, ttl_s=60)
     try:
         await cache.store_many([(1, recommendation("a", "e0")), (1, recommendation("b", "e0")), (1, recommendation("c", "e0"))])
-        assert 0 < await cache._client.ttl(cache.key("c")) <= 60
+        assert 0 < await raw(redis_url, "TTL", f"{project}:rec:c") <= 60
         await cache.update([("a", 2, recommendation("a", "e1").to_bytes()), ("a", 2, recommendation("a", "e2").to_bytes())],
                            stale={"a": 2, "b": 2})
         a, b, c = [await cache.get(u) for u in "abc"]
@@ -49,7 +61,7 @@ async def test_writes_older_than_the_users_newest_version_change_nothing(redis_u
         await cache.invalidate_many({"a": 4})
         cached = await cache.get("a")
         assert cached is not None and cached.cause_event_id == "e5"
-        await cache._client.script_flush()  # as after a Redis restart: the script is loaded again
+        await raw(redis_url, "SCRIPT", "FLUSH")  # as after a Redis restart: the script is loaded again
         await cache.store_many([(6, recommendation("a", "e6"))])
         cached = await cache.get("a")
         assert cached is not None and cached.cause_event_id == "e6"
