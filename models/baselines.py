@@ -1,6 +1,6 @@
 """Non-neural references: global mean, running means, regularised biases, popularity.
 
-Each follows the :class:`~streamrec.models.recommenders.Recommender` contract: ``fit(train)``
+Each follows the :class:`~streamrec.models.recommenders.OfflineRecommender` contract: ``fit(train)``
 then ``predict(rows) -> float64[n]`` (a rating, or for popularity a ranking score).
 """
 

@@ -17,10 +17,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from streamrec.models.metrics import hit_rate, mae, ndcg, ranks, rmse
-from streamrec.models.recommenders import Recommender
+from streamrec.models.recommenders import OfflineRecommender
 from streamrec.models.splits import Protocol
 
-ModelFactory = Callable[[], Sequence[Recommender]]
+ModelFactory = Callable[[], Sequence[OfflineRecommender]]
 Results = dict[str, dict[str, Any]]
 
 
@@ -89,13 +89,13 @@ def candidate_rows(test: pd.DataFrame, items: np.ndarray) -> pd.DataFrame:
     )
 
 
-def rank_sampled(model: Recommender, test: pd.DataFrame, negatives: np.ndarray) -> np.ndarray:
+def rank_sampled(model: OfflineRecommender, test: pd.DataFrame, negatives: np.ndarray) -> np.ndarray:
     positive = model.predict(test[["user_id", "item_id", "ts"]])
     scored = model.predict(candidate_rows(test, negatives)).reshape(negatives.shape)
     return ranks(positive, scored)
 
 
-def rank_full(model: Recommender, train: pd.DataFrame, test: pd.DataFrame, chunk: int = 32) -> np.ndarray:
+def rank_full(model: OfflineRecommender, train: pd.DataFrame, test: pd.DataFrame, chunk: int = 32) -> np.ndarray:
     """Rank of each positive among all training items the user has not interacted with."""
     catalogue = np.asarray(train["item_id"].unique(), dtype=object)
     position = dict(zip(catalogue, range(len(catalogue))))

@@ -1,6 +1,6 @@
-"""A neural recommender's served variant (ONNX, INT8 by default) behind the Recommender
-contract, so the evaluation table shows what a CPU worker serves beside the PyTorch
-model, on the same splits."""
+"""A neural recommender's served variant (ONNX, INT8 by default) behind the
+OfflineRecommender contract, so the evaluation table shows what a CPU worker serves
+beside the PyTorch model, on the same splits."""
 
 from __future__ import annotations
 

@@ -22,7 +22,10 @@ from streamrec.models.recent_ranker import RecentRanker
 from streamrec.models.training import History, Objective, fit, predict, seed_everything
 
 
-class Recommender(Protocol):
+class OfflineRecommender(Protocol):
+    """What the offline evaluation compares: ``fit(train)``, then a score per row
+    (not the pipeline's recommend step, ``streamrec.stream.recommend.Recommender``)."""
+
     name: str
     explicit_only: bool
 
@@ -121,13 +124,13 @@ def _content_matrix(items: IdIndex, content: pd.DataFrame | None) -> np.ndarray:
     return np.vstack([np.zeros((1, matrix.shape[1]), np.float32), matrix])
 
 
-def catalogue(cfg: TrainConfig, objective: Objective, content: pd.DataFrame | None, progress: bool = True) -> list[Recommender]:
+def catalogue(cfg: TrainConfig, objective: Objective, content: pd.DataFrame | None, progress: bool = True) -> list[OfflineRecommender]:
     """Every model and baseline that applies to the objective, cheapest first; for ratings
     also the ranker+recent model's INT8 ONNX variant, as a CPU worker serves it."""
     from streamrec.models.onnx_recommender import OnnxRecommender  # it imports this module
 
-    neural: list[Recommender] = [NeuralRecommender(k, cfg, objective, content, progress) for k in ("seed", "mf", "ranker", "recent")]
-    baselines: list[Recommender] = [GlobalMean(), RunningMeans(), BiasBaseline(), Popularity()]
+    neural: list[OfflineRecommender] = [NeuralRecommender(k, cfg, objective, content, progress) for k in ("seed", "mf", "ranker", "recent")]
+    baselines: list[OfflineRecommender] = [GlobalMean(), RunningMeans(), BiasBaseline(), Popularity()]
     if objective == "explicit":
         served = OnnxRecommender(neural[-1], "int8")  # type: ignore[arg-type]
         return [m for m in baselines + neural + [served] if not isinstance(m, Popularity)]

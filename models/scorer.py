@@ -22,7 +22,7 @@ from streamrec.models.config import Provider, Variant
 from streamrec.models.encoding import UNKNOWN_INDEX
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
-FeatureRow = Mapping[str, float | None]
+FeatureMap = Mapping[str, float | None]  # "<view>:<feature>" → value; not features.schema.FeatureRow
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class ScoreBatch:
 
     @classmethod
     def for_user(
-        cls, user_id: str, item_ids: Sequence[str], user_features: FeatureRow, item_features: Sequence[FeatureRow], names: Sequence[str]
+        cls, user_id: str, item_ids: Sequence[str], user_features: FeatureMap, item_features: Sequence[FeatureMap], names: Sequence[str]
     ) -> ScoreBatch:
         """One user against many items, from feature rows keyed ``"<view>:<feature>"``."""
         dense = np.full((len(item_ids), len(names)), np.nan, np.float32)

@@ -1,6 +1,6 @@
 """Top-N references for leave-last-out: item-kNN, EASE, ALS and BPR.
 
-Each follows the :class:`~streamrec.models.recommenders.Recommender` contract, so
+Each follows the :class:`~streamrec.models.recommenders.OfflineRecommender` contract, so
 ``models/evaluation.py``'s :func:`evaluate_ranking` ranks them on the same splits,
 negatives and seed as every other model: ``fit(train)`` on the binary user × item
 matrix of the training interactions, then ``predict(rows)`` scores each

@@ -85,7 +85,7 @@ class LiveLists:
 
 
 class LiveRecommender:
-    """One variant's lists as a :class:`~streamrec.models.recommenders.Recommender`."""
+    """One variant's lists as a :class:`~streamrec.models.recommenders.OfflineRecommender`."""
 
     explicit_only = False
 

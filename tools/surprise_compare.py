@@ -1,5 +1,5 @@
-"""scikit-surprise's SVD, SVD++ and BaselineOnly behind the Recommender contract, so
-they run on exactly the same folds as our models in the same evaluation."""
+"""scikit-surprise's SVD, SVD++ and BaselineOnly behind the OfflineRecommender
+contract, so they run on exactly the same folds as our models in the same evaluation."""
 
 from __future__ import annotations
 
