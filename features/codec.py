@@ -2,7 +2,7 @@
 
 ``import feast`` costs 5-8 s and ~360 MB, too much for the worker's hot path, so
 this module re-implements the few encodings Feast's Redis online store uses
-(feast 0.67, ``infra/online_stores/redis.py``):
+(feast 0.67, its ``feast/infra/online_stores/redis.py``):
 
 * hash key: ``serialize_entity_key`` v3 of one STRING join key, then the project;
 * hash field per feature: ``mmh3_32("<view>:<feature>")`` as 4 little-endian bytes;
