@@ -11,9 +11,13 @@ Modules
                   pure pieces: counts/means, decay, smoothing, idempotency window.
 ``user_state``, ``item_state``, ``global_state``
                   pure per-entity state and the update functions the pipeline calls.
-``codec``, ``resp``, ``online``, ``indexes``, ``batching``
-                  the online store: Feast's Redis layout without feast, one raw round
-                  trip per batch, rows micro-batched and coalesced per entity.
+``online``        the online store: :class:`OnlineFeatureStore`, the one interface the
+                  pipeline uses (rows, candidate inputs, item indexes, seen items, the
+                  list cache), and its Redis implementation, one connection pool.
+``codec``, ``packing``, ``resp``, ``redis_conn``, ``indexes``, ``list_cache``, ``batching``
+                  behind it: Feast's Redis layout without feast, one raw round trip per
+                  batch, the indexes and list cache beside Feast's rows, rows
+                  micro-batched and coalesced per entity.
 ``history``, ``export``
                   offline: the same update functions over an event log → parquet → Feast.
 ``verify``        the invariant check: online counts and means against a recomputation
