@@ -32,6 +32,7 @@ N_RATING = count_feature(RATED)
 STATS = ("rating_mean", N_RATING, "event_count")
 MEAN_COUNT = {"rating_mean": N_RATING}
 KEY_COLUMNS = {USER_VIEW: "user_id", ITEM_VIEW: "item_id"}
+_MEAN, _COUNT = STATS.index("rating_mean"), STATS.index(N_RATING)
 
 EXPLICIT_FEATURES: tuple[str, ...] = (
     f"{USER_VIEW}:rating_mean",
@@ -84,7 +85,7 @@ class ViewHistory:
         last = np.searchsorted(self._composite, codes * self._span + np.searchsorted(self._times, ts), side="left") - 1
         found = (codes >= 0) & (last >= 0)
         found[found] = self._codes[last[found]] == codes[found]
-        out = np.tile(np.array([np.nan, 0.0, 0.0]), (len(keys), 1))
+        out = np.tile(np.array(_stats(Activity())), (len(keys), 1))
         out[found] = self._after[last[found]]
         return out
 
@@ -98,17 +99,24 @@ def _replay(codes: np.ndarray, ts: np.ndarray, rating: np.ndarray) -> np.ndarray
             activity, previous = Activity(), code
         rated = value == value  # not NaN
         activity.observe(RATED if rated else UNRATED, value if rated else None, seconds * 1000)
-        features = activity.features()
-        out[row] = [features[stat] for stat in STATS]
-    out[out[:, 1] == 0, 0] = np.nan  # no rating yet: NaN, where the store writes 0.0
+        out[row] = _stats(activity)
     return out
+
+
+def _stats(activity: Activity) -> list[float]:
+    """The state's ``STATS`` as training holds them: without ratings the mean is NaN
+    (where the online store writes 0.0)."""
+    features = activity.features()
+    values = [float(features[stat]) for stat in STATS]  # type: ignore[arg-type]
+    if values[_COUNT] == 0:
+        values[_MEAN] = float("nan")
+    return values
 
 
 class HistoryFeatures:
     """A history replayed once per view it needs; :meth:`at` featurises query rows."""
 
     def __init__(self, history: pd.DataFrame, names: tuple[str, ...]) -> None:
-        self.names = names
         self._parsed = [_parse(n) for n in names]
         ts, rating = history["ts"].to_numpy(np.int64), history["rating"].to_numpy(np.float64)
         self._views = {
