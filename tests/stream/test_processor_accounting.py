@@ -12,6 +12,7 @@ from typing import Any
 
 from streamrec.features.messages import ClickEvent, DeadLetter, EventType
 from streamrec.features.schema import USER_VIEW, FeatureRow
+from streamrec.stream.clients import Clients
 from streamrec.stream.processor import EventProcessor
 from streamrec.stream.settings import load_settings
 
@@ -51,6 +52,9 @@ class RecordingWriter:
     async def submit(self, rows: list[FeatureRow]) -> None:
         self.rows.extend(rows)
 
+    async def flush(self) -> None:
+        pass
+
 
 @dataclass
 class Message:
@@ -58,13 +62,12 @@ class Message:
     value: bytes
 
 
-def _processor(**features: Any) -> tuple[EventProcessor, RecordingSink, RecordingWriter]:
+def _processor(recommender: Any = None, **features: Any) -> tuple[EventProcessor, RecordingSink, RecordingWriter]:
     settings = load_settings(recommend={"trigger_types": []}, features=features)
-    dlq = RecordingSink()
+    dlq, writer = RecordingSink(), RecordingWriter()
     processor = EventProcessor(settings, users=FakeTable(), shards=FakeTable(), items=FakeTable(), dlq=dlq,
-                               by_item=RecordingSink(), recommendations=RecordingSink())
-    writer = RecordingWriter()
-    processor.writer = writer  # type: ignore[assignment]
+                               by_item=RecordingSink(), recommendations=RecordingSink(),
+                               clients=Clients(writer=writer, recommender=recommender))
     return processor, dlq, writer
 
 
@@ -142,11 +145,11 @@ async def test_model_failures_are_exported_as_the_scoring_errors_counter() -> No
     from streamrec.stream.prometheus import metrics_registry
     from streamrec.stream.recommend import RecommendRequest
 
-    processor, _, _ = _processor()
-    processor.recommender = FailingModelRecommender()  # type: ignore[assignment]
+    processor, _, _ = _processor(recommender=FailingModelRecommender())
+    assert processor.stages.recommend is not None
     request = RecommendRequest("u1", UserState(), _event(0, T0))
     for _ in range(3):
-        await processor._rank_and_send([request])
+        await processor.stages.recommend.rank([request])
     assert processor.metrics.total_counts["scoring_errors"] == 3
     text = generate_latest(metrics_registry(processor.metrics, process=False)).decode()
     assert 'streamrec_worker_count_total{name="scoring_errors",worker=' in text

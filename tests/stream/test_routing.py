@@ -15,6 +15,7 @@ from streamrec.features.config import FeatureConfig
 from streamrec.features.messages import ClickEvent, EventType
 from streamrec.features.routing import ROUTED_FROM, routed_from, routed_header, user_partition
 from streamrec.features.user_state import Skipped, UserState, UserUpdate, apply_user_event
+from streamrec.stream.clients import Clients
 from streamrec.stream.processor import EventProcessor
 from streamrec.stream.settings import load_settings
 from tests.stream.test_processor_accounting import T0, FakeTable, RecordingSink, RecordingWriter
@@ -74,8 +75,8 @@ async def test_the_processor_copies_a_stray_record_home_and_applies_the_copy_onc
     settings = load_settings(recommend={"trigger_types": []}, broker={"partitions": 4})
     reroute, writer = RoutingRecorder(), RecordingWriter()
     processor = EventProcessor(settings, users=FakeTable(), shards=FakeTable(), items=FakeTable(), dlq=RecordingSink(),
-                               by_item=RecordingSink(), recommendations=RecordingSink(), reroute=reroute)
-    processor.writer = writer  # type: ignore[assignment]
+                               by_item=RecordingSink(), recommendations=RecordingSink(), reroute=reroute,
+                               clients=Clients(writer=writer))
     event = _event(0)
     home = user_partition("u", 4)
     stray = (home + 1) % 4

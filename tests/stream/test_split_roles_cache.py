@@ -65,7 +65,8 @@ async def test_a_list_ranked_for_an_older_event_does_not_outlive_a_newer_invalid
     await features.start()
     await recommend.start()
     try:
-        assert features.cache is not None
+        assert features.clients is not None and features.clients.cache is not None
+        cache = features.clients.cache
         await features.on_clickstream([(Message(b"u1", _click(1).to_bytes()), 0, 0)])
         task_1 = Message(b"u1", handed_over.sent[-1]["value"])
         ranking_1 = asyncio.create_task(recommend.on_recommend_tasks([task_1]))
@@ -75,9 +76,9 @@ async def test_a_list_ranked_for_an_older_event_does_not_outlive_a_newer_invalid
         lists.gate.set()
         await asyncio.wait_for(ranking_1, 10)  # e1's list reaches Redis after e2's invalidation
 
-        assert await features.cache.get("u1") is None  # e1's list is stale: e2 is being ranked
+        assert await cache.get("u1") is None  # e1's list is stale: e2 is being ranked
         await recommend.on_recommend_tasks([Message(b"u1", handed_over.sent[-1]["value"])])
-        cached = await features.cache.get("u1")
+        cached = await cache.get("u1")
         assert cached is not None and cached.cause_event_id == "e2"
     finally:
         lists.gate.set()

@@ -124,6 +124,7 @@ async def test_a_batch_run_while_a_flush_waits_goes_whole_to_the_next_flush() ->
     from datetime import datetime, timezone
 
     from streamrec.features.messages import ClickEvent, EventType
+    from streamrec.stream.clients import Clients
     from streamrec.stream.processor import EventProcessor
     from streamrec.stream.settings import load_settings
 
@@ -140,8 +141,7 @@ async def test_a_batch_run_while_a_flush_waits_goes_whole_to_the_next_flush() ->
 
     users, shards, items = FakeChangelogTable(), FakeChangelogTable(), FakeChangelogTable()
     processor = EventProcessor(load_settings(recommend={"trigger_types": []}), users=users, shards=shards, items=items,
-                               dlq=Sink(), by_item=Sink(), recommendations=Sink())  # type: ignore[arg-type]
-    processor.writer = Writer()  # type: ignore[assignment]
+                               dlq=Sink(), by_item=Sink(), recommendations=Sink(), clients=Clients(writer=Writer()))
     ts = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
     def batch(first: int) -> list[tuple[Any, int, int]]:
