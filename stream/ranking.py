@@ -5,18 +5,20 @@ Per ``recommend_many`` batch (all requests together), two Redis round trips:
 1. ``store.candidate_inputs``: the co-visitors of every request's recent items, the
    popularity index (``popular_depth`` items, once for the batch) and every user's seen
    set, in ONE round trip;
-2. ``store.read_many``: the users' rows and every candidate's item row, only the
-   features the model reads, in ONE round trip.
+2. ``store.read_many``: every candidate's item row, only the features the model
+   reads, in ONE round trip. The users' columns come from their states in memory
+   (``UserState.features``, the row the state writes), not from the store, where the
+   latest row may not be flushed yet.
 
 Candidates come from :func:`streamrec.models.candidates.generate` (co-visitation, embedding
 neighbours in the ranker's item space, popular; minus the user's newest seen items, features/indexes.py).
 All rows of the batch are scored in ONE ``Scorer.score`` call (``batch_scoring=False``
 scores per request instead; ``python -m streamrec.tools.bench_ranking --bench`` measures both).
 
-The scorer comes from a :class:`streamrec.models.watcher.ModelWatcher`: every
-``poll_interval_s`` a background thread checks the registry's CURRENT file and swaps
-in a newly promoted version (with its item vectors and search index) without a
-restart; ``model_version`` names the version that scored the last batch. With no
+The scorer, its feature columns, item vectors and search index come as one bundle
+(models/serving.py) from a :class:`streamrec.models.watcher.ModelWatcher`, which swaps
+in a newly promoted version without a restart (checking every ``poll_interval_s``, in
+a thread); ``model_version`` names the version that scored the last batch. With no
 model promoted (or a scoring failure) the list is ranked by the documented
 heuristic — merge order: co-visitation by weight, then embedding neighbours, then
 popularity — and ``model_version`` is ``"none"``. Model problems never raise; Redis
@@ -28,7 +30,6 @@ wall times in ms (every request of a batch waited for all of them).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -38,76 +39,17 @@ from itertools import chain, repeat
 import numpy as np
 
 from streamrec.features.messages import ItemId, RecommendedItem, UserId
-from streamrec.features.online import FeatureDict, OnlineFeatureStore, ReadRequest
-from streamrec.features.schema import ITEM_VIEW, USER_VIEW, VIEWS
+from streamrec.features.online import FeatureDict, OnlineFeatureStore
 from streamrec.models.candidates import EMPTY, CandidateConfig, Candidates, ScoredItems, fuse, generate, popular_scores, top_k
-from streamrec.models.item_vectors import ItemVectors, VectorIndex, build_index, embedding_neighbours, load_item_vectors
+from streamrec.models.item_vectors import embedding_neighbours
 from streamrec.models.scorer import ScoreBatch, Scorer
-from streamrec.models.watcher import ModelWatcher, NoModelError
+from streamrec.models.serving import ServingBundle
+from streamrec.models.watcher import ModelWatcher
 from streamrec.stream.recommend import Ranked, RecommendRequest
 
 log = logging.getLogger(__name__)
 
 NO_MODEL = "none"
-
-
-class FeaturePlan:
-    """The model's dense columns (``<view>:<feature>``, the online names) split by view.
-
-    Raises ``ValueError`` at model load for a name the online store does not hold,
-    so a model/feature mismatch refuses the model instead of scoring garbage.
-    """
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = tuple(names)
-        self.user: list[tuple[int, str]] = []
-        self.item: list[tuple[int, str]] = []
-        for col, name in enumerate(self.names):
-            view, _, feature = name.partition(":")
-            if view not in (USER_VIEW, ITEM_VIEW) or feature not in VIEWS[view].feature_names:
-                raise ValueError(f"model feature {name!r} is not an online {USER_VIEW}/{ITEM_VIEW} feature")
-            if VIEWS[view].dtype(feature) not in ("float64", "int64"):
-                raise ValueError(f"model feature {name!r} is not numeric")
-            (self.user if view == USER_VIEW else self.item).append((col, feature))
-
-    def requests(self, users: Sequence[UserId], items: Sequence[ItemId]) -> list[ReadRequest]:
-        """The user rows and the item rows, only the model's columns; no read at all for
-        a view the model does not use."""
-        return [ReadRequest(USER_VIEW, users if self.user else [], [f for _, f in self.user] or ["event_count"]),
-                ReadRequest(ITEM_VIEW, items if self.item else [], [f for _, f in self.item] or ["event_count"])]
-
-    def dense(self, user_rows: list[FeatureDict], item_rows: list[FeatureDict], user_of: np.ndarray, item_of: np.ndarray) -> np.ndarray:
-        """float32 [rows, F]: row r has the features of user ``user_of[r]`` and item
-        ``item_of[r]`` (indices into the row lists); NaN where a value is missing."""
-        out = np.empty((len(item_of), len(self.names)), np.float32)
-        for columns, rows, index in ((self.user, user_rows, user_of), (self.item, item_rows, item_of)):
-            for col, feature in columns:
-                values = np.array([row.get(feature) for row in rows], np.float32)  # None becomes NaN
-                out[:, col] = values[index] if len(values) else np.nan
-        return out
-
-
-@dataclass(frozen=True)
-class Serving:
-    """One loaded model version with what ranking needs beside the scorer."""
-
-    scorer: Scorer
-    version: str
-    plan: FeaturePlan
-    vectors: ItemVectors | None
-    index: VectorIndex | None
-
-    @classmethod
-    def load(cls, scorer: Scorer, version: str, watcher: ModelWatcher, cfg: CandidateConfig) -> Serving:
-        """Blocking: reads the item vectors and builds their index."""
-        plan = FeaturePlan(scorer.feature_names)
-        try:
-            vectors = load_item_vectors(watcher.registry, version)
-        except Exception as exc:  # vectors are optional: rank without the embedding source
-            log.warning("model %s: no item vectors (%s); embedding candidates off", version, exc)
-            vectors = None
-        index = build_index(vectors, cfg) if vectors is not None else None
-        return cls(scorer, version, plan, vectors, index)
 
 
 @dataclass(frozen=True)
@@ -129,23 +71,11 @@ class RankingRecommender:
     the heuristic); the worker exports it as the ``scoring_errors`` counter.
     """
 
-    def __init__(
-        self,
-        store: OnlineFeatureStore,
-        watcher: ModelWatcher | None,
-        cfg: CandidateConfig,
-        *,
-        top_k: int,
-        poll_interval_s: float = 2.0,
-        batch_scoring: bool = True,
-    ) -> None:
+    def __init__(self, store: OnlineFeatureStore, watcher: ModelWatcher | None, cfg: CandidateConfig, *,
+                 top_k: int, batch_scoring: bool = True) -> None:
         self._store, self._watcher, self.cfg = store, watcher, cfg
-        self._top_k, self._poll_interval_s, self.batch_scoring = top_k, poll_interval_s, batch_scoring
-        self._serving: Serving | None = None
-        self._next_poll = 0.0
-        self._refreshing: asyncio.Task[None] | None = None
+        self._top_k, self.batch_scoring = top_k, batch_scoring
         self._last_version = NO_MODEL
-        self._refused: str | None = None
         self.scoring_errors = 0
 
     @property
@@ -155,63 +85,35 @@ class RankingRecommender:
 
     @property
     def provider(self) -> str:
-        serving = self._serving
-        return f"{serving.scorer.providers[0]}:{serving.scorer.variant}" if serving else NO_MODEL
+        bundle = self._bundle()
+        return bundle.provider if bundle else NO_MODEL
+
+    def _bundle(self) -> ServingBundle | None:
+        return self._watcher.bundle if self._watcher is not None else None
 
     async def start(self) -> None:
         """Load the promoted model now (if any), so the first batch is ranked by it."""
-        if self._watcher is not None:
-            await self._refresh()
-        self._next_poll = time.monotonic() + self._poll_interval_s
-        if self._serving is not None:
-            self._last_version = self._serving.version
+        await self.refresh()
+        bundle = self._bundle()
+        if bundle is not None:
+            self._last_version = bundle.version
 
     async def refresh(self) -> str:
-        """Pick up the watcher's current version now (e.g. right after a promotion),
-        not at the next poll; returns the version that will rank the next batch."""
-        if self._watcher is not None:
-            await self._refresh()
-        return self._serving.version if self._serving else NO_MODEL
+        """Check the registry now; returns the version that will rank the next batch."""
+        bundle = await self._watcher.refresh() if self._watcher is not None else None
+        return bundle.version if bundle else NO_MODEL
 
     async def close(self) -> None:
-        if self._refreshing is not None:
-            await asyncio.gather(self._refreshing, return_exceptions=True)
-
-    def _maybe_refresh(self) -> None:
-        now = time.monotonic()
-        if self._watcher is None or now < self._next_poll or (self._refreshing and not self._refreshing.done()):
-            return
-        self._next_poll = now + self._poll_interval_s
-        self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
-
-    async def _refresh(self) -> None:
-        try:
-            self._serving = await asyncio.to_thread(self._poll_blocking, self._serving)
-        except Exception:  # a failed refresh keeps the serving model
-            log.exception("model refresh failed; keeping %s", self._serving.version if self._serving else NO_MODEL)
-
-    def _poll_blocking(self, serving: Serving | None) -> Serving | None:
-        assert self._watcher is not None
-        self._watcher.poll()
-        try:
-            scorer, version = self._watcher.current()
-        except NoModelError:
-            return serving
-        if (serving is not None and serving.version == version) or version == self._refused:
-            return serving
-        try:
-            return Serving.load(scorer, version, self._watcher, self.cfg)
-        except ValueError as exc:  # e.g. a feature the online store lacks: keep the old one
-            self._refused = version
-            log.error("refusing model %s: %s", version, exc)
-            return serving
+        if self._watcher is not None:
+            await self._watcher.close()
 
     async def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[Ranked]:
         began = time.perf_counter()
         if not requests:
             return []
-        self._maybe_refresh()
-        serving = self._serving
+        if self._watcher is not None:
+            self._watcher.refresh_if_due()
+        serving = self._bundle()
         lists = await self._candidates(requests, serving)
         fetched = time.perf_counter()
         stages = {"candidates": (fetched - began) * 1000, "features": 0.0, "scoring": 0.0}
@@ -230,9 +132,9 @@ class RankingRecommender:
         """Each request's candidates in merge order, unranked: what ``recommend_many``
         would score with the serving model (its embedding neighbours included). One
         candidate read, no feature read; for evaluation (``tools/prequential.py``)."""
-        return await self._candidates(requests, self._serving) if requests else []
+        return await self._candidates(requests, self._bundle()) if requests else []
 
-    async def _candidates(self, requests: Sequence[RecommendRequest], serving: Serving | None) -> list[Candidates]:
+    async def _candidates(self, requests: Sequence[RecommendRequest], serving: ServingBundle | None) -> list[Candidates]:
         recents = [[(r.item_id, r.affinity) for r in request.state.recent[: self.cfg.recent_items]] for request in requests]
         expand = list(dict.fromkeys(item for recent in recents for item, _ in recent))
         users = list(dict.fromkeys(request.user_id for request in requests))
@@ -249,15 +151,17 @@ class RankingRecommender:
         return out
 
     async def _read_features(self, requests: Sequence[RecommendRequest], lists: list[Candidates],
-                             serving: Serving) -> FeatureRows:
-        """The model's columns of the batch's users and candidates: ONE round trip."""
+                             serving: ServingBundle) -> FeatureRows:
+        """The model's columns of the batch's users, from their states in memory (the rows
+        they write, flushed or not), and of its candidates: ONE round trip."""
         row_items = list(chain.from_iterable(cands.item_ids for cands in lists))
-        users = list(dict.fromkeys(r.user_id for r in requests))
+        states = {r.user_id: r.state for r in requests}  # a user's requests of a batch share one state
         unique_items = list(dict.fromkeys(row_items))
-        user_rows, item_rows = await self._store.read_many(serving.plan.requests(users, unique_items))
-        return FeatureRows(row_items, users, unique_items, user_rows, item_rows)
+        [item_rows] = await self._store.read_many([serving.plan.item_request(unique_items)])
+        user_rows = [serving.plan.user_row(state) for state in states.values()]
+        return FeatureRows(row_items, list(states), unique_items, user_rows, item_rows)
 
-    def _rank(self, requests: Sequence[RecommendRequest], lists: list[Candidates], serving: Serving,
+    def _rank(self, requests: Sequence[RecommendRequest], lists: list[Candidates], serving: ServingBundle,
               rows: FeatureRows, stages: dict[str, float], fetched: float) -> list[Ranked]:
         """Score every candidate row with the model and keep each list's top-K (no I/O)."""
         row_items, users, unique_items = rows.row_items, rows.users, rows.items

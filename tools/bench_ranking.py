@@ -102,14 +102,13 @@ async def run_bench(redis_url: str, model_cfg: ModelConfig, events: int, iterati
     frame = load_dataset("movielens").interactions.sort_values("ts").tail(events)
     states = await replay_events(store, bench_events(frame), feature_cfg)
     cfg = CandidateConfig(max_candidates=200)
-    watcher = ModelWatcher(model_cfg)
+    watcher = ModelWatcher(model_cfg.model_copy(update={"poll_interval_s": 3600}), candidates=cfg)
     results: dict[str, object] = {"model_version": version, "events": events, "candidates": cfg.max_candidates}
     rng = np.random.default_rng(seed)
     requests = [RecommendRequest(u, s, ClickEvent(event_id=f"c-{u}", user_id=u, item_id=s.recent[0].item_id,
                                                   type=EventType.CLICK, ts=datetime.now(timezone.utc))) for u, s in states.items() if s.recent]
     for batch_scoring in (True, False):
-        recommender = RankingRecommender(store, watcher, cfg,
-                                         top_k=10, poll_interval_s=3600, batch_scoring=batch_scoring)
+        recommender = RankingRecommender(store, watcher, cfg, top_k=10, batch_scoring=batch_scoring)
         await recommender.start()
         results["provider"] = recommender.provider
         for size in (1, 32):

@@ -188,13 +188,16 @@ class Replay:
         self.counts: Counter[ItemId] = Counter()
         self._pending: dict[tuple[str, str], FeatureRow] = {}
 
-        def recommender(candidates: CandidateConfig, watcher: ModelWatcher | None) -> RankingRecommender:
-            return RankingRecommender(self.store, watcher, candidates, top_k=top_k, poll_interval_s=1e9)
+        still = models.model_copy(update={"poll_interval_s": 1e9})  # the model of the replay, never swapped
+
+        def recommender(candidates: CandidateConfig, ranked: bool) -> RankingRecommender:
+            watcher = ModelWatcher(still, candidates=candidates) if ranked else None
+            return RankingRecommender(self.store, watcher, candidates, top_k=top_k)
 
         free = variant_configs(cfg)
-        self.pipeline = recommender(cfg, ModelWatcher(models))
-        self.baselines = {name: recommender(candidates, None) for name, candidates in free.items()}
-        self.ranked = {name: recommender(candidates, ModelWatcher(models)) for name, candidates in (extra or {}).items()}
+        self.pipeline = recommender(cfg, True)
+        self.baselines = {name: recommender(candidates, False) for name, candidates in free.items()}
+        self.ranked = {name: recommender(candidates, True) for name, candidates in (extra or {}).items()}
         self.variants = (*VARIANTS, *self.ranked)
 
     async def __aenter__(self) -> Replay:

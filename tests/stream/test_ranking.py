@@ -29,7 +29,8 @@ from streamrec.models.pipeline import train_and_publish
 from streamrec.models.registry import METADATA, ModelRegistry
 from streamrec.models.scorer import ScoreBatch
 from streamrec.models.watcher import ModelWatcher
-from streamrec.stream.ranking import FeaturePlan, RankingRecommender
+from streamrec.models.serving import FeaturePlan
+from streamrec.stream.ranking import RankingRecommender
 from streamrec.tools.bench_ranking import bench_events, replay_events
 from streamrec.stream.recommend import RecommendRequest
 
@@ -91,7 +92,7 @@ class Parts:
     async def recommender(self, models: ModelConfig | None = None, ranker_weight: float = 1.0,
                           **options: object) -> RankingRecommender:
         cfg = CandidateConfig(max_candidates=30, covisit=10, embedding=10, popular_depth=60, ranker_weight=ranker_weight)
-        made = RankingRecommender(self.store, ModelWatcher(models or self.world.models), cfg, top_k=30, **options)  # type: ignore[arg-type]
+        made = RankingRecommender(self.store, ModelWatcher(models or self.world.models, candidates=cfg), cfg, top_k=30, **options)  # type: ignore[arg-type]
         self.made.append(made)
         await made.start()
         return made
@@ -202,7 +203,7 @@ def copy_version(world: World, root: Path, suffix: str, **changes: object) -> st
 async def test_a_promoted_version_is_picked_up_without_a_restart(world: World, parts: Parts, tmp_path: Path) -> None:
     root = tmp_path / "registry"
     second = copy_version(world, root, "-b")
-    ranking = await parts.recommender(ModelConfig(registry_dir=root), poll_interval_s=0.01)
+    ranking = await parts.recommender(ModelConfig(registry_dir=root, poll_interval_s=0.01))
 
     ModelRegistry(root).promote(second)
     for _ in range(200):
@@ -248,7 +249,8 @@ def test_the_feature_plan_puts_online_values_in_the_models_column_order() -> Non
 
     expected = np.array([[0, 4.0, np.nan], [3, np.nan, 2.5], [0, np.nan, np.nan]], np.float32)
     assert np.array_equal(dense, expected, equal_nan=True)
-    assert [r.entity_ids for r in FeaturePlan(["item_features:n_rating"]).requests(["u"], ["i"])] == [[], ["i"]]
+    assert FeaturePlan(["item_features:n_rating"]).item_request(["i"]).entity_ids == ["i"]
+    assert FeaturePlan(["user_features:rating_mean"]).item_request(["i"]).entity_ids == []
 
 
 def test_a_model_feature_the_online_views_lack_is_named() -> None:

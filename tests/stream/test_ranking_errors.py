@@ -19,7 +19,8 @@ from streamrec.features.schema import FeatureRow
 from streamrec.features.user_state import UserState
 from streamrec.models.candidates import CandidateConfig
 from streamrec.models.scorer import ScoreBatch
-from streamrec.stream.ranking import NO_MODEL, FeaturePlan, RankingRecommender, Serving
+from streamrec.models.serving import FeaturePlan, ServingBundle
+from streamrec.stream.ranking import NO_MODEL, RankingRecommender
 from streamrec.stream.recommend import RecommendRequest
 
 POPULAR = [f"i{n}" for n in range(8)]
@@ -59,11 +60,26 @@ class FakeScorer:
         return np.arange(len(batch.item_ids), dtype=np.float32)  # the last candidate scores best
 
 
+class FakeWatcher:
+    """Serves one bundle; never looks for another."""
+
+    def __init__(self, bundle: ServingBundle) -> None:
+        self.bundle = bundle
+
+    def refresh_if_due(self) -> None:
+        pass
+
+    async def refresh(self) -> ServingBundle:
+        return self.bundle
+
+    async def close(self) -> None:
+        pass
+
+
 def _recommender(store: FakeStore, scorer: FakeScorer) -> RankingRecommender:
-    rec = RankingRecommender(store, None, CandidateConfig(max_candidates=8, popular_depth=8, ranker_weight=1.0),  # type: ignore[arg-type]
-                             top_k=3)
-    rec._serving = Serving(scorer, "v1", FeaturePlan(scorer.feature_names), None, None)  # type: ignore[arg-type]
-    return rec
+    bundle = ServingBundle(scorer, "v1", FeaturePlan(scorer.feature_names), None, None)  # type: ignore[arg-type]
+    return RankingRecommender(store, FakeWatcher(bundle), CandidateConfig(max_candidates=8, popular_depth=8, ranker_weight=1.0),  # type: ignore[arg-type]
+                              top_k=3)
 
 
 def _request() -> RecommendRequest:

@@ -1,0 +1,91 @@
+"""What one model version serves with: the scorer, its feature columns, its item vectors
+and their search index, loaded together and swapped together (models/watcher.py)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamrec.features.messages import ItemId
+from streamrec.features.online import FeatureDict, ReadRequest
+from streamrec.features.schema import ITEM_VIEW, USER_VIEW, VIEWS
+from streamrec.features.user_state import UserState
+from streamrec.models.candidates import CandidateConfig
+from streamrec.models.item_vectors import ItemVectors, VectorIndex, build_index, load_item_vectors
+from streamrec.models.registry import ModelRegistry
+from streamrec.models.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+
+class FeaturePlan:
+    """The model's dense columns (``<view>:<feature>``, the online names) split by view.
+
+    Raises ``ValueError`` at model load for a name the online store does not hold,
+    so a model/feature mismatch refuses the model instead of scoring garbage.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self.user: list[tuple[int, str]] = []
+        self.item: list[tuple[int, str]] = []
+        for col, name in enumerate(self.names):
+            view, _, feature = name.partition(":")
+            if view not in (USER_VIEW, ITEM_VIEW) or feature not in VIEWS[view].feature_names:
+                raise ValueError(f"model feature {name!r} is not an online {USER_VIEW}/{ITEM_VIEW} feature")
+            if VIEWS[view].dtype(feature) not in ("float64", "int64"):
+                raise ValueError(f"model feature {name!r} is not numeric")
+            (self.user if view == USER_VIEW else self.item).append((col, feature))
+
+    def item_request(self, items: Sequence[ItemId]) -> ReadRequest:
+        """The item rows, only the model's columns (no rows when the model reads none)."""
+        return ReadRequest(ITEM_VIEW, items if self.item else [], [f for _, f in self.item] or ["event_count"])
+
+    def user_row(self, state: UserState) -> FeatureDict:
+        """The model's user columns from the user's state: the values of the row that
+        state writes (``UserState.features``), whether or not it reached the store yet."""
+        if not self.user:
+            return {}
+        values = state.features()
+        return {feature: values[feature] for _, feature in self.user}
+
+    def dense(self, user_rows: list[FeatureDict], item_rows: list[FeatureDict], user_of: np.ndarray, item_of: np.ndarray) -> np.ndarray:
+        """float32 [rows, F]: row r has the features of user ``user_of[r]`` and item
+        ``item_of[r]`` (indices into the row lists); NaN where a value is missing."""
+        out = np.empty((len(item_of), len(self.names)), np.float32)
+        for columns, rows, index in ((self.user, user_rows, user_of), (self.item, item_rows, item_of)):
+            for col, feature in columns:
+                values = np.array([row.get(feature) for row in rows], np.float32)  # None becomes NaN
+                out[:, col] = values[index] if len(values) else np.nan
+        return out
+
+
+@dataclass(frozen=True)
+class ServingBundle:
+    """One loaded model version with what ranking needs beside the scorer."""
+
+    scorer: Scorer
+    version: str
+    plan: FeaturePlan
+    vectors: ItemVectors | None
+    index: VectorIndex | None
+
+    @classmethod
+    def load(cls, scorer: Scorer, version: str, registry: ModelRegistry, cfg: CandidateConfig) -> ServingBundle:
+        """Blocking: reads the item vectors and builds their index. Raises ``ValueError``
+        for a model feature the online store lacks (:class:`FeaturePlan`)."""
+        plan = FeaturePlan(scorer.feature_names)
+        try:
+            vectors = load_item_vectors(registry, version)
+        except Exception as exc:  # vectors are optional: rank without the embedding source
+            log.warning("model %s: no item vectors (%s); embedding candidates off", version, exc)
+            vectors = None
+        index = build_index(vectors, cfg) if vectors is not None else None
+        return cls(scorer, version, plan, vectors, index)
+
+    @property
+    def provider(self) -> str:
+        return f"{self.scorer.providers[0]}:{self.scorer.variant}"
