@@ -1,4 +1,6 @@
-"""The Faust application: topics, tables and the thin agents around ``EventProcessor``.
+"""The Faust application: topics, tables and the thin agents around ``EventProcessor``
+(stream/processor.py, which runs each batch through the pipeline's stages); the agents
+read their topics in batches through stream/consume.py.
 
 Data flow (README's Architecture): ``clickstream`` (keyed by user) → ingest agent:
 validate, dead-letter the bad, update the user's state (Faust table with changelog),
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import gc
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -23,11 +24,12 @@ from mode.utils.queues import FlowControlEvent
 from redis.exceptions import RedisError
 
 from streamrec.infra.kafka_clients import faust_credentials
+from streamrec.stream.consume import consume_in_batches, consumer_lag
 from streamrec.stream.processor import EventProcessor
 from streamrec.stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
 from streamrec.stream.runtime import limit_blas_threads
 from streamrec.stream.settings import Settings
-from streamrec.stream.transport import SourceRoutedSink, TunedTransport, transaction_of
+from streamrec.stream.transport import SourceRoutedSink, TunedTransport
 
 
 log = logging.getLogger(__name__)
@@ -218,32 +220,6 @@ def build_app(settings: Settings) -> StreamrecApp:
     return app
 
 
-async def consume_in_batches(
-    app: StreamrecApp, stream: faust.StreamT, take: dict[str, Any],
-    handle: Callable[[Sequence[tuple[Any, int, int]]], Awaitable[None]],
-) -> None:
-    """Feed ``stream`` to ``handle`` in batches of (event, partition, offset). Under
-    exactly_once, one call per input partition, whose outputs go in that partition's
-    transaction (stream/transport.py), and each batch handled and acked inside
-    ``app.commit_gate``."""
-    async for taken in stream.take_events(**take):
-        # a message of a partition revoked meanwhile belongs to its new owner (our state of it is gone)
-        assigned = app.consumer.assignment()
-        events = [e for e in taken if e.message.tp in assigned]
-        if len(events) < len(taken) and app.processor is not None:
-            app.processor.metrics.count("skipped_revoked", len(taken) - len(events))
-        if not events:
-            continue
-        if not app.in_transaction:
-            await handle([(e, e.message.partition, e.message.offset) for e in events])
-            continue
-        async with app.commit_gate:  # each input partition's part in its own transaction
-            for (topic, partition), part in _by_source(events).items():
-                with transaction_of(topic, partition):
-                    await handle([(e, partition, e.message.offset) for e in part])
-            await ack_all(stream, events)
-
-
 async def refill_online_if_lost(app: StreamrecApp, processor: EventProcessor) -> None:
     """Rewrite the owned partitions' rows when Redis lost them (stream/online_refill.py);
     not while partitions move or tables recover. Redis still down: the next check retries."""
@@ -266,43 +242,4 @@ async def refill_online_if_lost(app: StreamrecApp, processor: EventProcessor) ->
         log.warning("Redis had lost this worker's rows: rewrote %d from its tables", rows)
 
 
-def _by_source(events: Sequence[Any]) -> dict[tuple[str, int], list[Any]]:
-    parts: dict[tuple[str, int], list[Any]] = {}
-    for event in events:
-        parts.setdefault((event.message.topic, event.message.partition), []).append(event)
-    return parts
-
-
-async def ack_all(stream: faust.StreamT, events: Sequence[Any]) -> None:
-    """Ack a batch inside the commit gate (take_events acks it again afterwards: a no-op)."""
-    for event in events:
-        await stream.ack(event)
-
-
-def consumer_lag(app: StreamrecApp) -> dict[str, int]:
-    """Messages not yet read, per input topic, summed over this worker's partitions.
-
-    highwater − (last read offset + 1), exact on Apache Kafka.
-    """
-    consumer = app.consumer
-    lag: dict[str, int] = {}
-    try:
-        assigned = consumer.assignment()
-    except Exception:  # not yet assigned (starting, rebalancing)
-        return lag
-    for tp in assigned:
-        if tp.topic.endswith("-changelog"):
-            continue
-        try:
-            highwater = consumer.highwater(tp)
-        except Exception:
-            continue
-        read = consumer._read_offset.get(tp)
-        if highwater is None:
-            continue
-        behind = highwater - (read + 1 if read is not None else 0)
-        lag[tp.topic] = lag.get(tp.topic, 0) + max(0, behind)
-    return lag
-
-
-__all__ = ["StreamrecApp", "build_app", "consumer_lag"]
+__all__ = ["StreamrecApp", "build_app"]
