@@ -62,5 +62,5 @@ def _build_recommender(settings: Settings, store: RedisFeatureStore) -> Recommen
     from streamrec.models.watcher import ModelWatcher  # onnxruntime: only where ranking happens
     from streamrec.stream.ranking import RankingRecommender
 
-    return RankingRecommender(store, ModelWatcher(settings.models), rec.candidates,
-                              top_k=rec.top_k, poll_interval_s=settings.models.poll_interval_s)
+    return RankingRecommender(store, ModelWatcher(settings.models, candidates=rec.candidates), rec.candidates,
+                              top_k=rec.top_k)
