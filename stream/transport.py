@@ -111,8 +111,20 @@ class _TunedConsumer(faust_aiokafka.Consumer):
                 self.reseeks += 1
                 log.warning("%s: acked up from %d but offset %d never delivered for %.0f s; seeking back to it",
                             tp, min(self._acked[tp]), committed, STALLED_HEAD_RESEEK_S)
-                asyncio.ensure_future(self.seek(tp, committed))
+                asyncio.ensure_future(self._reseek(tp, committed))
         return None
+
+    async def _reseek(self, tp: Any, offset: int) -> None:
+        """Seek ``tp`` back unless it moved away meanwhile: a partition revoked during a
+        rebalance has no position to seek (aiokafka raises IllegalStateError, which went
+        unretrieved in a task), and its new owner starts from the committed offset anyway."""
+        if self.app.rebalancing or tp not in self.assignment():  # type: ignore[attr-defined]
+            log.info("%s: not sought back to %d, it is being reassigned", tp, offset)
+            return
+        try:
+            await self.seek(tp, offset)
+        except Exception as exc:  # reassigned between the check and the seek: the same case
+            log.warning("%s: seeking back to %d failed (%s); the next stall check tries again", tp, offset, exc)
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)

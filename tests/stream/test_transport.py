@@ -14,6 +14,7 @@ def test_served_partitions_go_to_the_back_of_the_fetch_buffer() -> None:
 async def test_a_partition_stalled_behind_a_missing_message_is_sought_back(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import asyncio
     from collections import defaultdict
+    from types import SimpleNamespace
 
     from intervaltree import IntervalTree
 
@@ -30,6 +31,9 @@ async def test_a_partition_stalled_behind_a_missing_message_is_sought_back(monke
         sought.append((tp, offset))
 
     consumer.seek = seek  # type: ignore[method-assign]
+    assigned = {"cs-0"}
+    consumer.app = SimpleNamespace(rebalancing=False)  # type: ignore[assignment]
+    consumer.assignment = lambda: assigned  # type: ignore[method-assign]
     now = [100.0]
     monkeypatch.setattr(transport.time, "monotonic", lambda: now[0])
     consumer._committed_offset["cs-0"] = 10
@@ -48,3 +52,12 @@ async def test_a_partition_stalled_behind_a_missing_message_is_sought_back(monke
     assert sought == [("cs-0", 12)] and consumer.reseeks == 1
     consumer._acked["cs-0"] = [12, 13, 14, 15]  # redelivered: commits again, the watch is cleared
     assert consumer._new_offset("cs-0") == 16 and "cs-0" not in consumer._stalled_since
+    # revoked while stalled (a rebalance): its new owner starts from the committed offset, no seek
+    consumer._acked["cs-0"], assigned = [18], set()
+    consumer._committed_offset["cs-0"] = 16
+    now[0] += 1
+    assert consumer._new_offset("cs-0") is None
+    now[0] += transport.STALLED_HEAD_RESEEK_S
+    assert consumer._new_offset("cs-0") is None
+    await asyncio.sleep(0)
+    assert sought == [("cs-0", 12)] and consumer.reseeks == 2
