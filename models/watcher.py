@@ -5,8 +5,7 @@ The worker holds one :class:`ModelWatcher`; it owns what serves (a
 search index, version) and when to look for a new one. :meth:`ModelWatcher.refresh_if_due`
 (called per batch, never blocking) starts a check in a thread at most every
 ``ModelConfig.poll_interval_s``: one ``stat`` of the registry's CURRENT file when nothing
-changed. :meth:`ModelWatcher.handle_control` loads a version a control message announces.
-A new version is verified (sha256), opened and its bundle built before the swap; if
+changed. A new version is verified (sha256), opened and its bundle built before the swap; if
 anything fails (a bad file, a feature the online store lacks) the old bundle keeps
 serving, the version is refused until another is promoted, and ``last_error`` says why.
 ``bundle`` is a single attribute read, safe from any thread.
@@ -15,11 +14,9 @@ serving, the version is refused until another is promoted, and ``last_error`` sa
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
-from typing import Any
 
 from streamrec.models.candidates import CandidateConfig
 from streamrec.models.config import ModelConfig
@@ -70,17 +67,6 @@ class ModelWatcher:
         self._marker = marker
         version = self.registry.current_version()
         if version is None or version == self._refused:
-            return False
-        return self.load(version)
-
-    def handle_control(self, payload: bytes | str | dict[str, Any]) -> bool:
-        """React to a control message ``{"version": "..."}``; True when it now serves."""
-        try:
-            message = payload if isinstance(payload, dict) else json.loads(payload)
-            version = str(message["version"])
-        except (ValueError, KeyError, TypeError) as exc:
-            self.last_error = f"bad control message: {exc}"
-            log.warning(self.last_error)
             return False
         return self.load(version)
 

@@ -9,7 +9,7 @@ behaviour; a miss means an event is being processed (or none was ever seen), so 
 caller falls back. Hits and misses are counted for the hit rate.
 
 Every write carries the user's version (the number of events applied to the user's
-state, stream/processor.py): the store keeps a list only if its version is at least
+state, stream/user_side.py): the store keeps a list only if its version is at least
 the newest it has seen for the user, and dropping an entry records its version
 (features/list_cache.py). With split roles the features role drops entries while the
 recommend role, in another process, writes lists; without versions a list ranked for
