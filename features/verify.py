@@ -39,7 +39,7 @@ from streamrec.features.online import FeatureDict, RedisFeatureStore
 from streamrec.features.routing import user_partition
 from streamrec.features.schema import GLOBAL_VIEW, ITEM_VIEW, USER_VIEW, FeatureValue, count_feature
 
-Source = tuple[int, int]  # (partition, offset) on clickstream
+RecordPosition = tuple[int, int]  # (partition, offset) on clickstream
 COUNT_FEATURES = tuple(count_feature(t) for t in EVENT_TYPES)
 CHECKED = (*COUNT_FEATURES, "event_count", "rating_mean")
 READ_CHUNK = 5000
@@ -90,10 +90,10 @@ class Expected:
     late: int = 0  # records dead-lettered as late
     repeated: int = 0  # records of an event id seen before (redelivered or re-sent)
     routed: int = 0  # records on another partition than their user's: the worker copies them there
-    invalid: list[Source] = field(default_factory=list)
+    invalid: list[RecordPosition] = field(default_factory=list)
 
 
-def recompute(records: Iterable[Record], late: set[Source], *, max_bytes: int,
+def recompute(records: Iterable[Record], late: set[RecordPosition], *, max_bytes: int,
               allow_unknown_fields: bool = False, partitions: int | None = None) -> Expected:
     """What the online store must hold after ``records``, given the ``late`` ones.
 
@@ -169,7 +169,7 @@ def _row_mismatches(want: dict[str, FeatureValue], row: FeatureDict) -> list[str
     return out
 
 
-def dead_lettered(letters: Iterable[bytes], source_topic: str) -> tuple[set[Source], set[Source]]:
+def dead_lettered(letters: Iterable[bytes], source_topic: str) -> tuple[set[RecordPosition], set[RecordPosition]]:
     """The (partition, offset) of every ``source_topic`` record in the DLQ, and of those
     refused as ``late``. Unreadable letters are passed over."""
     every, late = set(), set()
@@ -211,7 +211,7 @@ class VerifyReport:
                 f"{self.invalid} invalid, {self.routed} routed to their user's partition, in {self.seconds:.1f} s")
 
 
-def check(expected: Expected, dlq: set[Source], users: Sequence[FeatureDict], items: Sequence[FeatureDict],
+def check(expected: Expected, dlq: set[RecordPosition], users: Sequence[FeatureDict], items: Sequence[FeatureDict],
           shards: Sequence[FeatureDict]) -> list[str]:
     """Every mismatch between the recomputation and what was read (pure)."""
     missing = [f"record {p}:{o} is invalid but not in the DLQ" for p, o in expected.invalid if (p, o) not in dlq]

@@ -42,9 +42,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamrec.features.messages import ItemId
 
-Source: TypeAlias = Literal["covisit", "embedding", "popular"]
-SOURCES: tuple[Source, ...] = ("covisit", "embedding", "popular")
-Neighbours: TypeAlias = Mapping[ItemId, tuple[Sequence[ItemId], Sequence[float]]]
+CandidateSource: TypeAlias = Literal["covisit", "embedding", "popular"]
+SOURCES: tuple[CandidateSource, ...] = ("covisit", "embedding", "popular")
+NeighbourLists: TypeAlias = Mapping[ItemId, tuple[Sequence[ItemId], Sequence[float]]]
 
 
 class CandidateConfig(BaseModel):
@@ -82,7 +82,7 @@ class CandidateConfig(BaseModel):
 
 class Candidate(NamedTuple):  # one merged candidate, built on demand (see Candidates)
     item_id: ItemId
-    source: Source
+    source: CandidateSource
     score: float
 
 
@@ -130,7 +130,7 @@ class Candidates:
 
     item_ids: list[ItemId]
     scores: list[float]
-    blocks: tuple[tuple[Source, int], ...]
+    blocks: tuple[tuple[CandidateSource, int], ...]
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -138,11 +138,11 @@ class Candidates:
     def __iter__(self) -> Iterator[Candidate]:
         return map(Candidate, self.item_ids, self.sources(), self.scores)
 
-    def sources(self) -> list[Source]:
+    def sources(self) -> list[CandidateSource]:
         """The source of every candidate, in order."""
         return [source for source, count in self.blocks for _ in range(count)]
 
-    def source(self, index: int) -> Source:
+    def source(self, index: int) -> CandidateSource:
         for source, count in self.blocks:
             if index < count:
                 return source
@@ -150,13 +150,13 @@ class Candidates:
         raise IndexError(index)
 
 
-def covisit_scores(recent: Scored, neighbours: Neighbours) -> list[tuple[ItemId, float]]:
+def covisit_scores(recent: Scored, neighbours: NeighbourLists) -> list[tuple[ItemId, float]]:
     """Neighbours of ``recent`` ((item, affinity) pairs) scored by Σ affinity · weight,
     best first (ties: first reached); an item of ``recent`` itself is never proposed."""
     return covisit_items(recent, neighbours).pairs()
 
 
-def covisit_items(recent: Scored, neighbours: Neighbours) -> ScoredItems:
+def covisit_items(recent: Scored, neighbours: NeighbourLists) -> ScoredItems:
     """:func:`covisit_scores` as :class:`ScoredItems`.
 
     The order is a stable sort by descending score for every finite score (a NaN
@@ -185,7 +185,7 @@ def _rank_scores(n: int) -> list[float]:
     return [1.0 / (1 + rank) for rank in range(n)]
 
 
-def merge(sources: Sequence[tuple[Source, ScoredItems, int]], exclude: Collection[ItemId], limit: int) -> Candidates:
+def merge(sources: Sequence[tuple[CandidateSource, ScoredItems, int]], exclude: Collection[ItemId], limit: int) -> Candidates:
     """De-duplicate ``sources`` ((name, proposals, quota), in precedence order).
 
     Each source adds at most its quota of items not excluded and not already taken by
@@ -194,7 +194,7 @@ def merge(sources: Sequence[tuple[Source, ScoredItems, int]], exclude: Collectio
     """
     item_ids: list[ItemId] = []
     scores: list[float] = []
-    blocks: list[tuple[Source, int]] = []
+    blocks: list[tuple[CandidateSource, int]] = []
     taken: set[ItemId] = set()
     room = limit
     for source, proposed, quota in sources:
@@ -216,7 +216,7 @@ def merge(sources: Sequence[tuple[Source, ScoredItems, int]], exclude: Collectio
 def generate(
     cfg: CandidateConfig,
     recent: Scored,
-    neighbours: Neighbours,
+    neighbours: NeighbourLists,
     popular: ScoredItems,
     seen: Collection[ItemId],
     embedding: ScoredItems = EMPTY,
@@ -226,7 +226,7 @@ def generate(
     (built once per batch); ``embedding`` already ranked, best first."""
     recent = recent[: cfg.recent_items]
     exclude = seen if all(item in seen for item, _ in recent) else set(seen).union(item for item, _ in recent)
-    sources: list[tuple[Source, ScoredItems, int]] = [
+    sources: list[tuple[CandidateSource, ScoredItems, int]] = [
         ("covisit", covisit_items(recent, neighbours), cfg.covisit),
         ("embedding", embedding, cfg.embedding),
         ("popular", popular, cfg.max_candidates),

@@ -345,7 +345,7 @@ class Collector:
 
 # -- one bench session ---------------------------------------------------------------
 @dataclass
-class Session:
+class BenchSession:
     config: E2EConfig
     settings: Settings
     worker: WorkerProcess
@@ -375,7 +375,7 @@ def bench_settings(base: Settings, *, bootstrap_servers: str, redis_url: str, ru
     return load_settings(**dump)
 
 
-async def _warm_up(session: Session, collector: Collector) -> float:
+async def _warm_up(session: BenchSession, collector: Collector) -> float:
     """Send warm-up clicks until one is answered, then one per warm-up user; returns seconds taken."""
     from streamrec.features.messages import ClickEvent, EventType
     from streamrec.infra.kafka_clients import producer
@@ -409,7 +409,7 @@ async def _warm_up(session: Session, collector: Collector) -> float:
     return time.monotonic() - began
 
 
-async def _start_producer(session: Session, rate: float, step: int, start_row: int) -> tuple[subprocess.Popen[bytes], Path]:
+async def _start_producer(session: BenchSession, rate: float, step: int, start_row: int) -> tuple[subprocess.Popen[bytes], Path]:
     from streamrec.stream.runtime import settings_env
 
     out = session.run_dir / f"sent-{step}.json"
@@ -437,12 +437,12 @@ def _read_sent(path: Path) -> tuple[list[Sent], float]:
     return [Sent(str(e), str(u), float(t), bool(trig)) for e, u, t, trig in log["events"]], float(log["producer_cpu_s"])
 
 
-def _measured_processes(session: Session) -> dict[str, psutil.Process]:
+def _measured_processes(session: BenchSession) -> dict[str, psutil.Process]:
     return {"worker": session.worker.ps, "bench": psutil.Process(),
             **{name: psutil.Process(pid) for name, pid in session.stack_pids.items() if psutil.pid_exists(pid)}}
 
 
-async def _idle_cpu(session: Session, seconds: float = 3.0) -> dict[str, float]:
+async def _idle_cpu(session: BenchSession, seconds: float = 3.0) -> dict[str, float]:
     """CPU % of the worker, the stack and this process with no events flowing (consumers polling)."""
     cpu = CpuWindow(_measured_processes(session))
     cpu.start()
@@ -450,7 +450,7 @@ async def _idle_cpu(session: Session, seconds: float = 3.0) -> dict[str, float]:
     return cpu.stop()
 
 
-async def _run_step(session: Session, collector: Collector, rate: float, step: int, start_row: int) -> dict[str, Any]:
+async def _run_step(session: BenchSession, collector: Collector, rate: float, step: int, start_row: int) -> dict[str, Any]:
     from tqdm import tqdm
 
     cfg = session.config
@@ -508,7 +508,7 @@ async def _run_step(session: Session, collector: Collector, rate: float, step: i
     return result
 
 
-def _start_profiler(session: Session, step: int) -> subprocess.Popen[bytes]:
+def _start_profiler(session: BenchSession, step: int) -> subprocess.Popen[bytes]:
     """``py-spy record`` on the worker (py-spy is not a dependency: install it to use ``--profile``)."""
     binary = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if binary is None:
@@ -521,7 +521,7 @@ def _start_profiler(session: Session, step: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _step_result(session: Session, rate: float, sent: list[Sent], collector: Collector, rss: list[float],
+def _step_result(session: BenchSession, rate: float, sent: list[Sent], collector: Collector, rss: list[float],
                  cpu_percent: dict[str, float], span: float) -> dict[str, Any]:
     m = match(sent, collector.received)
     answered = [(s, collector.received[s.event_id]) for s in sent if s.event_id in collector.received]
@@ -615,7 +615,7 @@ async def worker_gc_figures(settings: Settings) -> dict[str, Any]:
             "windows_with_pause_over_50ms": sum(w > 50 for w in worst), "windows": len(worst)}
 
 
-def _broker_figures(session: Session) -> dict[str, Any]:
+def _broker_figures(session: BenchSession) -> dict[str, Any]:
     b, w = session.settings.broker, session.settings.worker
     return {
         "bootstrap_servers": b.bootstrap_servers, "fetch_max_wait_ms": b.fetch_max_wait_ms,
@@ -627,7 +627,7 @@ def _broker_figures(session: Session) -> dict[str, Any]:
     }
 
 
-async def _drive(session: Session) -> dict[str, Any]:
+async def _drive(session: BenchSession) -> dict[str, Any]:
     from streamrec.features.verify import bench_check
     from streamrec.stream.topics import ensure_topics
 
@@ -680,7 +680,7 @@ async def _drain(collector: Collector, quiet_s: float = 2.0, limit_s: float = 30
             seen, last_change = len(collector.received), time.monotonic()
 
 
-def _report(session: Session, steps: list[dict[str, Any]], *, ready_s: float, ready_rss: float, final_rss: float,
+def _report(session: BenchSession, steps: list[dict[str, Any]], *, ready_s: float, ready_rss: float, final_rss: float,
             duplicates: int) -> dict[str, Any]:
     cfg = session.config
     headline, best_rate = _best_step(steps) if cfg.sweep else (steps[0], None)
@@ -814,7 +814,7 @@ def _session(config: E2EConfig, base: Settings) -> dict[str, Any]:
         children: list[subprocess.Popen[bytes]] = []
         cleanup.callback(_stop_all, children)  # runs first: producers before the worker before the stack
         print(f"[e2e] stack {bootstrap} / {redis_url}; worker pid {worker.process.pid}, log {worker.log}", flush=True)
-        session = Session(config, settings, worker, run_dir, run_id, stack_pids, children)
+        session = BenchSession(config, settings, worker, run_dir, run_id, stack_pids, children)
         return asyncio.run(_drive(session))
 
 

@@ -39,7 +39,7 @@ from streamrec.infra.kafka_clients import producer
 from streamrec.stream.settings import Settings, load_settings
 
 TICK_S = 0.005
-Source = Literal["movielens", "clicks"]
+EventSource = Literal["movielens", "clicks"]
 SOURCES: tuple[str, ...] = ("movielens", "clicks")
 
 
@@ -64,7 +64,7 @@ class Template:
                           rating=self.rating, ts=ts)
 
 
-def templates(source: Source, n: int, *, start_row: int = 0, seed: int = 0, users: int | None = None) -> Iterator[Template]:
+def templates(source: EventSource, n: int, *, start_row: int = 0, seed: int = 0, users: int | None = None) -> Iterator[Template]:
     """``n`` event templates from ``source`` (MovieLens rows wrap around at the end).
 
     ``users`` (clicks only): draw the users from that many synthetic ids (``c0``,

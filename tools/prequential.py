@@ -91,7 +91,7 @@ def next_event(users: Sequence[UserId]) -> np.ndarray:
 
 
 @dataclass
-class Scored:
+class ScoredEvents:
     """Per scored event: its time and user, the rank of its item in each variant's held
     list (:data:`ABSENT` when not there), and the ARP of the list's first ``shown_depth``
     items (what the user saw); plus the items shown. The ``candidates`` list is held
@@ -132,7 +132,7 @@ def figures(rank: np.ndarray, k: int) -> dict[str, float]:
     return {f"hr@{k}": hit_rate(rank, k), f"ndcg@{k}": ndcg(rank, k), "mrr": mrr(rank, k)}
 
 
-def summarise(scored: Scored, catalogue: int, k: int, rows: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+def summarise(scored: ScoredEvents, catalogue: int, k: int, rows: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Overall figures per variant (``events`` scored, coverage over ``catalogue`` items,
     ``in_list``: the share of events whose item the held list holds at any depth);
     ``rows`` (a bool mask over the scored events) restricts the ranking figures to some."""
@@ -148,7 +148,7 @@ def summarise(scored: Scored, catalogue: int, k: int, rows: np.ndarray | None = 
     return table
 
 
-def over_time(scored: Scored, bucket_s: float, k: int) -> dict[str, Any]:
+def over_time(scored: ScoredEvents, bucket_s: float, k: int) -> dict[str, Any]:
     """Per time bucket (``bucket_s`` wide, from the first scored event): its start (epoch
     s), the events in it, and each variant's HR@k and NDCG@k."""
     ts = np.asarray(scored.ts, np.float64)
@@ -247,18 +247,18 @@ class Replay:
             ranked = await made.recommend_many(requests)
             out[name] = {r.user_id: [i.item_id for i in got.items] for r, got in zip(requests, ranked)}
         merged = await self.pipeline.candidate_lists(requests)
-        out["candidates"] = {r.user_id: cands.item_ids for r, cands in zip(requests, merged)}  # whole: see Scored
+        out["candidates"] = {r.user_id: cands.item_ids for r, cands in zip(requests, merged)}  # whole: see ScoredEvents
         return out
 
 
 async def replay(events: Sequence[ClickEvent], start: int, run: Replay, window_s: float = 1.0,
-                 progress: bool = True) -> Scored:
+                 progress: bool = True) -> ScoredEvents:
     """Score every event from index ``start`` on against its user's held lists, then
     apply it; ``events`` in event-time order."""
     ts = [e.ts.timestamp() for e in events]
     following = next_event([e.user_id for e in events])
     held: dict[str, dict[UserId, list[ItemId]]] = {v: {} for v in run.variants}
-    scored = Scored(shown_depth=run.top_k, variants=run.variants)
+    scored = ScoredEvents(shown_depth=run.top_k, variants=run.variants)
     bar = tqdm(total=len(events), unit="ev", desc="prequential replay", disable=not progress, smoothing=0.05)
     for batch in batches(ts, window_s):
         for i in batch:

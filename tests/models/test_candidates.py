@@ -14,7 +14,7 @@ from streamrec.models.candidates import (
     Candidate,
     CandidateConfig,
     ScoredItems,
-    Source,
+    CandidateSource,
     covisit_scores,
     fuse,
     generate,
@@ -30,11 +30,11 @@ SCORES = st.floats(-100, 100, allow_nan=False)
 PAIRS = st.lists(st.tuples(ITEMS, SCORES), max_size=20)  # repeats allowed
 
 
-def as_sources(lists: list[list[str]], quotas: list[int]) -> list[tuple[Source, ScoredItems, int]]:
+def as_sources(lists: list[list[str]], quotas: list[int]) -> list[tuple[CandidateSource, ScoredItems, int]]:
     return [(name, ScoredItems.of([(i, 1.0) for i in items]), q) for name, items, q in zip(SOURCES, lists, quotas)]
 
 
-def plain_merge(sources: list[tuple[Source, list[tuple[str, float]], int]], exclude: set[str], limit: int) -> list[Candidate]:
+def plain_merge(sources: list[tuple[CandidateSource, list[tuple[str, float]], int]], exclude: set[str], limit: int) -> list[Candidate]:
     """The straightforward merge, one step per proposal (the reference for ``merge``)."""
     taken: dict[str, Candidate] = {}
     room = limit

@@ -17,7 +17,7 @@ from streamrec.models.candidates import CandidateConfig
 from streamrec.models.config import ModelConfig, TrainConfig
 from streamrec.models.datasets import Dataset
 from streamrec.models.pipeline import train_and_publish
-from streamrec.tools.prequential import ABSENT, VARIANTS, Replay, Scored, batches, bucket_for, next_event, over_time, replay, summarise
+from streamrec.tools.prequential import ABSENT, VARIANTS, Replay, ScoredEvents, batches, bucket_for, next_event, over_time, replay, summarise
 from streamrec.tools.quality import redis_for
 
 FAST = TrainConfig(epochs=2, embedding_dim=8, hidden=(16,), batch_size=256, threads=1, patience=1)
@@ -42,7 +42,7 @@ def test_bucket_is_the_finest_that_keeps_sixty_or_fewer() -> None:
 
 
 def test_summary_and_over_time_from_ranks() -> None:
-    scored = Scored(ts=[0.0, 10.0, 3700.0, 3800.0])
+    scored = ScoredEvents(ts=[0.0, 10.0, 3700.0, 3800.0])
     scored.rank = {v: [0, ABSENT, 4, ABSENT] for v in VARIANTS}
     scored.arp = {v: [1.0, 2.0, 3.0, float("nan")] for v in VARIANTS}
     scored.shown = {v: {"x", "y"} for v in VARIANTS}
@@ -56,7 +56,7 @@ def test_summary_and_over_time_from_ranks() -> None:
 
 
 def test_a_list_is_ranked_whole_but_only_its_first_items_count_as_shown() -> None:
-    scored = Scored(shown_depth=2)
+    scored = ScoredEvents(shown_depth=2)
     held = {v: {"u": ["a", "b", "c", "d"]} for v in VARIANTS}
     event = ClickEvent(event_id="e", user_id="u", item_id="d", type=EventType.CLICK, ts=T0)
 
@@ -94,7 +94,7 @@ def test_each_event_is_scored_against_the_list_its_user_held_before_it(tmp_path:
     models = ModelConfig(registry_dir=tmp_path / "registry", train=FAST)
     train_and_publish(Dataset("crafted", frame_of(events[:start]), explicit=False), models, promote=True, progress=False)
 
-    async def run(url: str) -> Scored:
+    async def run(url: str) -> ScoredEvents:
         async with Replay(url, models, CandidateConfig(max_candidates=20, covisit=10, embedding=5, popular_depth=40)) as live:
             return await replay(events, start, live, window_s=1.0, progress=False)
 
