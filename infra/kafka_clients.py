@@ -5,6 +5,7 @@ layer, with the broker settings they are built from, so every layer may open one
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from typing import Any
 
@@ -59,7 +60,7 @@ async def check_login(broker: BrokerSettings, timeout_s: float = 10.0) -> None:
     untrusted certificate raises SettingsError naming the setting to fix."""
     import asyncio
 
-    from aiokafka.conn import create_conn
+    from aiokafka.conn import AIOKafkaConnection
     from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
     from aiokafka.protocol.metadata import MetadataRequest
 
@@ -67,11 +68,11 @@ async def check_login(broker: BrokerSettings, timeout_s: float = 10.0) -> None:
 
     host, _, port = broker.bootstrap_servers.split(",")[0].strip().rpartition(":")
     options = {k: v for k, v in client_options(broker).items() if k != "bootstrap_servers"}
-    conn = None
+    conn = AIOKafkaConnection(host, int(port), request_timeout_ms=int(timeout_s * 1000), **options)
     try:
         if "ssl_context" in options:  # the certificate first, outside asyncio (infra/tls.py)
             handshake(host, int(port), options["ssl_context"], timeout_s)
-        conn = await asyncio.wait_for(create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **options), timeout_s)
+        await asyncio.wait_for(conn.connect(), timeout_s)
         # a request too: a listener that wants a login it did not get closes the connection then
         await asyncio.wait_for(conn.send(MetadataRequest([])), timeout_s)
     except SaslAuthenticationFailed as exc:
@@ -88,8 +89,13 @@ async def check_login(broker: BrokerSettings, timeout_s: float = 10.0) -> None:
         raise SettingsError(f"bad setting STREAMREC_BROKER__SECURITY_PROTOCOL: no {broker.security_protocol} session "
                             f"with the broker at {host}:{port} ({type(exc).__name__}: {exc})") from None
     finally:
-        if conn is not None:
-            conn.close()
+        # Wait for the socket to close (a refused login closes it too): the caller's loop may
+        # end right after, and a TLS transport closes over a few more round trips; left to the
+        # garbage collector it is an unclosed socket (a ResourceWarning at some later point).
+        closed = conn.close()
+        if closed is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(closed), 2.0)
 
 
 def producer(broker: BrokerSettings, **overrides: Any) -> AIOKafkaProducer:
