@@ -12,8 +12,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 def reconnecting(reconnect_s: float) -> Retry:
     """Retry a command that met a connection error or timeout (Redis restarting) for about
     ``reconnect_s`` seconds: waits of 0.1 s doubling to 1 s. 0: no retry."""
+    # Python's own ConnectionError too (ECONNRESET, EPIPE raw from a socket Redis closed as it
+    # restarted): the client's retry_on_error reaches only its connections' copies of this
+    # Retry, not this one, which features/resp.py's round trips use (client.get_retry()).
     return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=int(reconnect_s) + 3 if reconnect_s > 0 else 0,
-                 supported_errors=(RedisConnectionError, RedisTimeoutError))
+                 supported_errors=(RedisConnectionError, RedisTimeoutError, ConnectionError))
 
 
 def redis_client(redis_url: str, *, reconnect_s: float = 0.0) -> aioredis.Redis:

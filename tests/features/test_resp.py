@@ -36,3 +36,25 @@ async def test_an_error_reply_raises_after_all_replies_and_the_connection_stays_
         assert await resp.round_trip(client, [resp.command(b"HGET", key, b"g"), resp.command(b"PING")]) == [b"2", b"PONG"]
     finally:
         await client.aclose()
+
+
+async def test_a_raw_connection_reset_is_retried_by_a_reconnecting_clients_round_trip(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seen in the Redis-restart fault test: ECONNRESET surfaced raw from a socket Redis
+    closed, and the retry (which the client's retry_on_error does not reach) let it crash
+    the worker."""
+    from streamrec.features import resp
+    from streamrec.features.redis_conn import redis_client
+
+    client = redis_client("redis://127.0.0.1:1/0", reconnect_s=5)  # never connected: _round_trip is replaced
+    calls: list[int] = []
+
+    async def flaky(_client: object, commands: list[bytes]) -> list[object]:
+        calls.append(len(commands))
+        if len(calls) == 1:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return [b"PONG"]
+
+    monkeypatch.setattr(resp, "_round_trip", flaky)
+    assert await resp.round_trip(client, [b"*1\r\n$4\r\nPING\r\n"]) == [b"PONG"]
+    assert calls == [1, 1]
+    await client.aclose()
