@@ -1,17 +1,26 @@
 """Smaller variants of an exported fp32 model and the accuracy gate they must pass.
 
-- ``int8``: INT8 embedding tables (weight-only, per-tensor) read row by row; for the
-  serving ranker the scales are folded into the layers that consume the rows, so no
-  dequantize op runs (:func:`fold_ranker_tables`), elsewhere each Gather is followed
-  by a DequantizeLinear. The MLP stays fp32 (quantizing its MatMuls dynamically cost
-  +0.15 RMSE on synthetic data). For CPU.
+- ``int8``: INT8 embedding tables, weight-only. The file stores them int8 and the graph
+  rebuilds each fp32 table from constants alone (``Cast``, and a ``Mul`` by per-column
+  scales), which onnxruntime folds once when a session loads: every call then gathers
+  fp32 rows with no per-call conversion, so the variant is smaller on disk and in
+  transfer, not in a session's memory. For the serving ranker the vector tables' scales
+  are folded into the layers that consume the rows (:func:`fold_ranker_tables`), which
+  leaves four ops fewer per call than fp32. The MLP stays fp32 (quantizing its MatMuls
+  dynamically cost +0.15 RMSE on synthetic data). For CPU.
 - ``int8_static``: static QDQ INT8 with activation ranges calibrated on training rows.
 - ``fp16``: all float weights and ops in half precision, inputs/outputs kept fp32, for GPU.
 
+Why no per-call dequantize: a Gather of int8 rows followed by a DequantizeLinear (or
+a Cast) converts every gathered row on every call. For the ranker+recent model that
+is the batch's recent-item rows (rows x 20 x 32 values): at 1,000 rows the conversion
+cost more than the smaller Gather saved: INT8 ran 9-17% slower than fp32 at 100 and
+1,000 rows.
+
 Sensitive nodes stay fp32 in the INT8 variants: the first MLP layer (an early
 probe: quantizing it cost +0.048 RMSE) and, outside the folded ranker graph, the
-one-column bias tables (tiny, and their per-tensor quantization error lands directly
-on the prediction; the fold gives each bias its own scale, centred on its range).
+one-column bias tables (tiny, and their quantization error lands directly on the
+prediction; the fold gives each bias its own scale, centred on its range).
 """
 
 from __future__ import annotations
@@ -43,10 +52,11 @@ def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8_dynamic(fp32: Path, out: Path) -> Path:
-    """Weight-only INT8 of the embedding tables, symmetric per tensor: the serving
-    ranker's graph through :func:`fold_ranker_tables` (no dequantize step at all),
-    any other graph through :func:`quantize_gathers`. The MLP stays fp32 (onnxruntime's
-    ``quantize_dynamic`` would also rewrite each Gemm as MatMul + Add: slower kernels)."""
+    """Weight-only INT8 of the embedding tables, rebuilt as fp32 when a session loads:
+    the serving ranker's graph through :func:`fold_ranker_tables`, then any table left
+    (all of them in any other graph) through :func:`quantize_gathers`. The MLP stays
+    fp32 (onnxruntime's ``quantize_dynamic`` would also rewrite each Gemm as MatMul +
+    Add: slower kernels)."""
     model = onnx.load(str(fp32))
     folded = fold_ranker_tables(model)
     # after a fold only a table whose term joins a side's vectors is left (read per user)
@@ -56,38 +66,44 @@ def quantize_int8_dynamic(fp32: Path, out: Path) -> Path:
 
 
 def quantize_gathers(model: onnx.ModelProto, excluded: set[str]) -> int:
-    """Rewrite ``Gather(W, idx)`` as ``DequantizeLinear(Gather(int8(W), idx), scale, 0)``
-    in place for 2-D float ``W`` (scale = max|W| / 127); returns the tables quantized."""
-    tables = {i.name: i for i in model.graph.initializer if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT}
-    quantized: dict[str, tuple[str, str, str]] = {}
-    nodes = []
+    """Store each 2-D float table ``W`` that only row-Gathers outside ``excluded`` read
+    as int8 with one symmetric scale per column (max |W[:, j]| / 127), and rebuild ``W``
+    under its own name as ``Cast(int8) * scale``: constants only, so onnxruntime folds
+    them when a session loads (under any session options, where a DequantizeLinear on
+    an initializer stays a per-call op unless ``session.disable_quant_qdq`` is set) and
+    the Gathers read fp32 rows as before. In place; returns the tables quantized."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
-        if node.op_type != "Gather" or node.name in excluded or node.input[0] not in tables or _axis(node) != 0:
-            nodes.append(node)
-            continue
-        names = quantized.get(node.input[0]) or _add_int8_table(model, tables[node.input[0]])
-        quantized[node.input[0]] = names
-        picked = f"{node.output[0]}_int8"
-        nodes.append(onnx.helper.make_node("Gather", [names[0], node.input[1]], [picked], name=f"{node.name}_int8"))
-        nodes.append(onnx.helper.make_node("DequantizeLinear", [picked, names[1], names[2]], list(node.output), name=f"{node.name}_dequantize"))
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    tables = [
+        init for init in model.graph.initializer
+        if len(init.dims) == 2 and init.data_type == onnx.TensorProto.FLOAT and readers.get(init.name)
+        and all(n.op_type == "Gather" and n.name not in excluded and _axis(n) == 0 and list(n.input).index(init.name) == 0 for n in readers[init.name])
+    ]
+    rebuilt = [node for table in tables for node in _int8_table(table.name)]
+    chosen = {t.name for t in tables}
+    kept = [i for i in model.graph.initializer if i.name not in chosen]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept + [init for table in tables for init in _int8_initializers(table)])
+    nodes = rebuilt + list(model.graph.node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    used = {name for n in nodes for name in n.input}
-    kept = [i for i in model.graph.initializer if i.name not in quantized or i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    return len(quantized)
+    return len(tables)
 
 
-def _add_int8_table(model: onnx.ModelProto, table: onnx.TensorProto) -> tuple[str, str, str]:
+def _int8_initializers(table: onnx.TensorProto) -> list[onnx.TensorProto]:
     weights = numpy_helper.to_array(table).astype(np.float32)
-    scale = _symmetric_scale(weights)
-    values = _to_int8(weights, scale)
-    names = (f"{table.name}_quantized", f"{table.name}_scale", f"{table.name}_zero_point")
-    model.graph.initializer.extend(
-        [numpy_helper.from_array(values, names[0]), numpy_helper.from_array(np.array(scale, np.float32), names[1]), numpy_helper.from_array(np.array(0, np.int8), names[2])]
-    )
-    return names
+    scales = np.array([_symmetric_scale(column) for column in weights.T], np.float32)
+    return [numpy_helper.from_array(_to_int8(weights, scales), f"{table.name}_quantized"), numpy_helper.from_array(scales, f"{table.name}_scale")]
+
+
+def _int8_table(name: str) -> list[onnx.NodeProto]:
+    """The nodes rebuilding table ``name`` from the initializers of :func:`_int8_initializers`."""
+    return [
+        onnx.helper.make_node("Cast", [f"{name}_quantized"], [f"{name}_cast"], name=f"{name}_cast", to=onnx.TensorProto.FLOAT),
+        onnx.helper.make_node("Mul", [f"{name}_cast", f"{name}_scale"], [name], name=f"{name}_dequantize"),
+    ]
 
 
 def _axis(node: onnx.NodeProto) -> int:
@@ -100,11 +116,13 @@ class _RankerTail:
     tables (the Mul's inputs, in order) and of the two bias tables (same order),
     ``ReduceSum(Mul) + (bias + bias)``, and the first-layer Gemms reading the vectors.
     ``implicit`` names, per side, a table whose (linear) term the graph adds to that
-    side's gathered vector before use (models/recent_ranker.py), or None."""
+    side's gathered vector before use (models/recent_ranker.py), or None; ``joins``
+    the Add doing so, or None."""
 
     mul: onnx.NodeProto
     vectors: tuple[onnx.NodeProto, onnx.NodeProto]
     implicit: tuple[str | None, str | None]
+    joins: tuple[onnx.NodeProto | None, onnx.NodeProto | None]
     biases: tuple[onnx.NodeProto, onnx.NodeProto]
     reduce: onnx.NodeProto
     adds: tuple[onnx.NodeProto, onnx.NodeProto]
@@ -112,24 +130,27 @@ class _RankerTail:
 
 
 def fold_ranker_tables(model: onnx.ModelProto) -> bool:
-    """INT8 tables for the serving ranker's graph with no dequantize op; in place,
-    False (graph untouched) when the graph lacks the pattern of :class:`_RankerTail`.
+    """INT8 tables for the serving ranker's graph, rebuilt as fp32 at session load with
+    no dequantize op; in place, False (graph untouched) when the graph lacks the
+    pattern of :class:`_RankerTail`.
 
-    Each vector table becomes int8 (symmetric, per tensor), gathered and Cast to
-    float, with two more columns: its own bias (int8 around the bias range's centre,
-    its own scale) and a column of 1s that multiplies the other table's bias in the
-    dot product. The scales go where the rows are consumed: into the first-layer
+    Each vector table becomes int8 (symmetric, per tensor) with two more columns: its
+    own bias (int8 around the bias range's centre, its own scale) and a column of 1s
+    that multiplies the other table's bias in the dot product. The graph Casts the
+    whole table to float (constant: onnxruntime folds it at load), so rows are read in
+    int8 units; the scales go where the rows are consumed: into the first-layer
     weights (scaled, zero rows for the bias columns) and into one Gemm replacing
     ``ReduceSum(u * i) + b_u + b_i`` by ``(u * i) @ w + c`` (w: the product of the
-    vector scales, then the two bias scales; c: the bias centres). The graph thus has
-    two Casts more and five ops fewer (two bias Gathers, ReduceSum, two Adds, less
-    the Gemm) than fp32: at ~100 rows a call costs mostly per-op overhead. A term added
-    to a side's gathered vector (the ranker+recent model's implicit factors) comes from
-    a table the fold divides by that side's scale and widens by two zero columns, so it
-    adds to the int8 rows in their own units (:func:`quantize_int8_dynamic` then makes
-    that table int8 with a DequantizeLinear, on the few users' rows). A bias is
-    off by at most half its scale (range / 508); it lands on the score directly, but
-    its error is small next to the vectors' (the accuracy gate measures both)."""
+    vector scales, then the two bias scales; c: the bias centres). A call thus runs
+    four ops fewer (two bias Gathers, ReduceSum, two Adds, less the Gemm) than fp32:
+    at ~100 rows a call costs mostly per-op overhead. A term added to a side's
+    gathered vector (the ranker+recent model's implicit factors) comes from a table
+    the fold divides by that side's scale, so it adds to the rows in their int8 units;
+    a Pad widens the term by the two columns just before the Add (the table keeps its
+    width: the batch's recent-item rows are the graph's largest Gather), and
+    :func:`quantize_int8_dynamic` then stores that table int8 too. A bias is off by at
+    most half its scale (range / 508); it lands on the score directly, but its error
+    is small next to the vectors' (the accuracy gate measures both)."""
     tail = _find_ranker_tail(model)
     if tail is None:
         return False
@@ -146,6 +167,7 @@ def fold_ranker_tables(model: onnx.ModelProto) -> bool:
     prefix = f"{tail.mul.name}_folded"
     added = {f"{g.input[0]}_quantized": t for g, t in zip(tail.vectors, tables)}
     added |= {f"{prefix}_dot": np.asarray(dot, np.float32).reshape(-1, 1), f"{prefix}_centre": np.asarray([sum(centres)], np.float32)}
+    added[f"{prefix}_pads"] = np.array([0, 0, 0, 2], np.int64)
     scale_of = {name: s for name, s in zip(tail.mul.input, scales)}
     for gemm in tail.first_layer:
         weight = arrays[gemm.input[1]] * scale_of[gemm.input[0]]
@@ -153,7 +175,7 @@ def fold_ranker_tables(model: onnx.ModelProto) -> bool:
         gemm.input[1] = f"{gemm.name}_weight_folded"
     for table, scale in zip(tail.implicit, scales):
         if table is not None:
-            added[f"{table}_folded"] = np.hstack([arrays[table] / scale, np.zeros((len(arrays[table]), 2))]).astype(np.float32)
+            added[f"{table}_folded"] = (arrays[table] / scale).astype(np.float32)
     model.graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in added.items())
     _rewire_tail(model, tail, prefix)
     return True
@@ -161,7 +183,8 @@ def fold_ranker_tables(model: onnx.ModelProto) -> bool:
 
 def _rewire_tail(model: onnx.ModelProto, tail: _RankerTail, prefix: str) -> None:
     dropped = {id(n) for n in (*tail.biases, *tail.adds)}
-    nodes = []
+    joins = {id(add): gather for add, gather in zip(tail.joins, tail.vectors) if add is not None}
+    nodes = [_cast_table(g.input[0]) for g in tail.vectors]
     for node in model.graph.node:
         if id(node) in dropped:
             continue
@@ -170,9 +193,11 @@ def _rewire_tail(model: onnx.ModelProto, tail: _RankerTail, prefix: str) -> None
                                                name=node.name, domain=node.domain))
             nodes[-1].attribute.extend(node.attribute)
         elif any(node is v for v in tail.vectors):
-            picked = f"{node.output[0]}_int8"
-            nodes.append(onnx.helper.make_node("Gather", [f"{node.input[0]}_quantized", node.input[1]], [picked], name=f"{node.name}_int8"))
-            nodes.append(onnx.helper.make_node("Cast", [picked], list(node.output), name=f"{node.name}_cast", to=onnx.TensorProto.FLOAT))
+            nodes.append(onnx.helper.make_node("Gather", [f"{node.input[0]}_int8_rows", node.input[1]], list(node.output), name=node.name))
+        elif id(node) in joins:
+            term = next(name for name in node.input if name != joins[id(node)].output[0])
+            nodes.append(onnx.helper.make_node("Pad", [term, f"{prefix}_pads"], [f"{term}_padded"], name=f"{node.name}_pad"))
+            nodes.append(onnx.helper.make_node("Add", [f"{term}_padded" if name == term else name for name in node.input], list(node.output), name=node.name))
         elif node is tail.reduce:
             nodes.append(onnx.helper.make_node("Gemm", [tail.mul.output[0], f"{prefix}_dot", f"{prefix}_centre"], [tail.adds[1].output[0]], name=f"{prefix}_dot"))
         else:
@@ -183,6 +208,11 @@ def _rewire_tail(model: onnx.ModelProto, tail: _RankerTail, prefix: str) -> None
     kept = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
+
+
+def _cast_table(table: str) -> onnx.NodeProto:
+    """``{table}_quantized`` (int8) as float, in int8 units: a constant, folded at load."""
+    return onnx.helper.make_node("Cast", [f"{table}_quantized"], [f"{table}_int8_rows"], name=f"{table}_cast", to=onnx.TensorProto.FLOAT)
 
 
 def _find_ranker_tail(model: onnx.ModelProto) -> _RankerTail | None:
@@ -209,20 +239,21 @@ class _GraphIndex:
             return None
         return node if (self.tables[node.input[0]][1] == 1) == bias else None
 
-    def vector(self, name: str) -> tuple[onnx.NodeProto | None, str | None]:
+    def vector(self, name: str) -> tuple[onnx.NodeProto | None, str | None, onnx.NodeProto | None]:
         """The vector-table Gather behind ``name``: producing it, or feeding only the
         ``Add`` that produces it; then also the one table upstream of the Add's other
-        input (``None``: no such Add; the Gather is ``None`` when neither shape holds)."""
+        input and the Add (``None``: no such Add; the Gather is ``None`` when neither
+        shape holds)."""
         direct = self.gather(name, bias=False)
         add = self.producer.get(name)
         if direct is not None or add is None or add.op_type != "Add":
-            return direct, None
+            return direct, None, None
         for own, other in (add.input, add.input[::-1]):
             gathered = self.gather(own, bias=False)
             if gathered is not None and self.sole(own, "Add") is add:
                 tables = self.tables_above(other)
-                return (gathered, tables[0]) if len(tables) == 1 else (None, None)
-        return None, None
+                return (gathered, tables[0], add) if len(tables) == 1 else (None, None, None)
+        return None, None, None
 
     def tables_above(self, name: str) -> list[str]:
         """The 2-D float tables ``name`` is computed from (Gathers' data inputs)."""
@@ -244,7 +275,7 @@ class _GraphIndex:
 
 
 def _tail_at(index: _GraphIndex, mul: onnx.NodeProto) -> _RankerTail | None:
-    (u, u_extra), (i, i_extra) = (index.vector(name) for name in mul.input)
+    (u, u_extra, u_join), (i, i_extra, i_join) = (index.vector(name) for name in mul.input)
     reduce = index.sole(mul.output[0], "ReduceSum")
     if u is None or i is None or u.input[0] == i.input[0] or u.input[1] == i.input[1] or reduce is None or not _sums_last_axis(reduce, index.graph):
         return None
@@ -259,7 +290,7 @@ def _tail_at(index: _GraphIndex, mul: onnx.NodeProto) -> _RankerTail | None:
         return None
     if len(biases) != 2 or set(by_index) != {u.input[1], i.input[1]} or not all(_plain_gemm(n, index.tables) for n in first):
         return None
-    return _RankerTail(mul, (u, i), (u_extra, i_extra), (by_index[u.input[1]], by_index[i.input[1]]), reduce, (pair, total), first)
+    return _RankerTail(mul, (u, i), (u_extra, i_extra), (u_join, i_join), (by_index[u.input[1]], by_index[i.input[1]]), reduce, (pair, total), first)
 
 
 def _plain_gemm(node: onnx.NodeProto, tables: dict[str, tuple[int, ...]]) -> bool:
@@ -281,7 +312,7 @@ def _symmetric_scale(values: np.ndarray) -> np.float32:
     return np.float32(max(float(np.abs(values).max()) if values.size else 0.0, 1e-12) / 127.0)
 
 
-def _to_int8(values: np.ndarray, scale: np.float32) -> np.ndarray:
+def _to_int8(values: np.ndarray, scale: np.float32 | np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values / scale), -127, 127).astype(np.int8)
 
 

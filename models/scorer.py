@@ -76,10 +76,9 @@ class _IdIndex(dict[str, int]):
         return np.fromiter(map(self.__getitem__, ids), np.int64, len(ids))
 
 
-# The int8 variant feeds gathered embedding rows (Cast, or DequantizeLinear outside
-# the folded ranker graph) into fp32 kernels: there is nothing for onnxruntime's QDQ
-# fusions to fuse, and one of them copies each DequantizeLinear per consumer (4
-# instead of 2 per call). Static QDQ does need them.
+# The int8 variant's tables are rebuilt as fp32 when the session loads (constants,
+# folded; models/quantize.py): there is nothing for onnxruntime's QDQ fusions to
+# fuse, so they are skipped. Static QDQ does need them.
 _SESSION_CONFIG: dict[str, dict[str, str]] = {"int8": {"session.disable_quant_qdq": "1"}}
 
 

@@ -30,7 +30,7 @@ from streamrec.models.recent_ranker import RecentRanker
 from streamrec.models.recommenders import NeuralRecommender, dense_transform
 from streamrec.models.registry import ModelRegistry
 from streamrec.models.scorer import ScoreBatch, open_scorer
-from tests.models.conftest import FAST
+from tests.models.conftest import FAST, session_ops
 
 
 def replayed_recent(history: pd.DataFrame, user: str, ts: int, keep: int) -> list[str]:
@@ -146,7 +146,7 @@ def test_the_int8_variant_in_the_evaluation_scores_close_to_the_net(
 
     served.fit(train)  # the model was trained on this frame: exported, not retrained
 
-    assert served.model is recent_model and b"DequantizeLinear" in served.graph
+    assert served.model is recent_model and b"implicit_folded_quantized" in served.graph
     exact, quantized = recent_model.predict(test), served.predict(test)
     assert abs(rmse(quantized, test["rating"]) - rmse(exact, test["rating"])) < 0.005
     assert 0 < np.abs(quantized - exact).max() < 0.1
@@ -167,7 +167,9 @@ def test_int8_folds_the_vector_tables_and_keeps_the_implicit_term_in_their_units
 
     graph = onnx.load(str(tmp_path / "int8.onnx")).graph
     floats = [i.name for i in graph.initializer if len(i.dims) == 2 and i.dims[0] > 30 and i.data_type == onnx.TensorProto.FLOAT]
-    assert [n.op_type for n in graph.node].count("DequantizeLinear") == 1  # the implicit table's, per user
-    assert not floats  # every embedding table is int8
+    assert "DequantizeLinear" not in [n.op_type for n in graph.node] and [n.op_type for n in graph.node].count("Pad") == 1
+    assert not floats  # every embedding table is int8, the implicit one per column
+    fp32_ops, int8_ops = session_ops(onnx.load(str(tmp_path / "fp32.onnx")), "fp32", tmp_path), session_ops(onnx.load(str(tmp_path / "int8.onnx")), "int8", tmp_path)
+    assert "Cast" not in set(int8_ops) - set(fp32_ops) and len(int8_ops) == len(fp32_ops) - 3  # tables rebuilt at load; -4 folded, +1 Pad
     exact, quantized = run_onnx(tmp_path / "fp32.onnx", check), run_onnx(tmp_path / "int8.onnx", check)
     assert 0 < np.abs(quantized - exact).max() < 0.02

@@ -16,6 +16,7 @@ from streamrec.models.nets import Ranker, ServingRanker
 from streamrec.models.quantize import fold_ranker_tables, quantize_gathers, sensitive_nodes
 from streamrec.models.recommenders import NeuralRecommender, dense_transform
 from streamrec.models.scorer import session_options
+from tests.models.conftest import session_ops
 
 # Stored feature values as the online store can hold them: missing, empty, odd, usual.
 VALUES = st.sampled_from([float("nan"), 0.0, -1.0, 0.5, 1.0, 3.5, 12.0, 400.0])
@@ -74,8 +75,9 @@ def test_sensitive_nodes_keep_the_whole_first_layer_and_the_bias_tables(artifact
     assert len(kept - first_layer) == 2  # the two [n, 1] bias Gathers
 
 
-def test_quantize_gathers_turns_only_wide_tables_into_int8_rows_dequantized_after_the_gather(artifact: tuple[Path, str]) -> None:
+def test_quantize_gathers_stores_only_wide_tables_int8_per_column_and_rebuilds_them_at_load(artifact: tuple[Path, str], tmp_path: Path) -> None:
     model = onnx.load(str(artifact[0] / "versions" / artifact[1] / "model.onnx"))
+    fp32_ops = session_ops(model, "fp32", tmp_path)
     gathered = {n.input[0] for n in model.graph.node if n.op_type == "Gather"}
     tables = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in gathered and len(i.dims) == 2 and i.dims[1] > 1}
 
@@ -84,10 +86,12 @@ def test_quantize_gathers_turns_only_wide_tables_into_int8_rows_dequantized_afte
     initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for name, weights in tables.items():
         values, scale = initializers[f"{name}_quantized"], initializers[f"{name}_scale"]
-        assert values.dtype == np.int8 and name not in initializers
-        assert np.max(np.abs(values * scale - weights)) <= scale / 2 + 1e-7
+        assert values.dtype == np.int8 and name not in initializers and scale.shape == (weights.shape[1],)
+        assert np.all(np.abs(values * scale - weights) <= scale / 2 + 1e-7)
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("DequantizeLinear") == 2 and ops.count("Gather") == 4 + 1  # 2 int8, 2 bias, 1 dense gate
+    assert "DequantizeLinear" not in ops and ops.count("Gather") == 4 + 1  # 2 vector, 2 bias, 1 dense gate
+    for variant in ("int8", "fp32"):  # folded at load whatever the session options
+        assert session_ops(model, variant, tmp_path) == fp32_ops  # no per-call conversion of a row
 
 
 def _scores(model: onnx.ModelProto, rows: int = 300) -> np.ndarray:
@@ -95,7 +99,8 @@ def _scores(model: onnx.ModelProto, rows: int = 300) -> np.ndarray:
 
     rng = np.random.default_rng(0)
     shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    tables = [shapes[n.input[0]][0] for n in model.graph.node if n.op_type == "Gather" and n.input[1] in ("user", "item")][:2]
+    source = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}  # a table rebuilt at load
+    tables = [shapes[source.get(n.input[0], n.input[0])][0] for n in model.graph.node if n.op_type == "Gather" and n.input[1] in ("user", "item")][:2]
     dense = rng.uniform(0, 30, (rows, 4)).astype(np.float32)
     dense[rng.random(dense.shape) < 0.2] = np.nan
     feed = {"user": rng.integers(0, tables[0], rows), "item": rng.integers(0, tables[1], rows), "dense": dense}
@@ -116,7 +121,7 @@ def _dequantized(model: onnx.ModelProto) -> onnx.ModelProto:
     return reference
 
 
-def test_folded_int8_ranker_scores_as_its_dequantized_tables_with_no_dequantize_step(artifact: tuple[Path, str]) -> None:
+def test_folded_int8_ranker_scores_as_its_dequantized_tables_with_no_dequantize_step(artifact: tuple[Path, str], tmp_path: Path) -> None:
     fp32 = onnx.load(str(artifact[0] / "versions" / artifact[1] / "model.onnx"))
     folded = onnx.ModelProto()
     folded.CopyFrom(fp32)
@@ -125,7 +130,9 @@ def test_folded_int8_ranker_scores_as_its_dequantized_tables_with_no_dequantize_
 
     ops = [n.op_type for n in folded.graph.node]
     assert "DequantizeLinear" not in ops and "ReduceSum" not in ops and ops.count("Cast") == 2
-    assert len(ops) == len(fp32.graph.node) - 2  # +2 Casts +1 Gemm; -2 bias Gathers, -ReduceSum, -2 Adds
+    assert len(ops) == len(fp32.graph.node) - 2  # +2 Casts of the tables +1 Gemm; -2 bias Gathers, -ReduceSum, -2 Adds
+    served_ops = session_ops(folded, "int8", tmp_path)  # the tables' Casts are folded at load
+    assert "Cast" not in served_ops and len(served_ops) == len(session_ops(fp32, "fp32", tmp_path)) - 4
     assert {i.data_type for i in folded.graph.initializer if i.name.endswith("_quantized")} == {onnx.TensorProto.INT8}
     np.testing.assert_allclose(_scores(folded), _scores(_dequantized(fp32)), atol=2e-5)
     assert np.max(np.abs(_scores(folded) - _scores(fp32))) < 0.05
