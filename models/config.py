@@ -59,6 +59,11 @@ class ModelConfig(BaseModel):
     variant: Variant = "auto"
     intra_op_threads: int = Field(default=1, ge=1, le=256)
     poll_interval_s: float = Field(default=2.0, gt=0.0, description="seconds between registry checks")
+    rerank: bool = Field(
+        default=True,
+        description="order lists with the re-ranker attached to the serving version when it has one "
+                    "(models/reranker.py); false: the fusion of the model's order with the merge order",
+    )
     gate_rmse: float = Field(default=0.005, ge=0.0, description="max RMSE loss of a quantized variant")
     gate_ndcg: float = Field(default=0.005, ge=0.0, description="max NDCG@10 loss of a quantized variant")
     default_dataset: str = "movielens"

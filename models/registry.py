@@ -6,6 +6,8 @@ Layout under ``root`` (a setting: ``ModelConfig.registry_dir``)::
     versions/<version>/model.<variant>.onnx  int8, int8_static, fp16 when built
     versions/<version>/metadata.json         version, created, data, metrics, features,
                                              inputs, id maps, per-file sha256 and gates
+    versions/<version>/<name>.onnx           an attachment (the re-ranker trained on this
+                                             version's scores, models/reranker.py)
     CURRENT                                  the promoted version, one line
 
 Writes are atomic (temporary name, then rename), so a reader never sees half an
@@ -94,6 +96,9 @@ class ModelRegistry:
         info = self.metadata(version)["variants"].get(variant)
         if info is None:
             raise ArtifactError(f"version {version} has no {variant} variant")
+        return self._checked(version, info)
+
+    def _checked(self, version: str, info: dict[str, Any]) -> Path:
         path = self._dir(version) / info["file"]
         if not path.is_file():
             raise ArtifactError(f"{path} is missing")
@@ -106,6 +111,30 @@ class ModelRegistry:
         """Check every variant file of a version; raises :class:`ArtifactError`."""
         for variant in self.metadata(version)["variants"]:
             self.verified_path(version, variant)
+
+    def attach(self, version: str, name: str, source: Path, info: dict[str, Any]) -> None:
+        """Copy ``source`` into ``version`` as ``<name>.onnx`` and record it (``info`` plus
+        file, sha256, bytes) under ``metadata[name]``, replacing an earlier attachment of
+        that name. Each write is atomic, but a load between the two fails its sha256 check,
+        and a loaded bundle does not reload: attach before promoting."""
+        folder = self._dir(version)
+        meta = self.metadata(version)
+        if name in ("variants", "version", "created", "sha256"):
+            raise ArtifactError(f"{name!r} is not an attachment name")
+        target = folder / f"{name}.onnx"
+        handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.")
+        os.close(handle)
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+        meta[name] = {**info, "file": target.name, "sha256": sha256_of(target), "bytes": target.stat().st_size}
+        _write_atomic(folder / METADATA, json.dumps(meta, indent=1))
+
+    def verified_attachment(self, version: str, name: str) -> Path:
+        """An attachment's file, after checking its sha256 against the metadata."""
+        info = self.metadata(version).get(name)
+        if not isinstance(info, dict) or "file" not in info:
+            raise ArtifactError(f"version {version} has no {name} attachment")
+        return self._checked(version, info)
 
     def promote(self, version: str) -> None:
         """Mark ``version`` as the one to serve; refuses an artifact that fails verification."""

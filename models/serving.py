@@ -1,11 +1,12 @@
 """What one model version serves with: the scorer, its feature columns, its item vectors
-and their search index, loaded together and swapped together (models/watcher.py)."""
+and their search index, and the re-ranker attached to the version when there is one
+(models/reranker.py), loaded together and swapped together (models/watcher.py)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from streamrec.features.user_state import UserState
 from streamrec.models.candidates import CandidateConfig
 from streamrec.models.item_vectors import ItemVectors, VectorIndex, build_index, load_item_vectors
 from streamrec.models.registry import ModelRegistry
+from streamrec.models.reranker import Reranker, open_reranker
 from streamrec.models.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -65,18 +67,30 @@ class FeaturePlan:
 
 @dataclass(frozen=True)
 class ServingBundle:
-    """One loaded model version with what ranking needs beside the scorer."""
+    """One loaded model version with what ranking needs beside the scorer.
+
+    ``plan`` reads the scorer's columns and, with a re-ranker, its context columns too
+    (one read): ``scorer_columns`` and ``context_columns`` pick each one's from the
+    plan's dense rows. Without a re-ranker lists are ordered by the fusion
+    (models/candidates.py ``fuse``)."""
 
     scorer: Scorer
     version: str
     plan: FeaturePlan
     vectors: ItemVectors | None
     index: VectorIndex | None
+    reranker: Reranker | None = None
+    scorer_columns: tuple[int, ...] | None = None  # None: the plan is the scorer's own
+    context_columns: tuple[int, ...] = ()
 
     @classmethod
-    def load(cls, scorer: Scorer, version: str, registry: ModelRegistry, cfg: CandidateConfig) -> ServingBundle:
-        """Blocking: reads the item vectors and builds their index. Raises ``ValueError``
-        for a model feature the online store lacks (:class:`FeaturePlan`)."""
+    def load(cls, scorer: Scorer, version: str, registry: ModelRegistry, cfg: CandidateConfig,
+             rerank: bool = True) -> ServingBundle:
+        """Blocking: reads the item vectors, builds their index and opens the re-ranker
+        (unless ``rerank`` is false).
+        Raises ``ValueError`` for a model feature the online store lacks
+        (:class:`FeaturePlan`). A re-ranker that fails to load (bad file, a feature the
+        store lacks) is logged and left out: the fusion orders the lists."""
         plan = FeaturePlan(scorer.feature_names)
         try:
             vectors = load_item_vectors(registry, version)
@@ -84,7 +98,33 @@ class ServingBundle:
             log.warning("model %s: no item vectors (%s); embedding candidates off", version, exc)
             vectors = None
         index = build_index(vectors, cfg) if vectors is not None else None
-        return cls(scorer, version, plan, vectors, index)
+        bundle = cls(scorer, version, plan, vectors, index)
+        if not rerank:
+            return bundle
+        try:
+            reranker = open_reranker(registry, version)
+            return bundle.with_context(reranker.feature_names, reranker) if reranker is not None else bundle
+        except Exception as exc:  # the re-ranker is optional: order by the fusion
+            log.warning("model %s: re-ranker not loaded (%s); lists ordered by the fusion", version, exc)
+            return bundle
+
+    def with_context(self, names: Sequence[str], reranker: Reranker | None = None) -> ServingBundle:
+        """This bundle reading ``names`` too (the re-ranker's context columns), with
+        ``reranker``. Raises ``ValueError`` for a name the online store lacks."""
+        own = tuple(self.scorer.feature_names)
+        union = tuple(dict.fromkeys((*own, *names)))
+        column = {name: col for col, name in enumerate(union)}
+        return replace(self, plan=FeaturePlan(union), reranker=reranker,
+                       scorer_columns=None if union == own else tuple(range(len(own))),
+                       context_columns=tuple(column[name] for name in names))
+
+    def scorer_dense(self, dense: np.ndarray) -> np.ndarray:
+        """The scorer's columns of the plan's ``dense`` rows."""
+        return dense if self.scorer_columns is None else np.ascontiguousarray(dense[:, list(self.scorer_columns)])
+
+    def context(self, dense: np.ndarray) -> np.ndarray:
+        """The context columns of the plan's ``dense`` rows."""
+        return dense[:, list(self.context_columns)]
 
     @property
     def provider(self) -> str:

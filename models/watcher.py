@@ -77,7 +77,7 @@ class ModelWatcher:
                 return False
             try:
                 scorer = open_scorer(self.registry, version, self.cfg.provider, self.cfg.variant, self.cfg.intra_op_threads)
-                bundle = ServingBundle.load(scorer, version, self.registry, self.candidates)
+                bundle = ServingBundle.load(scorer, version, self.registry, self.candidates, self.cfg.rerank)
             except Exception as exc:  # any failure to load must leave the old model serving
                 self._refused, self.last_error = version, f"refused {version}: {exc}"
                 log.error(self.last_error)

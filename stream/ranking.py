@@ -14,6 +14,11 @@ Candidates come from :func:`streamrec.models.candidates.generate` (co-visitation
 neighbours in the ranker's item space, popular; minus the user's newest seen items, features/indexes.py).
 All rows of the batch are scored in ONE ``Scorer.score`` call (``batch_scoring=False``
 scores per request instead; ``python -m streamrec.tools.bench_ranking --bench`` measures both).
+Each list is then ordered by the bundle's re-ranker when its version has one
+(models/reranker.py: the model's score, merge position, source and source score, and
+context columns read in the same feature round trip; ONE re-ranker call per batch), else
+by the reciprocal-rank fusion of the model's order with the merge order
+(models/candidates.py ``fuse``).
 
 The scorer, its feature columns, item vectors and search index come as one bundle
 (models/serving.py) from a :class:`streamrec.models.watcher.ModelWatcher`, which swaps
@@ -42,6 +47,7 @@ from streamrec.features.messages import ItemId, RecommendedItem, UserId
 from streamrec.features.online import FeatureDict, OnlineFeatureStore
 from streamrec.models.candidates import EMPTY, CandidateConfig, Candidates, ScoredItems, fuse, generate, popular_scores, top_k
 from streamrec.models.item_vectors import embedding_neighbours
+from streamrec.models.reranker import CONTEXT, input_names, list_inputs
 from streamrec.models.scorer import ScoreBatch, Scorer
 from streamrec.models.serving import ServingBundle
 from streamrec.models.watcher import ModelWatcher
@@ -163,31 +169,55 @@ class RankingRecommender:
 
     def _rank(self, requests: Sequence[RecommendRequest], lists: list[Candidates], serving: ServingBundle,
               rows: FeatureRows, stages: dict[str, float], fetched: float) -> list[Ranked]:
-        """Score every candidate row with the model and keep each list's top-K (no I/O)."""
+        """Score every candidate row with the model and keep each list's top-K (no I/O):
+        ordered by the bundle's re-ranker when it has one, else by the fusion."""
+        scores, dense, sizes, scored = self._model_scores(requests, lists, serving, rows)
+        stages["features"] = (scored - fetched) * 1000
+        if serving.reranker is not None:
+            inputs = _list_inputs(lists, scores, serving.context(dense), sizes, serving.reranker.feature_names)
+            order = np.split(serving.reranker.score(inputs), np.cumsum(sizes)[:-1])
+        else:
+            order = np.split(scores, np.cumsum(sizes)[:-1])
+            if self.cfg.ranker_weight < 1.0:
+                order = [fuse(mine, self.cfg.ranker_weight, self.cfg.fusion_k) for mine in order]
+        out = [_items(cands, top_k(mine, self._top_k).tolist(), mine.tolist()) for cands, mine in zip(lists, order)]
+        stages["scoring"] = (time.perf_counter() - scored) * 1000
+        self._last_version = serving.version
+        return [Ranked(items_, dict(stages)) for items_ in out]
+
+    async def rerank_inputs(self, requests: Sequence[RecommendRequest],
+                            context: Sequence[str] = CONTEXT) -> list[tuple[Candidates, np.ndarray]]:
+        """Each request's candidates in merge order with the re-ranker's inputs for them
+        (models/reranker.py ``list_inputs``, ``context`` columns read with the model's):
+        what ``_rank`` feeds a re-ranker, for building its training data
+        (``tools/prequential.py``). Raises ``RuntimeError`` with no model loaded."""
+        serving = self._bundle()
+        if serving is None:
+            raise RuntimeError("no model loaded: the re-ranker's inputs need the ranker's scores")
+        if not requests:
+            return []
+        serving = serving.with_context(context)
+        lists = await self._candidates(requests, serving)
+        scores, dense, sizes, _ = self._model_scores(requests, lists, serving, await self._read_features(requests, lists, serving))
+        inputs = np.split(_list_inputs(lists, scores, serving.context(dense), sizes, context), np.cumsum(sizes)[:-1])
+        return list(zip(lists, inputs))
+
+    def _model_scores(self, requests: Sequence[RecommendRequest], lists: list[Candidates], serving: ServingBundle,
+                      rows: FeatureRows) -> tuple[np.ndarray, np.ndarray, list[int], float]:
+        """The model's score of every candidate row, the plan's dense rows, the lists'
+        sizes and when the features were ready (``perf_counter``)."""
         row_items, users, unique_items = rows.row_items, rows.users, rows.items
-        user_rows, item_rows = rows.user_rows, rows.item_rows
         user_pos = dict(zip(users, range(len(users))))
         item_pos = dict(zip(unique_items, range(len(unique_items))))
         sizes = [len(cands) for cands in lists]
         user_of = np.repeat(np.fromiter(map(user_pos.__getitem__, (r.user_id for r in requests)), np.int64, len(requests)), sizes)
         item_of = np.fromiter(map(item_pos.__getitem__, row_items), np.int64, count=len(row_items))
-        dense = serving.plan.dense(user_rows, item_rows, user_of, item_of)
+        dense = serving.plan.dense(rows.user_rows, rows.item_rows, user_of, item_of)
         scored = time.perf_counter()
-        stages["features"] = (scored - fetched) * 1000
         row_users = list(chain.from_iterable(map(repeat, (r.user_id for r in requests), sizes)))
         # the user's recent items, as the state holds them now: what a ranker+recent model reads
         recent = {r.user_id: [e.item_id for e in r.state.recent] for r in requests} if serving.scorer.recent_items else None
-        scores = self._score(serving.scorer, row_users, row_items, dense, sizes, recent)
-        out, start = [], 0
-        for cands, n in zip(lists, sizes):
-            mine = scores[start : start + n]
-            if self.cfg.ranker_weight < 1.0:
-                mine = fuse(mine, self.cfg.ranker_weight, self.cfg.fusion_k)
-            out.append(_items(cands, top_k(mine, self._top_k).tolist(), mine.tolist()))
-            start += n
-        stages["scoring"] = (time.perf_counter() - scored) * 1000
-        self._last_version = serving.version
-        return [Ranked(items_, dict(stages)) for items_ in out]
+        return self._score(serving.scorer, row_users, row_items, serving.scorer_dense(dense), sizes, recent), dense, sizes, scored
 
     def _score(self, scorer: Scorer, users: list[str], items: list[str], dense: np.ndarray, sizes: list[int],
                recent: dict[UserId, list[ItemId]] | None) -> np.ndarray:
@@ -198,6 +228,15 @@ class RankingRecommender:
             parts.append(scorer.score(ScoreBatch(users[start], items[start : start + n], dense[start : start + n], recent)) if n else np.zeros(0, np.float32))
             start += n
         return np.concatenate(parts)
+
+
+def _list_inputs(lists: list[Candidates], scores: np.ndarray, context: np.ndarray, sizes: list[int],
+                 names: Sequence[str]) -> np.ndarray:
+    """The re-ranker's input rows of every list (``context``: the ``names`` columns),
+    concatenated in the lists' order."""
+    bounds = np.cumsum([0, *sizes])
+    parts = [list_inputs(scores[a:b], cands, context[a:b], names) for cands, a, b in zip(lists, bounds[:-1], bounds[1:])]
+    return np.concatenate(parts) if parts else np.zeros((0, len(input_names(names))), np.float32)
 
 
 def _items(cands: Candidates, picks: Iterable[int], scores: Sequence[float]) -> list[RecommendedItem]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from streamrec.features.config import FeatureConfig
 from streamrec.features.messages import ClickEvent, EventType
@@ -27,6 +28,8 @@ from streamrec.models.datasets import synthetic
 from streamrec.models.item_vectors import load_item_vectors
 from streamrec.models.pipeline import train_and_publish
 from streamrec.models.registry import METADATA, ModelRegistry
+from streamrec.models.rerank_training import RerankNet, export_reranker
+from streamrec.models.reranker import CONTEXT, RERANKER, input_names
 from streamrec.models.scorer import ScoreBatch
 from streamrec.models.watcher import ModelWatcher
 from streamrec.models.serving import FeaturePlan
@@ -258,3 +261,51 @@ def test_a_model_feature_the_online_views_lack_is_named() -> None:
         FeaturePlan(["item_features:covisit_items"])
     with pytest.raises(ValueError, match="user_features:nope"):
         FeaturePlan(["user_features:nope"])
+
+
+def attach_position_reranker(world: World, root: Path, suffix: str) -> tuple[str, RerankNet]:
+    """A copy of the world's version with a linear re-ranker that scores a candidate by
+    its log merge position only: it lists the candidates last first."""
+    version = copy_version(world, root, suffix)
+    width = len(input_names())
+    net = RerankNet(np.zeros(width), np.ones(width), hidden=0)
+    with torch.no_grad():
+        net.net.weight.zero_()  # type: ignore[operator]
+        net.net.weight[0, input_names().index("log_position")] = 1.0  # type: ignore[index]
+        net.net.bias.zero_()  # type: ignore[operator]
+    export_reranker(net, root / "reranker.onnx", np.random.default_rng(0).normal(size=(8, width)).astype(np.float32))
+    ModelRegistry(root).attach(version, RERANKER, root / "reranker.onnx", {"inputs": list(input_names()), "context": list(CONTEXT)})
+    ModelRegistry(root).promote(version)
+    return version, net
+
+
+async def test_a_version_with_a_reranker_orders_the_lists_by_it(world: World, parts: Parts, tmp_path: Path) -> None:
+    version, _ = attach_position_reranker(world, tmp_path / "registry", "-rr")
+    ranking = await parts.recommender(ModelConfig(registry_dir=tmp_path / "registry"), ranker_weight=0.5)
+
+    [ranked] = await ranking.recommend_many([request(world, "alice")])
+    [merged] = await ranking.candidate_lists([request(world, "alice")])
+    [(cands, inputs)] = await ranking.rerank_inputs([request(world, "alice")])
+
+    assert ranking.model_version == version and len(merged) == 30
+    assert [item.item_id for item in ranked.items] == merged.item_ids[::-1]  # not the fusion's order
+    assert cands.item_ids == merged.item_ids and inputs.shape == (30, len(input_names()))
+    assert np.allclose([item.score for item in ranked.items], np.log1p(np.arange(30))[::-1], atol=1e-5)
+
+
+@pytest.mark.parametrize("why", ["tampered", "switched off"])
+async def test_a_reranker_tampered_with_or_switched_off_leaves_the_fusion_ordering(world: World, parts: Parts, tmp_path: Path,
+                                                                                   why: str) -> None:
+    root = tmp_path / "registry"
+    version, _ = attach_position_reranker(world, root, "-bad-rr")
+    if why == "tampered":
+        (root / "versions" / version / "reranker.onnx").write_bytes(b"not a graph")
+    ranking = await parts.recommender(ModelConfig(registry_dir=root, rerank=why == "tampered"), ranker_weight=0.5)
+
+    [ranked] = await ranking.recommend_many([request(world, "alice")])
+    [merged] = await ranking.candidate_lists([request(world, "alice")])
+
+    model = await independent_scores(world, parts.store, "alice", merged.item_ids)
+    fused = fuse(model, 0.5, ranking.cfg.fusion_k)
+    assert ranking.model_version == version
+    assert [item.item_id for item in ranked.items] == [merged.item_ids[i] for i in top_k(fused, 30)]
