@@ -182,6 +182,12 @@ def register(subparsers: Any, bench_subparsers: Any) -> None:
     quality.add_argument("--window-s", type=float, default=1.0, help="prequential: event time one batch spans")
     quality.add_argument("--ranker-weights", type=float, nargs="+", metavar="W",
                          help="prequential: also the pipeline with each ranker_weight W (fusion with the merge order)")
+    quality.add_argument("--rerankers", type=int, nargs="+", metavar="HIDDEN",
+                         help="prequential: train a re-ranker of each hidden width on the held candidate lists of the training "
+                              "events and add its variant; the first is attached to the serving version (models/reranker.py)")
+    quality.add_argument("--rerank-events", type=int, metavar="N",
+                         help="prequential: the training events (the last N before the scored ones, default 20,000) whose lists "
+                              "train the re-rankers")
     quality.add_argument("--redis-url", help="a Redis for the worker's store (default: a private redis-server)")
     quality.add_argument("--model-registry", help="prequential: keep the serving ranker here and reuse it when trained on the same data and split")
     evaluate.set_defaults(func=cmd_evaluate)

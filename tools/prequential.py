@@ -30,6 +30,15 @@ Variants, all in one pass, each its own :class:`RankingRecommender` over the sam
 Only events from index ``start`` on are scored; earlier ones warm the state up (the
 ranker is trained on them, see ``tools/quality.py``), and lists are made then only
 for users whose next event is scored.
+
+With ``collect_from`` the replay also builds the re-ranker's data (models/reranker.py):
+the pipeline's candidates with the re-ranker's inputs, as the worker's code makes them
+(``RankingRecommender.rerank_inputs``), held per user like the lists. Each training event
+(index ``collect_from`` to ``start``, before the scored ones) with its held list is a
+training list (``ScoredEvents.train_lists``: positive = the item picked, if the list holds
+it); each scored event's held list is kept whole (``test_lists``), so that a re-ranker
+trained afterwards on the training lists alone orders exactly the lists the other
+variants were scored on (:func:`add_reranked`).
 """
 
 from __future__ import annotations
@@ -50,8 +59,11 @@ from streamrec.features.online import RedisFeatureStore
 from streamrec.features.schema import FeatureRow
 from streamrec.features.user_state import UserState, UserUpdate, apply_user_event
 from streamrec.models.candidates import CandidateConfig
+from streamrec.models.candidates import top_k
 from streamrec.models.config import ModelConfig
 from streamrec.models.metrics import hit_rate, mrr, ndcg
+from streamrec.models.rerank_training import ListSamples, positive_ranks
+from streamrec.models.reranker import input_names
 from streamrec.models.watcher import ModelWatcher
 from streamrec.stream.ranking import RankingRecommender
 from streamrec.stream.recommend import RecommendRequest
@@ -105,6 +117,8 @@ class ScoredEvents:
     arp: dict[str, list[float]] = field(default_factory=dict)
     arp_events: list[float] = field(default_factory=list)
     shown: dict[str, set[ItemId]] = field(default_factory=dict)
+    train_lists: ListSamples = field(default_factory=ListSamples)
+    test_lists: ListSamples = field(default_factory=lambda: ListSamples(keep_missing=True))
 
     def __post_init__(self) -> None:
         for variant in self.variants:
@@ -124,6 +138,35 @@ class ScoredEvents:
             shown = items[: self.shown_depth]
             self.arp[variant].append(float(np.mean([counts[i] for i in shown])) if shown else float("nan"))
             self.shown[variant].update(shown)
+
+
+def add_held_list(lists: ListSamples, event: ClickEvent, held: Mapping[UserId, tuple[list[ItemId], np.ndarray]],
+                  counts: Counter[ItemId] | None = None) -> bool:
+    """Record the candidates (and re-ranker inputs) ``event``'s user held before it, with
+    each candidate's event count now when ``counts`` is given; a user without a held list
+    adds an empty one when ``lists`` keeps missing positives. False when nothing was added."""
+    items, inputs = held.get(event.user_id, ([], np.zeros((0, len(input_names())), np.float32)))
+    if not items and not lists.keep_missing:
+        return False
+    seen = None if counts is None else np.fromiter((counts[i] for i in items), np.float64, len(items))
+    return lists.add(items, inputs, event.item_id or "", seen)
+
+
+def add_reranked(scored: ScoredEvents, name: str, scores: Sequence[np.ndarray]) -> None:
+    """Add variant ``name``: each scored event's held candidates (``scored.test_lists``)
+    ordered by ``scores`` (one array per list, higher first), its first ``shown_depth``
+    items shown, as the worker's ``top_k`` would."""
+    lists = scored.test_lists
+    if len(lists) != len(scored.ts):
+        raise ValueError(f"{len(lists)} held candidate lists for {len(scored.ts)} scored events: was the replay collecting?")
+    ranks = positive_ranks(lists, scores)
+    scored.variants = (*scored.variants, name)
+    scored.rank[name] = [int(r) if 0 <= r < scored.shown_depth else ABSENT for r in ranks]
+    scored.arp[name], scored.shown[name] = [], set()
+    for items, score, counts in zip(lists.items, scores, lists.counts):
+        shown = top_k(score, scored.shown_depth)
+        scored.arp[name].append(float(counts[shown].mean()) if len(shown) else float("nan"))
+        scored.shown[name].update(items[i] for i in shown)
 
 
 def figures(rank: np.ndarray, k: int) -> dict[str, float]:
@@ -250,29 +293,52 @@ class Replay:
         out["candidates"] = {r.user_id: cands.item_ids for r, cands in zip(requests, merged)}  # whole: see ScoredEvents
         return out
 
+    async def rerank_lists(self, causes: Sequence[ClickEvent]) -> dict[UserId, tuple[list[ItemId], np.ndarray]]:
+        """The pipeline's candidates and the re-ranker's inputs for the users of ``causes``, as of now."""
+        await self.flush()
+        requests = [RecommendRequest(e.user_id, self.users[e.user_id], e) for e in causes]
+        made = await self.pipeline.rerank_inputs(requests)
+        return {r.user_id: (cands.item_ids, inputs) for r, (cands, inputs) in zip(requests, made)}
+
 
 async def replay(events: Sequence[ClickEvent], start: int, run: Replay, window_s: float = 1.0,
-                 progress: bool = True) -> ScoredEvents:
+                 progress: bool = True, collect_from: int | None = None) -> ScoredEvents:
     """Score every event from index ``start`` on against its user's held lists, then
-    apply it; ``events`` in event-time order."""
+    apply it; ``events`` in event-time order. With ``collect_from``, also the re-ranker's
+    training lists (events ``collect_from`` to ``start``) and the scored events' held
+    candidates (see the module's doc)."""
     ts = [e.ts.timestamp() for e in events]
     following = next_event([e.user_id for e in events])
+    collecting = collect_from is not None
+    first = min(collect_from, start) if collect_from is not None else start
     held: dict[str, dict[UserId, list[ItemId]]] = {v: {} for v in run.variants}
+    held_inputs: dict[UserId, tuple[list[ItemId], np.ndarray]] = {}
     scored = ScoredEvents(shown_depth=run.top_k, variants=run.variants)
     bar = tqdm(total=len(events), unit="ev", desc="prequential replay", disable=not progress, smoothing=0.05)
     for batch in batches(ts, window_s):
         for i in batch:
-            if i >= start and events[i].item_id is not None:  # a search has no item to hit
+            if events[i].item_id is None:  # a search has no item to hit
+                continue
+            if i >= start:
                 scored.add(events[i], held, run.counts)
+                if collecting:
+                    add_held_list(scored.test_lists, events[i], held_inputs, run.counts)
+            elif i >= first:
+                add_held_list(scored.train_lists, events[i], held_inputs)
         run.apply([events[i] for i in batch])
         last = {events[i].user_id: i for i in batch}
         causes = [events[i] for i in last.values() if following[i] >= start]
+        learn = [events[i] for i in last.values() if following[i] >= first] if collecting else []
         if causes:
             for variant, lists in (await run.lists(causes)).items():
                 held[variant].update(lists)
-        elif run.pending >= FLUSH_ROWS:
+        if learn:
+            held_inputs.update(await run.rerank_lists(learn))
+        elif not causes and run.pending >= FLUSH_ROWS:
             await run.flush()
         bar.update(len(batch))
+        if collecting:
+            bar.set_postfix(train_lists=len(scored.train_lists), refresh=False)
     bar.close()
     if any(made.scoring_errors for made in (run.pipeline, *run.ranked.values())):
         raise RuntimeError(f"the model failed to score {run.pipeline.scoring_errors} batches: the pipeline figures would mix in the heuristic")

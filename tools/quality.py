@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,9 +31,14 @@ from streamrec.features.config import FeatureConfig
 from streamrec.models.candidates import CandidateConfig
 from streamrec.models.config import ModelConfig
 from streamrec.models.datasets import Dataset
+from streamrec.models.rerank_training import RerankConfig
 from streamrec.models.splits import Protocol
 
+if TYPE_CHECKING:
+    from streamrec.tools.prequential import ScoredEvents
+
 DEFAULT_FRACTION = 0.2
+DEFAULT_RERANK_EVENTS = 20_000  # training events whose held lists train the re-ranker
 
 
 def objective_dataset(dataset: Dataset, objective: str) -> Dataset:
@@ -90,9 +95,14 @@ def serving_model(dataset: Dataset, models: ModelConfig, protocol: Protocol, obj
 def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fraction: float = DEFAULT_FRACTION,
                     objective: str = "implicit", features: FeatureConfig | None = None,
                     candidates: CandidateConfig | None = None, window_s: float = 1.0, progress: bool = True,
-                    registry: Path | None = None, ranker_weights: Sequence[float] = ()) -> dict[str, Any]:
+                    registry: Path | None = None, ranker_weights: Sequence[float] = (),
+                    rerankers: Sequence[RerankConfig] = (), rerank_events: int = DEFAULT_RERANK_EVENTS) -> dict[str, Any]:
     """Train on the time holdout's first part (or reuse ``registry``'s model for it, see
-    :func:`serving_model`), replay everything, score the rest."""
+    :func:`serving_model`), replay everything, score the rest. With ``rerankers``, the
+    replay also collects the held candidate lists of the ``rerank_events`` events before
+    the scored ones; each config trains a re-ranker on them after the replay, scored as
+    variant ``re-ranked h=HIDDEN`` on the scored events' held candidates; the first is
+    attached to the serving version (the worker then orders its lists with it)."""
     from streamrec.models.datasets import events_from
     from streamrec.models.splits import time_holdout
     from streamrec.tools.prequential import Replay, bucket_for, over_time, replay, summarise
@@ -105,20 +115,54 @@ def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fr
         async def scored() -> Any:
             base = candidates or CandidateConfig()
             extra = {f"pipeline w={w:g}": base.model_copy(update={"ranker_weight": w}) for w in ranker_weights}
-            async with Replay(redis_url, cfg, base, features=features, extra=extra) as run:
-                return await replay(events, start, run, window_s, progress)
+            # with re-rankers to train, ``pipeline`` is the fusion, whatever the version holds
+            replayed = cfg.model_copy(update={"rerank": False}) if rerankers else cfg
+            async with Replay(redis_url, replayed, base, features=features, extra=extra) as run:
+                return await replay(events, start, run, window_s, progress,
+                                    collect_from=max(0, start - rerank_events) if rerankers else None)
 
         result = asyncio.run(scored())
+        reranked = add_rerankers(result, rerankers, cfg, model["version"], progress)
     span = float(frame["ts"].iloc[-1] - frame["ts"].iloc[start])
     catalogue, trained_users = frame["item_id"].nunique(), set(frame["user_id"].iloc[:start])
     known = np.fromiter((user in trained_users for user in result.users), bool, len(result.users))
     return {"dataset": dataset.name, "events": len(frame), "scored_from": start, "objective": objective,
-            "model": model, "window_s": window_s,
+            "model": model, "window_s": window_s, "rerankers": reranked,
             "summary": summarise(result, catalogue, 10),
             # the ranker learnt the users of the first part; most later events may come from new ones
             "by_user": {"trained_users": summarise(result, catalogue, 10, known), "new_users": summarise(result, catalogue, 10, ~known)},
             "arp_events": float(sum(result.arp_events) / max(len(result.arp_events), 1)),
             "over_time": over_time(result, bucket_for(span), 10)}
+
+
+def add_rerankers(scored: ScoredEvents, configs: Sequence[RerankConfig], models: ModelConfig, version: str,
+                  progress: bool = True) -> dict[str, Any]:
+    """Train a re-ranker per config on ``scored.train_lists``, add its variant, attach the
+    first to ``version`` in ``models.registry_dir``; returns each one's training figures."""
+    from streamrec.models.registry import ModelRegistry
+    from streamrec.models.rerank_training import export_reranker, fit_reranker
+    from streamrec.models.reranker import CONTEXT, RERANKER, Reranker, input_names, open_reranker
+    from streamrec.tools.prequential import add_reranked
+
+    out: dict[str, Any] = {}
+    for n, cfg in enumerate(configs):
+        net, fitted = fit_reranker(scored.train_lists, cfg, progress)
+        info = {"inputs": list(input_names()), "context": list(CONTEXT), "config": cfg.model_dump(), "fit": fitted}
+        with tempfile.TemporaryDirectory(prefix="streamrec-reranker-") as tmp:
+            path = Path(tmp) / "reranker.onnx"
+            export_reranker(net, path, np.concatenate(scored.train_lists.inputs[:50]))
+            if n == 0:  # served from the registry, through the loader the worker uses
+                registry = ModelRegistry(models.registry_dir)
+                registry.attach(version, RERANKER, path, info)
+                reranker = open_reranker(registry, version)
+            else:
+                reranker = Reranker(str(path), info)
+            assert reranker is not None
+            name = f"re-ranked h={cfg.hidden}"
+            add_reranked(scored, name, [reranker.score(x) for x in scored.test_lists.inputs])
+        out[name] = fitted
+        print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in fitted.items()))
+    return out
 
 
 def run_topn(dataset: Dataset, models: ModelConfig, redis_url: str, *, objective: str = "implicit",
@@ -179,7 +223,9 @@ def cmd_quality(args: argparse.Namespace, models: ModelConfig, dataset: Dataset)
         result = run_prequential(dataset, models, url, fraction=float(arg or DEFAULT_FRACTION), objective=args.objective,
                                  features=features, candidates=candidates, window_s=args.window_s,
                                  registry=Path(args.model_registry) if args.model_registry else None,
-                                 ranker_weights=args.ranker_weights or ()) | {"settings": settings}
+                                 ranker_weights=args.ranker_weights or (),
+                                 rerankers=[RerankConfig(hidden=h) for h in args.rerankers or ()],
+                                 rerank_events=args.rerank_events or DEFAULT_RERANK_EVENTS) | {"settings": settings}
     print(format_prequential(result))
     plot = Path(args.json).with_suffix(".png") if args.json else Path(f"var/eval/prequential-{dataset.name}.png")
     print(f"over time: {plot_over_time(result['over_time'], plot, f'prequential, {dataset.name}')}")

@@ -17,7 +17,9 @@ from streamrec.models.candidates import CandidateConfig
 from streamrec.models.config import ModelConfig, TrainConfig
 from streamrec.models.datasets import Dataset
 from streamrec.models.pipeline import train_and_publish
-from streamrec.tools.prequential import ABSENT, VARIANTS, Replay, ScoredEvents, batches, bucket_for, next_event, over_time, replay, summarise
+from streamrec.models.reranker import input_names
+from streamrec.tools.prequential import (ABSENT, VARIANTS, Replay, ScoredEvents, add_reranked, batches, bucket_for, next_event,
+                                         over_time, replay, summarise)
 from streamrec.tools.quality import redis_for
 
 FAST = TrainConfig(epochs=2, embedding_dim=8, hidden=(16,), batch_size=256, threads=1, patience=1)
@@ -88,18 +90,23 @@ def frame_of(events: list[ClickEvent]) -> pd.DataFrame:
                          "rating": np.nan, "ts": [int(e.ts.timestamp()) for e in events]})
 
 
-@pytest.mark.integration
-def test_each_event_is_scored_against_the_list_its_user_held_before_it(tmp_path: Path) -> None:
+def crafted_replay(tmp_path: Path, collect_from: int | None = None) -> ScoredEvents:
+    """The crafted events replayed through the worker's code, a small ranker trained on the warm-up."""
     events, start = crafted()
     models = ModelConfig(registry_dir=tmp_path / "registry", train=FAST)
     train_and_publish(Dataset("crafted", frame_of(events[:start]), explicit=False), models, promote=True, progress=False)
 
     async def run(url: str) -> ScoredEvents:
         async with Replay(url, models, CandidateConfig(max_candidates=20, covisit=10, embedding=5, popular_depth=40)) as live:
-            return await replay(events, start, live, window_s=1.0, progress=False)
+            return await replay(events, start, live, window_s=1.0, progress=False, collect_from=collect_from)
 
     with redis_for(None) as url:
-        scored = asyncio.run(run(url))
+        return asyncio.run(run(url))
+
+
+@pytest.mark.integration
+def test_each_event_is_scored_against_the_list_its_user_held_before_it(tmp_path: Path) -> None:
+    scored = crafted_replay(tmp_path)
 
     first, second = slice(0, None, 2), slice(1, None, 2)  # each newcomer's p2, then p1
     assert len(scored.ts) == 10
@@ -110,3 +117,19 @@ def test_each_event_is_scored_against_the_list_its_user_held_before_it(tmp_path:
     assert set(scored.rank["popularity"][second]) == {ABSENT}  # twelve items are more popular than p1
     assert all(rank < 10 for rank in scored.rank["pipeline"][second])  # the ranker keeps it in the top 10
     assert "p2" not in scored.shown["pipeline"] | scored.shown["covisit"]  # a user's seen item is never shown back
+
+
+@pytest.mark.integration
+def test_a_collecting_replay_holds_the_rerankers_lists_and_scores_a_reranked_variant(tmp_path: Path) -> None:
+    scored = crafted_replay(tmp_path, collect_from=360)  # the warm users' clicks of p1 and p2
+
+    train, test = scored.train_lists, scored.test_lists
+    # the warm users' p2 events, held after their p1 (their p1 had no list before it)
+    assert 0 < len(train) <= 20 and all(items[pos] == "p2" for items, pos in zip(train.items, train.positive))
+    assert all(x.shape == (len(items), len(input_names())) for items, x in zip(train.items, train.inputs))
+    assert len(test) == 10 and test.items[0] == [] and test.positive[0] == -1  # no list before a user's first event
+    assert test.positive[1::2] == scored.rank["candidates"][1::2] == [0] * 5 and len(test.counts[1]) == len(test.items[1])
+    by_merge_order = [-np.arange(len(items), dtype=np.float32) for items in test.items]
+    add_reranked(scored, "merge order", by_merge_order)  # ordering by merge position is the candidates' list
+    assert scored.rank["merge order"] == [r if r < 10 else ABSENT for r in scored.rank["candidates"]]
+    assert scored.shown["merge order"] <= set().union(*map(set, test.items))
