@@ -116,13 +116,15 @@ class _RankerTail:
     tables (the Mul's inputs, in order) and of the two bias tables (same order),
     ``ReduceSum(Mul) + (bias + bias)``, and the first-layer Gemms reading the vectors.
     ``implicit`` names, per side, a table whose (linear) term the graph adds to that
-    side's gathered vector before use (models/recent_ranker.py), or None; ``joins``
-    the Add doing so, or None."""
+    side's gathered vector before use (models/recent_ranker.py), or None; ``terms``,
+    per side, the node reading the tensor that the fold widens by two columns for that
+    addition, and the tensor: the per-list term before its Gather to rows where there
+    is one (a batch holds a few users' lists), else the Add's input; or None."""
 
     mul: onnx.NodeProto
     vectors: tuple[onnx.NodeProto, onnx.NodeProto]
     implicit: tuple[str | None, str | None]
-    joins: tuple[onnx.NodeProto | None, onnx.NodeProto | None]
+    terms: tuple[tuple[onnx.NodeProto, str] | None, tuple[onnx.NodeProto, str] | None]
     biases: tuple[onnx.NodeProto, onnx.NodeProto]
     reduce: onnx.NodeProto
     adds: tuple[onnx.NodeProto, onnx.NodeProto]
@@ -146,7 +148,7 @@ def fold_ranker_tables(model: onnx.ModelProto) -> bool:
     at ~100 rows a call costs mostly per-op overhead. A term added to a side's
     gathered vector (the ranker+recent model's implicit factors) comes from a table
     the fold divides by that side's scale, so it adds to the rows in their int8 units;
-    a Pad widens the term by the two columns just before the Add (the table keeps its
+    a Pad widens the term by the two zero columns, per user list (the table keeps its
     width: the batch's recent-item rows are the graph's largest Gather), and
     :func:`quantize_int8_dynamic` then stores that table int8 too. A bias is off by at
     most half its scale (range / 508); it lands on the score directly, but its error
@@ -183,7 +185,7 @@ def fold_ranker_tables(model: onnx.ModelProto) -> bool:
 
 def _rewire_tail(model: onnx.ModelProto, tail: _RankerTail, prefix: str) -> None:
     dropped = {id(n) for n in (*tail.biases, *tail.adds)}
-    joins = {id(add): gather for add, gather in zip(tail.joins, tail.vectors) if add is not None}
+    widen = {id(reader): term for reader, term in filter(None, tail.terms)}
     nodes = [_cast_table(g.input[0]) for g in tail.vectors]
     for node in model.graph.node:
         if id(node) in dropped:
@@ -194,10 +196,12 @@ def _rewire_tail(model: onnx.ModelProto, tail: _RankerTail, prefix: str) -> None
             nodes[-1].attribute.extend(node.attribute)
         elif any(node is v for v in tail.vectors):
             nodes.append(onnx.helper.make_node("Gather", [f"{node.input[0]}_int8_rows", node.input[1]], list(node.output), name=node.name))
-        elif id(node) in joins:
-            term = next(name for name in node.input if name != joins[id(node)].output[0])
-            nodes.append(onnx.helper.make_node("Pad", [term, f"{prefix}_pads"], [f"{term}_padded"], name=f"{node.name}_pad"))
-            nodes.append(onnx.helper.make_node("Add", [f"{term}_padded" if name == term else name for name in node.input], list(node.output), name=node.name))
+        elif id(node) in widen:
+            term = widen[id(node)]
+            nodes.append(onnx.helper.make_node("Pad", [term, f"{prefix}_pads"], [f"{term}_padded"], name=f"{term}_pad"))
+            nodes.append(onnx.NodeProto())
+            nodes[-1].CopyFrom(node)
+            nodes[-1].input[list(node.input).index(term)] = f"{term}_padded"
         elif node is tail.reduce:
             nodes.append(onnx.helper.make_node("Gemm", [tail.mul.output[0], f"{prefix}_dot", f"{prefix}_centre"], [tail.adds[1].output[0]], name=f"{prefix}_dot"))
         else:
@@ -239,21 +243,30 @@ class _GraphIndex:
             return None
         return node if (self.tables[node.input[0]][1] == 1) == bias else None
 
-    def vector(self, name: str) -> tuple[onnx.NodeProto | None, str | None, onnx.NodeProto | None]:
+    def vector(self, name: str) -> tuple[onnx.NodeProto | None, str | None, tuple[onnx.NodeProto, str] | None]:
         """The vector-table Gather behind ``name``: producing it, or feeding only the
         ``Add`` that produces it; then also the one table upstream of the Add's other
-        input and the Add (``None``: no such Add; the Gather is ``None`` when neither
-        shape holds)."""
+        input and where to widen that input (:class:`_RankerTail`'s ``terms``)
+        (``None``: no such Add; the Gather is ``None`` when neither shape holds)."""
         direct = self.gather(name, bias=False)
-        add = self.producer.get(name)
-        if direct is not None or add is None or add.op_type != "Add":
+        found = self.producer.get(name)
+        if direct is not None or found is None or found.op_type != "Add":
             return direct, None, None
+        add: onnx.NodeProto = found
         for own, other in (add.input, add.input[::-1]):
             gathered = self.gather(own, bias=False)
             if gathered is not None and self.sole(own, "Add") is add:
                 tables = self.tables_above(other)
-                return (gathered, tables[0], add) if len(tables) == 1 else (None, None, None)
+                return (gathered, tables[0], self.term(other, add)) if len(tables) == 1 else (None, None, None)
         return None, None, None
+
+    def term(self, name: str, add: onnx.NodeProto) -> tuple[onnx.NodeProto, str]:
+        """Where to widen ``name``, an input of ``add``: the data it is row-gathered
+        from when that is a computed tensor (not a table), else ``name`` itself."""
+        rows = self.producer.get(name)
+        if rows is not None and rows.op_type == "Gather" and _axis(rows) == 0 and rows.input[0] not in self.tables and self.sole(name, "Add") is add:
+            return rows, rows.input[0]
+        return add, name
 
     def tables_above(self, name: str) -> list[str]:
         """The 2-D float tables ``name`` is computed from (Gathers' data inputs)."""
@@ -275,7 +288,7 @@ class _GraphIndex:
 
 
 def _tail_at(index: _GraphIndex, mul: onnx.NodeProto) -> _RankerTail | None:
-    (u, u_extra, u_join), (i, i_extra, i_join) = (index.vector(name) for name in mul.input)
+    (u, u_extra, u_term), (i, i_extra, i_term) = (index.vector(name) for name in mul.input)
     reduce = index.sole(mul.output[0], "ReduceSum")
     if u is None or i is None or u.input[0] == i.input[0] or u.input[1] == i.input[1] or reduce is None or not _sums_last_axis(reduce, index.graph):
         return None
@@ -290,7 +303,7 @@ def _tail_at(index: _GraphIndex, mul: onnx.NodeProto) -> _RankerTail | None:
         return None
     if len(biases) != 2 or set(by_index) != {u.input[1], i.input[1]} or not all(_plain_gemm(n, index.tables) for n in first):
         return None
-    return _RankerTail(mul, (u, i), (u_extra, i_extra), (u_join, i_join), (by_index[u.input[1]], by_index[i.input[1]]), reduce, (pair, total), first)
+    return _RankerTail(mul, (u, i), (u_extra, i_extra), (u_term, i_term), (by_index[u.input[1]], by_index[i.input[1]]), reduce, (pair, total), first)
 
 
 def _plain_gemm(node: onnx.NodeProto, tables: dict[str, tuple[int, ...]]) -> bool:

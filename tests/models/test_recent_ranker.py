@@ -30,7 +30,8 @@ from streamrec.models.recent_ranker import RecentRanker
 from streamrec.models.recommenders import NeuralRecommender, dense_transform
 from streamrec.models.registry import ModelRegistry
 from streamrec.models.scorer import ScoreBatch, open_scorer
-from tests.models.conftest import FAST, session_ops
+from streamrec.tools.bench_scoring import session_ops
+from tests.models.conftest import FAST
 
 
 def replayed_recent(history: pd.DataFrame, user: str, ts: int, keep: int) -> list[str]:
@@ -168,8 +169,10 @@ def test_int8_folds_the_vector_tables_and_keeps_the_implicit_term_in_their_units
     graph = onnx.load(str(tmp_path / "int8.onnx")).graph
     floats = [i.name for i in graph.initializer if len(i.dims) == 2 and i.dims[0] > 30 and i.data_type == onnx.TensorProto.FLOAT]
     assert "DequantizeLinear" not in [n.op_type for n in graph.node] and [n.op_type for n in graph.node].count("Pad") == 1
+    pad = next(n for n in graph.node if n.op_type == "Pad")
+    assert [n.input[1] for n in graph.node if pad.output[0] in n.input] == ["recent_row"]  # widened per list, before its rows
     assert not floats  # every embedding table is int8, the implicit one per column
-    fp32_ops, int8_ops = session_ops(onnx.load(str(tmp_path / "fp32.onnx")), "fp32", tmp_path), session_ops(onnx.load(str(tmp_path / "int8.onnx")), "int8", tmp_path)
+    fp32_ops, int8_ops = session_ops(tmp_path / "fp32.onnx", "fp32"), session_ops(tmp_path / "int8.onnx", "int8")
     assert "Cast" not in set(int8_ops) - set(fp32_ops) and len(int8_ops) == len(fp32_ops) - 3  # tables rebuilt at load; -4 folded, +1 Pad
     exact, quantized = run_onnx(tmp_path / "fp32.onnx", check), run_onnx(tmp_path / "int8.onnx", check)
     assert 0 < np.abs(quantized - exact).max() < 0.02

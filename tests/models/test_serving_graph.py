@@ -10,13 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 
-from streamrec.tools.bench_scoring import _targets
+from streamrec.tools.bench_scoring import _targets, session_ops
 from streamrec.models.features import EXPLICIT_FEATURES, IMPLICIT_FEATURES
 from streamrec.models.nets import Ranker, ServingRanker
 from streamrec.models.quantize import fold_ranker_tables, quantize_gathers, sensitive_nodes
 from streamrec.models.recommenders import NeuralRecommender, dense_transform
 from streamrec.models.scorer import session_options
-from tests.models.conftest import session_ops
 
 # Stored feature values as the online store can hold them: missing, empty, odd, usual.
 VALUES = st.sampled_from([float("nan"), 0.0, -1.0, 0.5, 1.0, 3.5, 12.0, 400.0])
@@ -77,7 +76,7 @@ def test_sensitive_nodes_keep_the_whole_first_layer_and_the_bias_tables(artifact
 
 def test_quantize_gathers_stores_only_wide_tables_int8_per_column_and_rebuilds_them_at_load(artifact: tuple[Path, str], tmp_path: Path) -> None:
     model = onnx.load(str(artifact[0] / "versions" / artifact[1] / "model.onnx"))
-    fp32_ops = session_ops(model, "fp32", tmp_path)
+    fp32_ops = session_ops(model.SerializeToString(), "fp32")
     gathered = {n.input[0] for n in model.graph.node if n.op_type == "Gather"}
     tables = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in gathered and len(i.dims) == 2 and i.dims[1] > 1}
 
@@ -91,7 +90,7 @@ def test_quantize_gathers_stores_only_wide_tables_int8_per_column_and_rebuilds_t
     ops = [n.op_type for n in model.graph.node]
     assert "DequantizeLinear" not in ops and ops.count("Gather") == 4 + 1  # 2 vector, 2 bias, 1 dense gate
     for variant in ("int8", "fp32"):  # folded at load whatever the session options
-        assert session_ops(model, variant, tmp_path) == fp32_ops  # no per-call conversion of a row
+        assert session_ops(model.SerializeToString(), variant) == fp32_ops  # no per-call conversion of a row
 
 
 def _scores(model: onnx.ModelProto, rows: int = 300) -> np.ndarray:
@@ -131,8 +130,8 @@ def test_folded_int8_ranker_scores_as_its_dequantized_tables_with_no_dequantize_
     ops = [n.op_type for n in folded.graph.node]
     assert "DequantizeLinear" not in ops and "ReduceSum" not in ops and ops.count("Cast") == 2
     assert len(ops) == len(fp32.graph.node) - 2  # +2 Casts of the tables +1 Gemm; -2 bias Gathers, -ReduceSum, -2 Adds
-    served_ops = session_ops(folded, "int8", tmp_path)  # the tables' Casts are folded at load
-    assert "Cast" not in served_ops and len(served_ops) == len(session_ops(fp32, "fp32", tmp_path)) - 4
+    served_ops = session_ops(folded.SerializeToString(), "int8")  # the tables' Casts are folded at load
+    assert "Cast" not in served_ops and len(served_ops) == len(session_ops(fp32.SerializeToString(), "fp32")) - 4
     assert {i.data_type for i in folded.graph.initializer if i.name.endswith("_quantized")} == {onnx.TensorProto.INT8}
     np.testing.assert_allclose(_scores(folded), _scores(_dequantized(fp32)), atol=2e-5)
     assert np.max(np.abs(_scores(folded) - _scores(fp32))) < 0.05
