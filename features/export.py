@@ -140,6 +140,28 @@ async def read_topic(consumer: Any, *, idle_s: float = 2.0) -> list[Any]:
     return records
 
 
+async def read_to_end(consumer: Any, *, timeout_s: float = 120.0) -> list[Any]:
+    """Every record up to the end offsets its partitions had when the read began (under
+    ``read_committed``, the last stable offsets), in offset order within a partition.
+
+    Unlike :func:`read_topic` it ends on a topic that never falls quiet: the lists of a
+    worker under load arrive every few milliseconds, and an idle-timeout read of them never
+    returned. Records written meanwhile may be included. TimeoutError after ``timeout_s``.
+    """
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    ends: dict[Any, int] | None = None
+    while True:
+        for batch in (await consumer.getmany(timeout_ms=200)).values():
+            records.extend(batch)
+        if ends is None and consumer.assignment():
+            ends = await consumer.end_offsets(list(consumer.assignment()))
+        if ends is not None and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
+            return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not at the end offsets {ends} within {timeout_s:.0f} s")
+
+
 async def dump_topic(consumer: Any, *, idle_s: float = 2.0, max_bytes: int = 65536) -> list[ClickEvent]:
     """The valid events of :func:`read_topic`, in event-time order, valid as the worker
     reads them (payload and key), each record once: a copy the worker sent to its user's

@@ -36,10 +36,10 @@ def isolated_settings(bootstrap: str, redis_url: str, data_dir: Path, **override
     return load_settings(**sections)
 
 
-def start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(settings: Any, log: Path, loglevel: str = "warning") -> subprocess.Popen[bytes]:
     from streamrec.stream.runtime import spawn_worker
 
-    return spawn_worker(settings, log, loglevel="warning")
+    return spawn_worker(settings, log, loglevel=loglevel)
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:

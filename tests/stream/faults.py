@@ -111,14 +111,16 @@ async def wait_for_count(count: Callable[[], Awaitable[int]], target: int, proce
     return time.monotonic() - began
 
 
-async def recommendations(settings: Any, idle_s: float = 3.0) -> list[dict[str, Any]]:
-    """Every committed recommendation so far, as JSON objects."""
-    from streamrec.features.export import read_topic
+async def recommendations(settings: Any, idle_s: float | None = 3.0) -> list[dict[str, Any]]:
+    """Every committed recommendation so far, as JSON objects: read until none arrives for
+    ``idle_s``, or with None up to the end offsets as of the call (while workers still send)."""
+    from streamrec.features.export import read_to_end, read_topic
 
     reader = consumer(settings.broker, settings.topics.recommendations, auto_offset_reset="earliest")
     await reader.start()
     try:
-        return [json.loads(r.value) for r in await read_topic(reader, idle_s=idle_s)]
+        records = await (read_topic(reader, idle_s=idle_s) if idle_s is not None else read_to_end(reader))
+        return [json.loads(r.value) for r in records]
     finally:
         await reader.stop()
 
