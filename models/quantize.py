@@ -4,10 +4,11 @@
   rebuilds each fp32 table from constants alone (``Cast``, and a ``Mul`` by per-column
   scales), which onnxruntime folds once when a session loads: every call then gathers
   fp32 rows with no per-call conversion, so the variant is smaller on disk and in
-  transfer, not in a session's memory. For the serving ranker the vector tables' scales
-  are folded into the layers that consume the rows (:func:`fold_ranker_tables`), which
-  leaves four ops fewer per call than fp32. The MLP stays fp32 (quantizing its MatMuls
-  dynamically cost +0.15 RMSE on synthetic data). For CPU.
+  transfer, not in a session's memory, and runs fp32's kernels. For the plain ranker's
+  serving graph the vector tables' scales are folded into the layers that consume the
+  rows (:func:`fold_ranker_tables`), which leaves four ops fewer per call than fp32.
+  The MLP stays fp32 (quantizing its MatMuls dynamically cost +0.15 RMSE on synthetic
+  data). For CPU.
 - ``int8_static``: static QDQ INT8 with activation ranges calibrated on training rows.
 - ``fp16``: all float weights and ops in half precision, inputs/outputs kept fp32, for GPU.
 
@@ -15,7 +16,9 @@ Why no per-call dequantize: a Gather of int8 rows followed by a DequantizeLinear
 a Cast) converts every gathered row on every call. For the ranker+recent model that
 is the batch's recent-item rows (rows x 20 x 32 values): at 1,000 rows the conversion
 cost more than the smaller Gather saved: INT8 ran 9-17% slower than fp32 at 100 and
-1,000 rows.
+1,000 rows. Folding that graph's tables too (its implicit term widened per user list
+to meet the folded user rows) still ran 1-3% slower than fp32 on MovieLens rows, so
+the ranker+recent graph keeps fp32's ops and only its tables change.
 
 Sensitive nodes stay fp32 in the INT8 variants: the first MLP layer (an early
 probe: quantizing it cost +0.048 RMSE) and, outside the folded ranker graph, the
@@ -53,14 +56,13 @@ def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
 
 def quantize_int8_dynamic(fp32: Path, out: Path) -> Path:
     """Weight-only INT8 of the embedding tables, rebuilt as fp32 when a session loads:
-    the serving ranker's graph through :func:`fold_ranker_tables`, then any table left
-    (all of them in any other graph) through :func:`quantize_gathers`. The MLP stays
-    fp32 (onnxruntime's ``quantize_dynamic`` would also rewrite each Gemm as MatMul +
-    Add: slower kernels)."""
+    the plain ranker's graph through :func:`fold_ranker_tables`, any other graph (the
+    ranker+recent one included) through :func:`quantize_gathers`. The MLP stays fp32
+    (onnxruntime's ``quantize_dynamic`` would also rewrite each Gemm as MatMul + Add:
+    slower kernels)."""
     model = onnx.load(str(fp32))
-    folded = fold_ranker_tables(model)
-    # after a fold only a table whose term joins a side's vectors is left (read per user)
-    quantize_gathers(model, set() if folded else set(sensitive_nodes(model)))
+    if not fold_ranker_tables(model):
+        quantize_gathers(model, set(sensitive_nodes(model)))
     onnx.save(model, str(out))
     return out
 
@@ -114,17 +116,10 @@ def _axis(node: onnx.NodeProto) -> int:
 class _RankerTail:
     """Where the serving ranker's graph uses its tables: Gathers of the two vector
     tables (the Mul's inputs, in order) and of the two bias tables (same order),
-    ``ReduceSum(Mul) + (bias + bias)``, and the first-layer Gemms reading the vectors.
-    ``implicit`` names, per side, a table whose (linear) term the graph adds to that
-    side's gathered vector before use (models/recent_ranker.py), or None; ``terms``,
-    per side, the node reading the tensor that the fold widens by two columns for that
-    addition, and the tensor: the per-list term before its Gather to rows where there
-    is one (a batch holds a few users' lists), else the Add's input; or None."""
+    ``ReduceSum(Mul) + (bias + bias)``, and the first-layer Gemms reading the vectors."""
 
     mul: onnx.NodeProto
     vectors: tuple[onnx.NodeProto, onnx.NodeProto]
-    implicit: tuple[str | None, str | None]
-    terms: tuple[tuple[onnx.NodeProto, str] | None, tuple[onnx.NodeProto, str] | None]
     biases: tuple[onnx.NodeProto, onnx.NodeProto]
     reduce: onnx.NodeProto
     adds: tuple[onnx.NodeProto, onnx.NodeProto]
@@ -132,9 +127,10 @@ class _RankerTail:
 
 
 def fold_ranker_tables(model: onnx.ModelProto) -> bool:
-    """INT8 tables for the serving ranker's graph, rebuilt as fp32 at session load with
-    no dequantize op; in place, False (graph untouched) when the graph lacks the
-    pattern of :class:`_RankerTail`.
+    """INT8 tables for the plain ranker's serving graph, rebuilt as fp32 at session load
+    with no dequantize op; in place, False (graph untouched) when the graph lacks the
+    pattern of :class:`_RankerTail` (the ranker+recent graph adds a term to the gathered
+    user rows: it does not match).
 
     Each vector table becomes int8 (symmetric, per tensor) with two more columns: its
     own bias (int8 around the bias range's centre, its own scale) and a column of 1s
@@ -145,14 +141,9 @@ def fold_ranker_tables(model: onnx.ModelProto) -> bool:
     ``ReduceSum(u * i) + b_u + b_i`` by ``(u * i) @ w + c`` (w: the product of the
     vector scales, then the two bias scales; c: the bias centres). A call thus runs
     four ops fewer (two bias Gathers, ReduceSum, two Adds, less the Gemm) than fp32:
-    at ~100 rows a call costs mostly per-op overhead. A term added to a side's
-    gathered vector (the ranker+recent model's implicit factors) comes from a table
-    the fold divides by that side's scale, so it adds to the rows in their int8 units;
-    a Pad widens the term by the two zero columns, per user list (the table keeps its
-    width: the batch's recent-item rows are the graph's largest Gather), and
-    :func:`quantize_int8_dynamic` then stores that table int8 too. A bias is off by at
-    most half its scale (range / 508); it lands on the score directly, but its error
-    is small next to the vectors' (the accuracy gate measures both)."""
+    at ~100 rows a call costs mostly per-op overhead. A bias is off by at most half its
+    scale (range / 508); it lands on the score directly, but its error is small next
+    to the vectors' (the accuracy gate measures both)."""
     tail = _find_ranker_tail(model)
     if tail is None:
         return False
@@ -169,15 +160,11 @@ def fold_ranker_tables(model: onnx.ModelProto) -> bool:
     prefix = f"{tail.mul.name}_folded"
     added = {f"{g.input[0]}_quantized": t for g, t in zip(tail.vectors, tables)}
     added |= {f"{prefix}_dot": np.asarray(dot, np.float32).reshape(-1, 1), f"{prefix}_centre": np.asarray([sum(centres)], np.float32)}
-    added[f"{prefix}_pads"] = np.array([0, 0, 0, 2], np.int64)
     scale_of = {name: s for name, s in zip(tail.mul.input, scales)}
     for gemm in tail.first_layer:
         weight = arrays[gemm.input[1]] * scale_of[gemm.input[0]]
         added[f"{gemm.name}_weight_folded"] = np.vstack([weight, np.zeros((2, weight.shape[1]), np.float32)]).astype(np.float32)
         gemm.input[1] = f"{gemm.name}_weight_folded"
-    for table, scale in zip(tail.implicit, scales):
-        if table is not None:
-            added[f"{table}_folded"] = (arrays[table] / scale).astype(np.float32)
     model.graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in added.items())
     _rewire_tail(model, tail, prefix)
     return True
@@ -185,23 +172,12 @@ def fold_ranker_tables(model: onnx.ModelProto) -> bool:
 
 def _rewire_tail(model: onnx.ModelProto, tail: _RankerTail, prefix: str) -> None:
     dropped = {id(n) for n in (*tail.biases, *tail.adds)}
-    widen = {id(reader): term for reader, term in filter(None, tail.terms)}
     nodes = [_cast_table(g.input[0]) for g in tail.vectors]
     for node in model.graph.node:
         if id(node) in dropped:
             continue
-        if any(node.input[0] == table for table in tail.implicit if table is not None):
-            nodes.append(onnx.helper.make_node(node.op_type, [f"{node.input[0]}_folded", *node.input[1:]], list(node.output),
-                                               name=node.name, domain=node.domain))
-            nodes[-1].attribute.extend(node.attribute)
-        elif any(node is v for v in tail.vectors):
+        if any(node is v for v in tail.vectors):
             nodes.append(onnx.helper.make_node("Gather", [f"{node.input[0]}_int8_rows", node.input[1]], list(node.output), name=node.name))
-        elif id(node) in widen:
-            term = widen[id(node)]
-            nodes.append(onnx.helper.make_node("Pad", [term, f"{prefix}_pads"], [f"{term}_padded"], name=f"{term}_pad"))
-            nodes.append(onnx.NodeProto())
-            nodes[-1].CopyFrom(node)
-            nodes[-1].input[list(node.input).index(term)] = f"{term}_padded"
         elif node is tail.reduce:
             nodes.append(onnx.helper.make_node("Gemm", [tail.mul.output[0], f"{prefix}_dot", f"{prefix}_centre"], [tail.adds[1].output[0]], name=f"{prefix}_dot"))
         else:
@@ -243,44 +219,6 @@ class _GraphIndex:
             return None
         return node if (self.tables[node.input[0]][1] == 1) == bias else None
 
-    def vector(self, name: str) -> tuple[onnx.NodeProto | None, str | None, tuple[onnx.NodeProto, str] | None]:
-        """The vector-table Gather behind ``name``: producing it, or feeding only the
-        ``Add`` that produces it; then also the one table upstream of the Add's other
-        input and where to widen that input (:class:`_RankerTail`'s ``terms``)
-        (``None``: no such Add; the Gather is ``None`` when neither shape holds)."""
-        direct = self.gather(name, bias=False)
-        found = self.producer.get(name)
-        if direct is not None or found is None or found.op_type != "Add":
-            return direct, None, None
-        add: onnx.NodeProto = found
-        for own, other in (add.input, add.input[::-1]):
-            gathered = self.gather(own, bias=False)
-            if gathered is not None and self.sole(own, "Add") is add:
-                tables = self.tables_above(other)
-                return (gathered, tables[0], self.term(other, add)) if len(tables) == 1 else (None, None, None)
-        return None, None, None
-
-    def term(self, name: str, add: onnx.NodeProto) -> tuple[onnx.NodeProto, str]:
-        """Where to widen ``name``, an input of ``add``: the data it is row-gathered
-        from when that is a computed tensor (not a table), else ``name`` itself."""
-        rows = self.producer.get(name)
-        if rows is not None and rows.op_type == "Gather" and _axis(rows) == 0 and rows.input[0] not in self.tables and self.sole(name, "Add") is add:
-            return rows, rows.input[0]
-        return add, name
-
-    def tables_above(self, name: str) -> list[str]:
-        """The 2-D float tables ``name`` is computed from (Gathers' data inputs)."""
-        found, todo, seen = [], [name], set()
-        while todo:
-            node = self.producer.get(todo.pop())
-            if node is None or id(node) in seen:
-                continue
-            seen.add(id(node))
-            if node.op_type == "Gather" and node.input[0] in self.tables:
-                found.append(node.input[0])
-            todo.extend(node.input)
-        return found
-
     def sole(self, name: str, op: str) -> onnx.NodeProto | None:
         """The only consumer of ``name``, if it is an ``op``."""
         users = self.consumers.get(name, [])
@@ -288,7 +226,7 @@ class _GraphIndex:
 
 
 def _tail_at(index: _GraphIndex, mul: onnx.NodeProto) -> _RankerTail | None:
-    (u, u_extra, u_term), (i, i_extra, i_term) = (index.vector(name) for name in mul.input)
+    u, i = (index.gather(name, bias=False) for name in mul.input)
     reduce = index.sole(mul.output[0], "ReduceSum")
     if u is None or i is None or u.input[0] == i.input[0] or u.input[1] == i.input[1] or reduce is None or not _sums_last_axis(reduce, index.graph):
         return None
@@ -299,11 +237,9 @@ def _tail_at(index: _GraphIndex, mul: onnx.NodeProto) -> _RankerTail | None:
     biases = [b for name in pair.input if (b := index.gather(name, bias=True)) is not None and index.sole(b.output[0], "Add") is pair]
     by_index = {b.input[1]: b for b in biases}
     first = tuple(n for v in mul.input for n in index.consumers[v] if n is not mul)
-    if {u_extra, i_extra} & {u.input[0], i.input[0]} or any(len(index.consumers[t]) != 1 for t in (u_extra, i_extra) if t):
-        return None
     if len(biases) != 2 or set(by_index) != {u.input[1], i.input[1]} or not all(_plain_gemm(n, index.tables) for n in first):
         return None
-    return _RankerTail(mul, (u, i), (u_extra, i_extra), (u_term, i_term), (by_index[u.input[1]], by_index[i.input[1]]), reduce, (pair, total), first)
+    return _RankerTail(mul, (u, i), (by_index[u.input[1]], by_index[i.input[1]]), reduce, (pair, total), first)
 
 
 def _plain_gemm(node: onnx.NodeProto, tables: dict[str, tuple[int, ...]]) -> bool:

@@ -36,6 +36,7 @@ from streamrec.models.scorer import CPU, CUDA, ScoreBatch, Scorer, session_optio
 from streamrec.models.splits import kfold
 
 BATCHES = (1, 10, 100, 1000)
+AGAIN = "fp32-again"  # a second session of the fp32 file, timed as one more variant: the run's noise floor
 Call = Callable[[], object]
 
 
@@ -138,7 +139,8 @@ def bench_scoring(cfg: ModelConfig, repeats: int = 300, progress: bool = True) -
         for name, net in eager.items():
             predicted = np.clip(teacher.predict(test) if name.startswith(served) else student.predict(test), low, high)
             variants[name] = {"bytes": sum(p.numel() * p.element_size() for p in net.state_dict().values()), "rmse": rmse(predicted, test["rating"])}
-        sessions = {name: _session(row["path"], name.split("/")[1]) for name, row in variants.items() if "path" in row}
+        variants |= {name.replace("/fp32", f"/{AGAIN}"): dict(row) for name, row in list(variants.items()) if name.endswith("/fp32")}
+        sessions = {name: _session(row["path"], name.split("/")[1].replace(AGAIN, "fp32")) for name, row in variants.items() if "path" in row}
         for batch_size in BATCHES:
             rows = {family: inputs.take(np.arange(batch_size) % len(test)) for family, inputs in checks.items()}
             calls = {name: _onnx(session, rows[name.split("/")[0]]) for name, session in sessions.items()}
@@ -204,11 +206,15 @@ def _targets(variants: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]
     """Issue 4's CPU targets per INT8 variant, checked from this run's figures: accepted
     by the gate, >= 3x smaller than fp32, no slower than fp32 at batch >= 100 (raw
     session p50 ratio <= 1; medians on a shared machine move a few % run to run, so
-    read the ratios too), and ``Scorer.score`` for 100 candidates within 100 µs p50."""
+    read the ratios too, beside those of a second fp32 session, when timed, which
+    differ from 1 by noise alone), and ``Scorer.score`` for 100 candidates within
+    100 µs p50."""
     out = {}
     for name in (n for n in served if n.endswith("/int8")):
         row, fp32 = variants[name], variants[name.replace("/int8", "/fp32")]
         slower = {b: row["latency_us"][b]["p50"] / fp32["latency_us"][b]["p50"] for b in map(str, BATCHES) if int(b) >= 100}
+        again = variants.get(name.replace("/int8", f"/{AGAIN}"), {}).get("latency_us")
+        noise = {b: again[b]["p50"] / fp32["latency_us"][b]["p50"] for b in slower} if again else None
         checks = {
             "gate_passed": bool(row["accepted"]),
             "at_least_3x_smaller": row["fp32_over_variant_size"] >= TARGET_SIZE_RATIO,
@@ -220,6 +226,7 @@ def _targets(variants: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]
             "met": all(checks.values()),
             "fp32_over_int8_size": row["fp32_over_variant_size"],
             "int8_over_fp32_p50": slower,
+            "fp32_again_over_fp32_p50": noise,
             "scorer_score_100_p50_us": served[name]["scorer_score_100_p50_us"],
         }
     return out

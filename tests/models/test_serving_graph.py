@@ -173,4 +173,6 @@ def test_targets_hold_only_when_every_condition_does() -> None:
     variants["ranker/int8"]["fp32_over_variant_size"] = 2.9
     assert not _targets(variants, served)["ranker/int8"]["met"]
     assert list(_targets(variants, served)) == ["ranker/int8"]
+    variants["ranker/fp32-again"] = {"latency_us": latency(52.0)}  # the noise floor: reported, never a condition
+    assert _targets(variants, served)["ranker/int8"]["fp32_again_over_fp32_p50"] == {"100": 52.0 / 50.0, "1000": 52.0 / 50.0}
 
