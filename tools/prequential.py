@@ -34,8 +34,9 @@ for users whose next event is scored.
 With ``collect_from`` the replay also builds the re-ranker's data (models/reranker.py):
 the pipeline's candidates with the re-ranker's inputs, as the worker's code makes them
 (``RankingRecommender.rerank_inputs``), held per user like the lists. Each training event
-(index ``collect_from`` to ``start``, before the scored ones) with its held list is a
-training list (``ScoredEvents.train_lists``: positive = the item picked, if the list holds
+(index ``collect_from`` to ``start``, before the scored ones) with its held list, made with
+the ``collector`` ranker (one trained before ``collect_from``, so that its scores there
+are as good as the serving ranker's on the scored events, not better), is a training list (``ScoredEvents.train_lists``: positive = the item picked, if the list holds
 it); each scored event's held list is kept whole (``test_lists``), so that a re-ranker
 trained afterwards on the training lists alone orders exactly the lists the other
 variants were scored on (:func:`add_reranked`).
@@ -220,9 +221,12 @@ class Replay:
     model loads run in a thread."""
 
     def __init__(self, redis_url: str, models: ModelConfig, cfg: CandidateConfig, top_k: int = 10,
-                 features: FeatureConfig | None = None, extra: Mapping[str, CandidateConfig] | None = None) -> None:
+                 features: FeatureConfig | None = None, extra: Mapping[str, CandidateConfig] | None = None,
+                 collector: ModelConfig | None = None) -> None:
         """``extra``: more variants ranked by the model, each with its own candidate settings
-        (e.g. ``ranker_weight``: models/candidates.py's ``fuse``), beside ``pipeline``."""
+        (e.g. ``ranker_weight``: models/candidates.py's ``fuse``), beside ``pipeline``.
+        ``collector``: the registry whose ranker makes the re-ranker's training lists
+        (:meth:`rerank_lists`), one trained before them; default the replay's own."""
         self.features = features or FeatureConfig(project=f"prequential_{uuid.uuid4().hex[:8]}")
         self.store = RedisFeatureStore.from_url(redis_url, self.features)
         self.top_k = top_k
@@ -231,27 +235,30 @@ class Replay:
         self.counts: Counter[ItemId] = Counter()
         self._pending: dict[tuple[str, str], FeatureRow] = {}
 
-        still = models.model_copy(update={"poll_interval_s": 1e9})  # the model of the replay, never swapped
-
-        def recommender(candidates: CandidateConfig, ranked: bool) -> RankingRecommender:
+        def recommender(candidates: CandidateConfig, ranked: bool, model: ModelConfig = models) -> RankingRecommender:
+            still = model.model_copy(update={"poll_interval_s": 1e9})  # the model of the replay, never swapped
             watcher = ModelWatcher(still, candidates=candidates) if ranked else None
             return RankingRecommender(self.store, watcher, candidates, top_k=top_k)
 
         free = variant_configs(cfg)
         self.pipeline = recommender(cfg, True)
+        self.collector = recommender(cfg, True, collector) if collector is not None else self.pipeline
         self.baselines = {name: recommender(candidates, False) for name, candidates in free.items()}
         self.ranked = {name: recommender(candidates, True) for name, candidates in (extra or {}).items()}
         self.variants = (*VARIANTS, *self.ranked)
 
+    def model_recommenders(self) -> list[RankingRecommender]:
+        return [self.pipeline, *self.ranked.values(), *([self.collector] if self.collector is not self.pipeline else [])]
+
     async def __aenter__(self) -> Replay:
-        for made in (self.pipeline, *self.ranked.values()):
+        for made in self.model_recommenders():
             await made.start()
-        if self.pipeline.model_version == "none":
-            raise RuntimeError("no model is promoted in the registry: the pipeline variant has nothing to rank with")
+        if any(made.model_version == "none" for made in self.model_recommenders()):
+            raise RuntimeError("no model is promoted in a registry: the pipeline (or the collector) has nothing to rank with")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for made in (self.pipeline, *self.baselines.values(), *self.ranked.values()):
+        for made in (*self.model_recommenders(), *self.baselines.values()):
             await made.close()
         await self.store.close()
 
@@ -293,11 +300,12 @@ class Replay:
         out["candidates"] = {r.user_id: cands.item_ids for r, cands in zip(requests, merged)}  # whole: see ScoredEvents
         return out
 
-    async def rerank_lists(self, causes: Sequence[ClickEvent]) -> dict[UserId, tuple[list[ItemId], np.ndarray]]:
-        """The pipeline's candidates and the re-ranker's inputs for the users of ``causes``, as of now."""
+    async def rerank_lists(self, causes: Sequence[ClickEvent], training: bool) -> dict[UserId, tuple[list[ItemId], np.ndarray]]:
+        """The pipeline's candidates and the re-ranker's inputs for the users of ``causes``, as
+        of now: with the collector's ranker for ``training`` lists, else the pipeline's."""
         await self.flush()
         requests = [RecommendRequest(e.user_id, self.users[e.user_id], e) for e in causes]
-        made = await self.pipeline.rerank_inputs(requests)
+        made = await (self.collector if training else self.pipeline).rerank_inputs(requests)
         return {r.user_id: (cands.item_ids, inputs) for r, (cands, inputs) in zip(requests, made)}
 
 
@@ -328,18 +336,20 @@ async def replay(events: Sequence[ClickEvent], start: int, run: Replay, window_s
         run.apply([events[i] for i in batch])
         last = {events[i].user_id: i for i in batch}
         causes = [events[i] for i in last.values() if following[i] >= start]
-        learn = [events[i] for i in last.values() if following[i] >= first] if collecting else []
+        learn = [events[i] for i in last.values() if first <= following[i] < start] if collecting else []
         if causes:
             for variant, lists in (await run.lists(causes)).items():
                 held[variant].update(lists)
+            if collecting:
+                held_inputs.update(await run.rerank_lists(causes, training=False))
         if learn:
-            held_inputs.update(await run.rerank_lists(learn))
+            held_inputs.update(await run.rerank_lists(learn, training=True))
         elif not causes and run.pending >= FLUSH_ROWS:
             await run.flush()
         bar.update(len(batch))
         if collecting:
             bar.set_postfix(train_lists=len(scored.train_lists), refresh=False)
     bar.close()
-    if any(made.scoring_errors for made in (run.pipeline, *run.ranked.values())):
+    if any(made.scoring_errors for made in run.model_recommenders()):
         raise RuntimeError(f"the model failed to score {run.pipeline.scoring_errors} batches: the pipeline figures would mix in the heuristic")
     return scored

@@ -21,7 +21,7 @@ import dataclasses
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,7 +100,8 @@ def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fr
     """Train on the time holdout's first part (or reuse ``registry``'s model for it, see
     :func:`serving_model`), replay everything, score the rest. With ``rerankers``, the
     replay also collects the held candidate lists of the ``rerank_events`` events before
-    the scored ones; each config trains a re-ranker on them after the replay, scored as
+    the scored ones, made with a ranker trained on the events before those (``registry``'s
+    ``collector`` folder keeps it); each config trains a re-ranker on them after the replay, scored as
     variant ``re-ranked h=HIDDEN`` on the scored events' held candidates; the first is
     attached to the serving version (the worker then orders its lists with it)."""
     from streamrec.models.datasets import events_from
@@ -109,7 +110,17 @@ def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fr
 
     frame = dataset.interactions
     start = len(frame) - len(time_holdout(frame, fraction)[1])
-    with serving_model(dataset, models, Protocol("holdout", fraction), objective, registry) as (cfg, model):
+    # the re-ranker's training lists are made by a ranker trained before them: on lists of
+    # events it was trained on, the serving ranker's scores are better than on new events
+    early = min(len(frame) - start + rerank_events, len(frame) - 1) / len(frame)  # its holdout: from the lists on
+    collect_from = len(frame) - len(time_holdout(frame, early)[1]) if rerankers else None
+    with ExitStack() as stack:
+        cfg, model = stack.enter_context(serving_model(dataset, models, Protocol("holdout", fraction), objective, registry))
+        collector = None
+        if rerankers:
+            print(f"re-ranker: training lists from events {collect_from:,} to {start:,}, made by a ranker trained before them")
+            collector, _ = stack.enter_context(serving_model(dataset, models, Protocol("holdout", early), objective,
+                                                             registry / "collector" if registry else None))
         events = list(events_from(frame, dataset.name))
 
         async def scored() -> Any:
@@ -117,9 +128,8 @@ def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fr
             extra = {f"pipeline w={w:g}": base.model_copy(update={"ranker_weight": w}) for w in ranker_weights}
             # with re-rankers to train, ``pipeline`` is the fusion, whatever the version holds
             replayed = cfg.model_copy(update={"rerank": False}) if rerankers else cfg
-            async with Replay(redis_url, replayed, base, features=features, extra=extra) as run:
-                return await replay(events, start, run, window_s, progress,
-                                    collect_from=max(0, start - rerank_events) if rerankers else None)
+            async with Replay(redis_url, replayed, base, features=features, extra=extra, collector=collector) as run:
+                return await replay(events, start, run, window_s, progress, collect_from=collect_from)
 
         result = asyncio.run(scored())
         reranked = add_rerankers(result, rerankers, cfg, model["version"], progress)

@@ -133,3 +133,18 @@ def test_a_collecting_replay_holds_the_rerankers_lists_and_scores_a_reranked_var
     add_reranked(scored, "merge order", by_merge_order)  # ordering by merge position is the candidates' list
     assert scored.rank["merge order"] == [r if r < 10 else ABSENT for r in scored.rank["candidates"]]
     assert scored.shown["merge order"] <= set().union(*map(set, test.items))
+
+
+@pytest.mark.integration
+def test_a_collector_without_a_model_is_refused(tmp_path: Path) -> None:
+    events, start = crafted()
+    models = ModelConfig(registry_dir=tmp_path / "registry", train=FAST)
+    train_and_publish(Dataset("crafted", frame_of(events[:start]), explicit=False), models, promote=True, progress=False)
+
+    async def run(url: str) -> None:
+        async with Replay(url, models, CandidateConfig(max_candidates=20, covisit=10, embedding=5, popular_depth=40),
+                          collector=ModelConfig(registry_dir=tmp_path / "empty")):
+            pass
+
+    with redis_for(None) as url, pytest.raises(RuntimeError, match="the collector"):
+        asyncio.run(run(url))
