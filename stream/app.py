@@ -29,6 +29,7 @@ from streamrec.stream.processor import EventProcessor
 from streamrec.stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
 from streamrec.stream.runtime import limit_blas_threads
 from streamrec.stream.settings import Settings
+from streamrec.stream.topics import STATE_TABLES, faust_app_id
 from streamrec.stream.transport import SourceRoutedSink, TunedTransport
 
 
@@ -122,10 +123,9 @@ def build_app(settings: Settings) -> StreamrecApp:
     and recommending can run where the GPUs are.
     """
     b, w, t = settings.broker, settings.worker, settings.topics
-    group = w.app_id if w.role == "all" else f"{w.app_id}-{w.role}"
     app = StreamrecApp(
         settings,
-        id=group,
+        id=faust_app_id(settings),  # its changelogs and leader topic were created by ensure_topics (stream/topics.py)
         broker=b.url,
         broker_credentials=faust_credentials(b),  # SASL / TLS: the same settings as every other client
         store="memory://",
@@ -158,8 +158,7 @@ def build_app(settings: Settings) -> StreamrecApp:
         return SourceRoutedSink(app, topic)
     tables: dict[str, Any] = {"users": {}, "shards": {}, "items": {}}
     if w.role != "recommend":
-        tables = {name: app.Table(table, partitions=b.partitions)
-                  for name, table in (("users", "user_state"), ("shards", "global_shard"), ("items", "item_state"))}
+        tables = {name: app.Table(table, partitions=b.partitions) for name, table in STATE_TABLES.items()}
     clickstream = raw_topic(t.clickstream)
     processor = EventProcessor(settings, **tables, dlq=routed(dlq), by_item=routed(by_item),
                                recommendations=routed(recommendations),
