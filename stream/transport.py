@@ -99,6 +99,14 @@ class _TunedConsumer(faust_aiokafka.Consumer):
         the redelivered messages that were applied change nothing and the missing ones
         are applied (tests/stream/test_exactly_once.py).
         """
+        if tp not in self.assignment():
+            # Acks of messages handled after their partition was revoked: Faust keeps them (and
+            # never commits them), and they read as a head that never arrives. Its new owner,
+            # maybe this worker again, starts from the committed offset with a fresh list.
+            self._acked.pop(tp, None)
+            self._acked_index.pop(tp, None)
+            self._stalled_since.pop(tp, None)
+            return None
         offset = super()._new_offset(tp)
         if offset is not None or not self._acked.get(tp):
             self._stalled_since.pop(tp, None)
