@@ -127,14 +127,6 @@ async def _answered_event_ids(settings: Any) -> Counter[str]:
     return answered
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="passed 8 of 13 runs on a loaded machine. Two failures were a partition stalled behind "
-    "messages never delivered after the restart (now sought back: stream/transport.py), two were not "
-    "told apart, one lost 5 item updates with every offset committed and nothing left to read, the by_item records "
-    "past the committed offsets unreadable (aborted), so a suspect is an aborted transaction whose "
-    "user-state change stayed in the worker's memory. Open in issue 10's note",
-)
 async def test_sigkill_mid_stream_then_restart_leaves_exact_features_and_no_duplicate_list(
     bootstrap_servers: str, redis_url: str, model_registry: Path, tmp_path: Path
 ) -> None:

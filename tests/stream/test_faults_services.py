@@ -41,12 +41,6 @@ def _settings(stack: EmbeddedStack, tmp_path: Path, registry: Path) -> Any:
                              models={"registry_dir": str(registry)})
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the worker crashed on a raw ConnectionResetError while Redis restarted (CI, and once here): the "
-    "round trips' retry did not cover it until features/redis_conn.py added it; passed once since, kept "
-    "non-strict until more runs agree",
-)
 async def test_redis_restarted_empty_is_refilled_by_the_worker(
     own_stack: EmbeddedStack, model_registry: Path, tmp_path: Path
 ) -> None:
