@@ -590,27 +590,24 @@ async def group_lag(settings: Settings) -> int | None:
 async def worker_gc_figures(settings: Settings) -> dict[str, Any]:
     """The worker's garbage collections over the run, from its snapshots on ``metrics``
     (stage ``gc_pause``, count ``gc_full``): a stalled event loop shows in every tail."""
+    from streamrec.features.export import read_to_end
     from streamrec.infra.kafka_clients import consumer
 
     reader = consumer(settings.broker, settings.topics.metrics, auto_offset_reset="earliest")
     await reader.start()
-    collections = full = 0
-    worst: list[float] = []
     try:
-        idle_since = time.monotonic()
-        while time.monotonic() - idle_since < 2.0:
-            batch = await reader.getmany(timeout_ms=250)
-            for records in batch.values():
-                idle_since = time.monotonic()
-                for record in records:
-                    snap = json.loads(record.value)
-                    pause = snap["latency_ms"].get("gc_pause")
-                    full += snap["counts"].get("gc_full", 0)
-                    if pause:
-                        collections += pause["count"]
-                        worst.append(pause["max"])
+        records = await read_to_end(reader)  # the worker still sends a snapshot every window
     finally:
         await reader.stop()
+    collections = full = 0
+    worst: list[float] = []
+    for record in records:
+        snap = json.loads(record.value)
+        pause = snap["latency_ms"].get("gc_pause")
+        full += snap["counts"].get("gc_full", 0)
+        if pause:
+            collections += pause["count"]
+            worst.append(pause["max"])
     return {"collections": collections, "full_collections": full, "max_pause_ms": max(worst, default=None),
             "windows_with_pause_over_50ms": sum(w > 50 for w in worst), "windows": len(worst)}
 

@@ -110,20 +110,18 @@ async def _unread_records(settings: Any) -> dict[str, int]:
 
 async def _answered_event_ids(settings: Any) -> Counter[str]:
     """Every event id a committed recommendation names as its cause or in its covers."""
+    from streamrec.features.export import read_topic
+
     reader = consumer(settings.broker, settings.topics.recommendations, auto_offset_reset="earliest")
     await reader.start()
-    answered: Counter[str] = Counter()
     try:
-        idle_since = time.monotonic()
-        while time.monotonic() - idle_since < 3.0:
-            batches = await reader.getmany(timeout_ms=250)
-            for records in batches.values():
-                idle_since = time.monotonic()
-                for record in records:
-                    rec = json.loads(record.value)
-                    answered.update([rec["cause_event_id"], *rec["covers"]])
+        records = await read_topic(reader, idle_s=3.0)
     finally:
         await reader.stop()
+    answered: Counter[str] = Counter()
+    for record in records:
+        rec = json.loads(record.value)
+        answered.update([rec["cause_event_id"], *rec["covers"]])
     return answered
 
 
