@@ -1,7 +1,11 @@
 """Candidate generation for the recommend step: pure functions over values already read.
 
-Three sources, most personal first (that order is also the precedence when merging):
+Four sources, most personal first (that order is also the precedence when merging):
 
+``ease``
+    Offline item-item neighbours of the user's ``recent_items`` newest items: each
+    item's largest EASE weights, fitted on the serving version's training events and
+    shipped with it (``streamrec.models.ease_neighbours``); scored as ``covisit`` is.
 ``covisit``
     Co-visitation neighbours of the user's ``recent_items`` newest items:
     ``score(j) = Σ_r affinity(r) · w(r, j)`` over the recent items ``r`` whose
@@ -13,10 +17,10 @@ Three sources, most personal first (that order is also the precedence when mergi
     Items by time-decayed popularity (the store's index), ``score = 1 / (1 + rank)``.
 
 Merging keeps, for an item that several sources propose, the most personal source
-(covisit > embedding > popular) and that source's score; co-visitation and embedding
-contribute at most ``covisit`` and ``embedding`` *new* items; popular items fill the
-rest of ``max_candidates`` (at least ``max_candidates - covisit - embedding`` of them,
-more when the personal sources run short). Only the ``popular_depth`` most popular
+(ease > covisit > embedding > popular) and that source's score; EASE, co-visitation and
+embedding contribute at most ``ease``, ``covisit`` and ``embedding`` *new* items; popular
+items fill the rest of ``max_candidates`` (at least ``max_candidates - covisit - embedding`` of them,
+more when the personal sources run short, none when they fill it). Only the ``popular_depth`` most popular
 items are read, so a user who has seen most of them gets a shorter list.
 
 Exclusion: every item in the user's seen set (all interactions: views, clicks, carts,
@@ -42,8 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamrec.features.messages import ItemId
 
-CandidateSource: TypeAlias = Literal["covisit", "embedding", "popular"]
-SOURCES: tuple[CandidateSource, ...] = ("covisit", "embedding", "popular")
+CandidateSource: TypeAlias = Literal["ease", "covisit", "embedding", "popular"]
+SOURCES: tuple[CandidateSource, ...] = ("ease", "covisit", "embedding", "popular")
 NeighbourLists: TypeAlias = Mapping[ItemId, tuple[Sequence[ItemId], Sequence[float]]]
 
 
@@ -53,6 +57,11 @@ class CandidateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     recent_items: int = Field(default=10, ge=0, le=1000, description="Newest recent items whose neighbours are expanded.")
+    ease: int = Field(
+        default=100, ge=0, le=100_000,
+        description="Most EASE-neighbour candidates per request, from the neighbours shipped with the serving "
+                    "version (models/ease_neighbours.py); 0 turns the source off.",
+    )
     covisit: int = Field(default=100, ge=0, le=100_000, description="Most co-visitation candidates per request.")
     embedding: int = Field(default=50, ge=0, le=100_000, description="Most embedding-neighbour candidates per request.")
     max_candidates: int = Field(default=200, ge=1, le=100_000, description="Candidates per request; popular items fill the rest.")
@@ -220,18 +229,24 @@ def generate(
     popular: ScoredItems,
     seen: Collection[ItemId],
     embedding: ScoredItems = EMPTY,
+    ease: NeighbourLists | None = None,
 ) -> Candidates:
     """One request's candidates. ``recent`` newest first (only the first
     ``cfg.recent_items`` are expanded); ``popular`` from :func:`popular_scores`
-    (built once per batch); ``embedding`` already ranked, best first."""
+    (built once per batch); ``embedding`` already ranked, best first; ``ease`` the
+    serving version's EASE neighbours (``None``: none shipped, or the source is off)."""
     recent = recent[: cfg.recent_items]
     exclude = seen if all(item in seen for item, _ in recent) else set(seen).union(item for item, _ in recent)
+    if not recent:
+        return merge([("popular", popular, cfg.max_candidates)], exclude, cfg.max_candidates)
     sources: list[tuple[CandidateSource, ScoredItems, int]] = [
         ("covisit", covisit_items(recent, neighbours), cfg.covisit),
         ("embedding", embedding, cfg.embedding),
         ("popular", popular, cfg.max_candidates),
     ]
-    return merge(sources if recent else sources[2:], exclude, cfg.max_candidates)
+    if ease and cfg.ease:
+        sources.insert(0, ("ease", covisit_items(recent, ease), cfg.ease))
+    return merge(sources, exclude, cfg.max_candidates)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

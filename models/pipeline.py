@@ -14,6 +14,7 @@ import pandas as pd
 from streamrec.models.artifact import publish_model
 from streamrec.models.config import ModelConfig, TrainConfig
 from streamrec.models.datasets import Dataset, load_dataset
+from streamrec.models.ease_neighbours import attach_ease_neighbours
 from streamrec.models.evaluation import candidate_rows, sample_negatives
 from streamrec.models.encoding import Inputs
 from streamrec.models.metrics import hit_rate, mae, ndcg, ranks, rmse
@@ -57,7 +58,9 @@ def train_and_publish(
     progress: bool = True,
 ) -> TrainResult:
     """Fit the ranker on the protocol's first training split, measure it on the test
-    split, publish the artifact (gates decide which variants are accepted)."""
+    split, publish the artifact (gates decide which variants are accepted). An implicit
+    model also gets the EASE neighbours of the same training events (the ``ease``
+    candidate source, models/ease_neighbours.py), attached before it is promoted."""
     objective = "explicit" if dataset.explicit else "implicit"
     protocol = protocol or (Protocol.parse("holdout:0.1") if dataset.explicit else Protocol.parse("leave-last-out"))
     train, test = _split(dataset.interactions, protocol, cfg.train.seed)
@@ -73,7 +76,11 @@ def train_and_publish(
         group = 100
     data = {"dataset": dataset.name, "rows": len(dataset), "train_rows": len(train), "test_rows": len(test), "protocol": f"{protocol.kind}:{protocol.value:g}"}
     registry = ModelRegistry(cfg.registry_dir)
-    version = publish_model(model, registry, cfg, check, data, metrics, group, promote)
+    version = publish_model(model, registry, cfg, check, data, metrics, group)
+    if objective == "implicit":
+        attach_ease_neighbours(registry, version, train)
+    if promote:
+        registry.promote(version)
     if plot is not None:
         from streamrec.models.plots import plot_learning_curves  # matplotlib: the tools extra
 

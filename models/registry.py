@@ -6,8 +6,9 @@ Layout under ``root`` (a setting: ``ModelConfig.registry_dir``)::
     versions/<version>/model.<variant>.onnx  int8, int8_static, fp16 when built
     versions/<version>/metadata.json         version, created, data, metrics, features,
                                              inputs, id maps, per-file sha256 and gates
-    versions/<version>/<name>.onnx           an attachment (the re-ranker trained on this
-                                             version's scores, models/reranker.py)
+    versions/<version>/<name>.<ext>          an attachment (the re-ranker trained on this
+                                             version's scores, models/reranker.py; its EASE
+                                             neighbours, models/ease_neighbours.py)
     CURRENT                                  the promoted version, one line
 
 Writes are atomic (temporary name, then rename), so a reader never sees half an
@@ -113,7 +114,7 @@ class ModelRegistry:
             self.verified_path(version, variant)
 
     def attach(self, version: str, name: str, source: Path, info: dict[str, Any]) -> None:
-        """Copy ``source`` into ``version`` as ``<name>.onnx`` and record it (``info`` plus
+        """Copy ``source`` into ``version`` as ``<name>`` with ``source``'s suffix and record it (``info`` plus
         file, sha256, bytes) under ``metadata[name]``, replacing an earlier attachment of
         that name. Each write is atomic, but a load between the two fails its sha256 check,
         and a loaded bundle does not reload: attach before promoting."""
@@ -121,7 +122,7 @@ class ModelRegistry:
         meta = self.metadata(version)
         if name in ("variants", "version", "created", "sha256"):
             raise ArtifactError(f"{name!r} is not an attachment name")
-        target = folder / f"{name}.onnx"
+        target = folder / f"{name}{source.suffix}"
         handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.")
         os.close(handle)
         shutil.copyfile(source, tmp)

@@ -12,6 +12,10 @@ Its inputs per candidate, all available online (:func:`list_inputs`):
   popular, one-hot);
 - the source's own score: the log co-visit weight and its share of the list's largest,
   the embedding similarity, the popular score ``1 / (1 + popularity rank)``;
+- with ``ease`` (a re-ranker trained on lists holding the EASE source): whether EASE
+  proposed the candidate, the log of its EASE score and its share of the list's largest
+  (:data:`EASE_INPUTS`, after :data:`LIST_INPUTS`; a re-ranker without them was trained
+  on lists without that source, and the serving bundle then leaves the source out);
 - context columns read from the online store with the ranker's (``CONTEXT``: the user's
   and the item's event counts, log1p, and the item's rating mean; a missing value is 0).
 
@@ -29,30 +33,36 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from streamrec.models.candidates import SOURCES, Candidates, top_k
+from streamrec.models.candidates import CandidateSource, Candidates, top_k
 from streamrec.models.features import is_count
 from streamrec.models.scorer import session_options
 
 RERANKER = "reranker"  # its name in a registry version's metadata
 INPUT_NAME, OUTPUT_NAME = "inputs", "score"
+ONE_HOT: tuple[CandidateSource, ...] = ("covisit", "embedding", "popular")
 LIST_INPUTS: tuple[str, ...] = (
-    "score_z", "score_gap", "log_model_rank", "log_position", *(f"is_{source}" for source in SOURCES),
+    "score_z", "score_gap", "log_model_rank", "log_position", *(f"is_{source}" for source in ONE_HOT),
     "log_covisit_weight", "covisit_share", "embedding_similarity", "popular_score",
 )
+EASE_INPUTS: tuple[str, ...] = ("is_ease", "log_ease_weight", "ease_share")
 CONTEXT: tuple[str, ...] = ("user_features:event_count", "item_features:event_count", "item_features:rating_mean")
 
 
-def input_names(context: Sequence[str] = CONTEXT) -> tuple[str, ...]:
-    """The re-ranker's input columns, in order: :data:`LIST_INPUTS`, then ``context``."""
-    return (*LIST_INPUTS, *context)
+def input_names(context: Sequence[str] = CONTEXT, ease: bool = False) -> tuple[str, ...]:
+    """The re-ranker's input columns, in order: :data:`LIST_INPUTS`, :data:`EASE_INPUTS`
+    with ``ease``, then ``context``."""
+    return (*LIST_INPUTS, *(EASE_INPUTS if ease else ()), *context)
 
 
-def list_inputs(scores: np.ndarray, cands: Candidates, context: np.ndarray, context_names: Sequence[str] = CONTEXT) -> np.ndarray:
-    """float32 [n, F] (F = ``len(input_names(context_names))``) for one request's ``cands``
+def list_inputs(scores: np.ndarray, cands: Candidates, context: np.ndarray, context_names: Sequence[str] = CONTEXT,
+                ease: bool = False) -> np.ndarray:
+    """float32 [n, F] (F = ``len(input_names(context_names, ease))``) for one request's ``cands``
     in merge order: ``scores`` the ranker's [n], ``context`` [n, C] the online values of
-    ``context_names`` (NaN where missing). Pure; the same for training and serving."""
+    ``context_names`` (NaN where missing). Pure; the same for training and serving.
+    Raises ``ValueError`` for an ``ease`` candidate without ``ease``."""
     n = len(cands)
-    out = np.zeros((n, len(LIST_INPUTS) + len(context_names)), np.float32)
+    first_context = len(input_names((), ease))
+    out = np.zeros((n, first_context + len(context_names)), np.float32)
     if n == 0:
         return out
     score = np.nan_to_num(np.asarray(scores, np.float64), nan=0.0)
@@ -66,7 +76,16 @@ def list_inputs(scores: np.ndarray, cands: Candidates, context: np.ndarray, cont
     begin = 0
     for source, count in cands.blocks:
         part = slice(begin, begin + count)
-        out[part, 4 + SOURCES.index(source)] = 1.0
+        if source == "ease":
+            if not ease:
+                raise ValueError("an ease candidate for a re-ranker without the ease inputs")
+            weight = np.maximum(source_score[part], 0.0)
+            out[part, len(LIST_INPUTS)] = 1.0
+            out[part, len(LIST_INPUTS) + 1] = np.log1p(weight)
+            out[part, len(LIST_INPUTS) + 2] = weight / max(float(weight.max(initial=0.0)), 1e-12)
+            begin += count
+            continue
+        out[part, 4 + ONE_HOT.index(source)] = 1.0
         if source == "covisit" and count:
             weight = np.maximum(source_score[part], 0.0)
             out[part, 7] = np.log1p(weight)
@@ -80,19 +99,21 @@ def list_inputs(scores: np.ndarray, cands: Candidates, context: np.ndarray, cont
         values = np.asarray(context[:, col], np.float64)
         if is_count(name):
             values = np.log1p(np.maximum(values, 0.0))
-        out[:, len(LIST_INPUTS) + col] = np.nan_to_num(values, nan=0.0)
+        out[:, first_context + col] = np.nan_to_num(values, nan=0.0)
     return out
 
 
 class Reranker:
     """One CPU onnxruntime session over a re-ranker graph. ``score`` is blocking and
-    thread-safe; ``feature_names`` are the online context columns it reads."""
+    thread-safe; ``feature_names`` are the online context columns it reads; ``ease``
+    whether it was trained on lists holding the EASE source (and reads its inputs)."""
 
     def __init__(self, path: str, info: dict[str, Any], intra_op_threads: int = 1) -> None:
         self.feature_names: tuple[str, ...] = tuple(info["context"])
-        self.inputs = len(input_names(self.feature_names))
-        if list(info.get("inputs", [])) != list(input_names(self.feature_names)):
-            raise ValueError(f"re-ranker inputs {info.get('inputs')} are not this code's {input_names(self.feature_names)}")
+        self.ease = EASE_INPUTS[0] in info.get("inputs", [])  # trained on lists holding the ease source
+        self.inputs = len(input_names(self.feature_names, self.ease))
+        if list(info.get("inputs", [])) != list(input_names(self.feature_names, self.ease)):
+            raise ValueError(f"re-ranker inputs {info.get('inputs')} are not this code's {input_names(self.feature_names, self.ease)}")
         self._session = ort.InferenceSession(path, session_options("fp32", intra_op_threads), providers=["CPUExecutionProvider"])
 
     def score(self, inputs: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """What one model version serves with: the scorer, its feature columns, its item vectors
-and their search index, and the re-ranker attached to the version when there is one
-(models/reranker.py), loaded together and swapped together (models/watcher.py)."""
+and their search index, the EASE neighbours and the re-ranker attached to the version
+when it has them (models/ease_neighbours.py, models/reranker.py), loaded together and
+swapped together (models/watcher.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from streamrec.features.messages import ItemId
 from streamrec.features.online import FeatureDict, ReadRequest
 from streamrec.features.schema import ITEM_VIEW, USER_VIEW, VIEWS
 from streamrec.features.user_state import UserState
-from streamrec.models.candidates import CandidateConfig
+from streamrec.models.candidates import CandidateConfig, NeighbourLists
+from streamrec.models.ease_neighbours import open_ease_neighbours
 from streamrec.models.item_vectors import ItemVectors, VectorIndex, build_index, load_item_vectors
 from streamrec.models.registry import ModelRegistry
 from streamrec.models.reranker import Reranker, open_reranker
@@ -72,7 +74,8 @@ class ServingBundle:
     ``plan`` reads the scorer's columns and, with a re-ranker, its context columns too
     (one read): ``scorer_columns`` and ``context_columns`` pick each one's from the
     plan's dense rows. Without a re-ranker lists are ordered by the fusion
-    (models/candidates.py ``fuse``)."""
+    (models/candidates.py ``fuse``). ``ease``: the version's EASE neighbours (the
+    ``ease`` candidate source), ``None`` when it has none or the source is off."""
 
     scorer: Scorer
     version: str
@@ -82,15 +85,18 @@ class ServingBundle:
     reranker: Reranker | None = None
     scorer_columns: tuple[int, ...] | None = None  # None: the plan is the scorer's own
     context_columns: tuple[int, ...] = ()
+    ease: NeighbourLists | None = None
 
     @classmethod
     def load(cls, scorer: Scorer, version: str, registry: ModelRegistry, cfg: CandidateConfig,
              rerank: bool = True) -> ServingBundle:
-        """Blocking: reads the item vectors, builds their index and opens the re-ranker
-        (unless ``rerank`` is false).
+        """Blocking: reads the item vectors, builds their index, reads the EASE neighbours
+        (unless ``cfg.ease`` is 0) and opens the re-ranker (unless ``rerank`` is false).
         Raises ``ValueError`` for a model feature the online store lacks
         (:class:`FeaturePlan`). A re-ranker that fails to load (bad file, a feature the
-        store lacks) is logged and left out: the fusion orders the lists."""
+        store lacks) is logged and left out: the fusion orders the lists. So are EASE
+        neighbours that fail their check, and those beside a re-ranker trained on lists
+        without them (it has no inputs for that source)."""
         plan = FeaturePlan(scorer.feature_names)
         try:
             vectors = load_item_vectors(registry, version)
@@ -98,15 +104,22 @@ class ServingBundle:
             log.warning("model %s: no item vectors (%s); embedding candidates off", version, exc)
             vectors = None
         index = build_index(vectors, cfg) if vectors is not None else None
-        bundle = cls(scorer, version, plan, vectors, index)
+        ease = _ease_neighbours(registry, version) if cfg.ease else None
+        bundle = cls(scorer, version, plan, vectors, index, ease=ease)
         if not rerank:
             return bundle
         try:
             reranker = open_reranker(registry, version)
-            return bundle.with_context(reranker.feature_names, reranker) if reranker is not None else bundle
+            if reranker is None:
+                return bundle
+            ranked = bundle.with_context(reranker.feature_names, reranker)
         except Exception as exc:  # the re-ranker is optional: order by the fusion
             log.warning("model %s: re-ranker not loaded (%s); lists ordered by the fusion", version, exc)
             return bundle
+        if ease is not None and not reranker.ease:
+            log.warning("model %s: its re-ranker was trained without EASE candidates; that source is off", version)
+            return replace(ranked, ease=None)
+        return ranked
 
     def with_context(self, names: Sequence[str], reranker: Reranker | None = None) -> ServingBundle:
         """This bundle reading ``names`` too (the re-ranker's context columns), with
@@ -129,3 +142,11 @@ class ServingBundle:
     @property
     def provider(self) -> str:
         return f"{self.scorer.providers[0]}:{self.scorer.variant}"
+
+
+def _ease_neighbours(registry: ModelRegistry, version: str) -> NeighbourLists | None:
+    try:
+        return open_ease_neighbours(registry, version)
+    except Exception as exc:  # the source is optional: the others still make the list
+        log.warning("model %s: EASE neighbours not loaded (%s); that source is off", version, exc)
+        return None

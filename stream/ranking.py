@@ -10,8 +10,9 @@ Per ``recommend_many`` batch (all requests together), two Redis round trips:
    (``UserState.features``, the row the state writes), not from the store, where the
    latest row may not be flushed yet.
 
-Candidates come from :func:`streamrec.models.candidates.generate` (co-visitation, embedding
-neighbours in the ranker's item space, popular; minus the user's newest seen items, features/indexes.py).
+Candidates come from :func:`streamrec.models.candidates.generate` (EASE neighbours shipped
+with the serving version, co-visitation, embedding neighbours in the ranker's item space,
+popular; minus the user's newest seen items, features/indexes.py).
 All rows of the batch are scored in ONE ``Scorer.score`` call (``batch_scoring=False``
 scores per request instead; ``python -m streamrec.tools.bench_ranking --bench`` measures both).
 Each list is then ordered by the bundle's re-ranker when its version has one
@@ -94,6 +95,13 @@ class RankingRecommender:
         bundle = self._bundle()
         return bundle.provider if bundle else NO_MODEL
 
+    @property
+    def uses_ease(self) -> bool:
+        """Whether the serving version's EASE neighbours propose candidates (and the
+        re-ranker's inputs include the ease columns, models/reranker.py)."""
+        bundle = self._bundle()
+        return bundle is not None and bundle.ease is not None
+
     def _bundle(self) -> ServingBundle | None:
         return self._watcher.bundle if self._watcher is not None else None
 
@@ -147,13 +155,14 @@ class RankingRecommender:
         inputs = await self._store.candidate_inputs(expand, users, self.cfg.popular_depth)
         popular = popular_scores(inputs.popular)
         near: list[ScoredItems] = [EMPTY for _ in requests]
+        ease = serving.ease if serving is not None else None
         if serving is not None and serving.vectors is not None and serving.index is not None and self.cfg.embedding:
             near = embedding_neighbours(serving.vectors, serving.index, recents, self.cfg.embedding)
         out = []
         for request, recent, nearby in zip(requests, recents, near):
             seen = inputs.seen.setdefault(request.user_id, set())
             seen.update(r.item_id for r in request.state.recent)  # the writer may not have flushed them yet
-            out.append(generate(self.cfg, recent, inputs.neighbours, popular, seen, nearby))
+            out.append(generate(self.cfg, recent, inputs.neighbours, popular, seen, nearby, ease))
         return out
 
     async def _read_features(self, requests: Sequence[RecommendRequest], lists: list[Candidates],
@@ -174,7 +183,7 @@ class RankingRecommender:
         scores, dense, sizes, scored = self._model_scores(requests, lists, serving, rows)
         stages["features"] = (scored - fetched) * 1000
         if serving.reranker is not None:
-            inputs = _list_inputs(lists, scores, serving.context(dense), sizes, serving.reranker.feature_names)
+            inputs = _list_inputs(lists, scores, serving.context(dense), sizes, serving.reranker.feature_names, serving.reranker.ease)
             order = np.split(serving.reranker.score(inputs), np.cumsum(sizes)[:-1])
         else:
             order = np.split(scores, np.cumsum(sizes)[:-1])
@@ -188,7 +197,8 @@ class RankingRecommender:
     async def rerank_inputs(self, requests: Sequence[RecommendRequest],
                             context: Sequence[str] = CONTEXT) -> list[tuple[Candidates, np.ndarray]]:
         """Each request's candidates in merge order with the re-ranker's inputs for them
-        (models/reranker.py ``list_inputs``, ``context`` columns read with the model's):
+        (models/reranker.py ``list_inputs``, ``context`` columns read with the model's;
+        the ease inputs when the serving version's EASE neighbours are in use, :attr:`uses_ease`):
         what ``_rank`` feeds a re-ranker, for building its training data
         (``tools/prequential.py``). Raises ``RuntimeError`` with no model loaded."""
         serving = self._bundle()
@@ -199,7 +209,8 @@ class RankingRecommender:
         serving = serving.with_context(context)
         lists = await self._candidates(requests, serving)
         scores, dense, sizes, _ = self._model_scores(requests, lists, serving, await self._read_features(requests, lists, serving))
-        inputs = np.split(_list_inputs(lists, scores, serving.context(dense), sizes, context), np.cumsum(sizes)[:-1])
+        inputs = np.split(_list_inputs(lists, scores, serving.context(dense), sizes, context, serving.ease is not None),
+                          np.cumsum(sizes)[:-1])
         return list(zip(lists, inputs))
 
     def _model_scores(self, requests: Sequence[RecommendRequest], lists: list[Candidates], serving: ServingBundle,
@@ -231,12 +242,12 @@ class RankingRecommender:
 
 
 def _list_inputs(lists: list[Candidates], scores: np.ndarray, context: np.ndarray, sizes: list[int],
-                 names: Sequence[str]) -> np.ndarray:
-    """The re-ranker's input rows of every list (``context``: the ``names`` columns),
-    concatenated in the lists' order."""
+                 names: Sequence[str], ease: bool) -> np.ndarray:
+    """The re-ranker's input rows of every list (``context``: the ``names`` columns; the
+    ease inputs with ``ease``), concatenated in the lists' order."""
     bounds = np.cumsum([0, *sizes])
-    parts = [list_inputs(scores[a:b], cands, context[a:b], names) for cands, a, b in zip(lists, bounds[:-1], bounds[1:])]
-    return np.concatenate(parts) if parts else np.zeros((0, len(input_names(names))), np.float32)
+    parts = [list_inputs(scores[a:b], cands, context[a:b], names, ease) for cands, a, b in zip(lists, bounds[:-1], bounds[1:])]
+    return np.concatenate(parts) if parts else np.zeros((0, len(input_names(names, ease))), np.float32)
 
 
 def _items(cands: Candidates, picks: Iterable[int], scores: Sequence[float]) -> list[RecommendedItem]:

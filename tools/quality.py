@@ -115,29 +115,36 @@ def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fr
     early = min(len(frame) - start + rerank_events, len(frame) - 1) / len(frame)  # its holdout: from the lists on
     collect_from = len(frame) - len(time_holdout(frame, early)[1]) if rerankers else None
     with ExitStack() as stack:
+        base = candidates or CandidateConfig()
         cfg, model = stack.enter_context(serving_model(dataset, models, Protocol("holdout", fraction), objective, registry))
+        if base.ease:
+            ensure_ease_neighbours(cfg, model["version"], frame.iloc[time_holdout(frame, fraction)[0]])
         collector = None
         if rerankers:
             print(f"re-ranker: training lists from events {collect_from:,} to {start:,}, made by a ranker trained before them")
-            collector, _ = stack.enter_context(serving_model(dataset, models, Protocol("holdout", early), objective,
-                                                             registry / "collector" if registry else None))
+            collector, made = stack.enter_context(serving_model(dataset, models, Protocol("holdout", early), objective,
+                                                                registry / "collector" if registry else None))
+            if base.ease:
+                ensure_ease_neighbours(collector, made["version"], frame.iloc[time_holdout(frame, early)[0]])
         events = list(events_from(frame, dataset.name))
 
-        async def scored() -> Any:
-            base = candidates or CandidateConfig()
+        async def scored() -> tuple[ScoredEvents, bool]:
             extra = {f"pipeline w={w:g}": base.model_copy(update={"ranker_weight": w}) for w in ranker_weights}
             # with re-rankers to train, ``pipeline`` is the fusion, whatever the version holds
             replayed = cfg.model_copy(update={"rerank": False}) if rerankers else cfg
             async with Replay(redis_url, replayed, base, features=features, extra=extra, collector=collector) as run:
-                return await replay(events, start, run, window_s, progress, collect_from=collect_from)
+                ease = run.pipeline.uses_ease
+                if ease != run.collector.uses_ease:
+                    raise RuntimeError("the serving and the collecting versions differ in EASE neighbours: the re-ranker's lists would too")
+                return await replay(events, start, run, window_s, progress, collect_from=collect_from), ease
 
-        result = asyncio.run(scored())
-        reranked = add_rerankers(result, rerankers, cfg, model["version"], progress)
+        result, ease = asyncio.run(scored())
+        reranked = add_rerankers(result, rerankers, cfg, model["version"], progress, ease)
     span = float(frame["ts"].iloc[-1] - frame["ts"].iloc[start])
     catalogue, trained_users = frame["item_id"].nunique(), set(frame["user_id"].iloc[:start])
     known = np.fromiter((user in trained_users for user in result.users), bool, len(result.users))
     return {"dataset": dataset.name, "events": len(frame), "scored_from": start, "objective": objective,
-            "model": model, "window_s": window_s, "rerankers": reranked,
+            "model": model, "window_s": window_s, "rerankers": reranked, "ease_neighbours": ease,
             "summary": summarise(result, catalogue, 10),
             # the ranker learnt the users of the first part; most later events may come from new ones
             "by_user": {"trained_users": summarise(result, catalogue, 10, known), "new_users": summarise(result, catalogue, 10, ~known)},
@@ -145,10 +152,22 @@ def run_prequential(dataset: Dataset, models: ModelConfig, redis_url: str, *, fr
             "over_time": over_time(result, bucket_for(span), 10)}
 
 
+def ensure_ease_neighbours(models: ModelConfig, version: str, train: Any) -> None:
+    """Attach EASE neighbours fitted on ``train`` (the events ``version``'s ranker learnt)
+    unless ``version`` already has those (a reused registry's version may predate them)."""
+    from streamrec.models.ease_neighbours import EASE_NEIGHBOURS, attach_ease_neighbours
+    from streamrec.models.registry import ModelRegistry
+
+    registry = ModelRegistry(models.registry_dir)
+    if registry.metadata(version).get(EASE_NEIGHBOURS, {}).get("train_rows") != len(train):
+        attach_ease_neighbours(registry, version, train)
+
+
 def add_rerankers(scored: ScoredEvents, configs: Sequence[RerankConfig], models: ModelConfig, version: str,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, ease: bool = False) -> dict[str, Any]:
     """Train a re-ranker per config on ``scored.train_lists``, add its variant, attach the
-    first to ``version`` in ``models.registry_dir``; returns each one's training figures."""
+    first to ``version`` in ``models.registry_dir``; returns each one's training figures.
+    ``ease``: the lists hold the EASE source (and its inputs, models/reranker.py)."""
     from streamrec.models.registry import ModelRegistry
     from streamrec.models.rerank_training import export_reranker, fit_reranker
     from streamrec.models.reranker import CONTEXT, RERANKER, Reranker, input_names, open_reranker
@@ -157,7 +176,7 @@ def add_rerankers(scored: ScoredEvents, configs: Sequence[RerankConfig], models:
     out: dict[str, Any] = {}
     for n, cfg in enumerate(configs):
         net, fitted = fit_reranker(scored.train_lists, cfg, progress)
-        info = {"inputs": list(input_names()), "context": list(CONTEXT), "config": cfg.model_dump(), "fit": fitted}
+        info = {"inputs": list(input_names(CONTEXT, ease)), "context": list(CONTEXT), "config": cfg.model_dump(), "fit": fitted}
         with tempfile.TemporaryDirectory(prefix="streamrec-reranker-") as tmp:
             path = Path(tmp) / "reranker.onnx"
             export_reranker(net, path, np.concatenate(scored.train_lists.inputs[:50]))

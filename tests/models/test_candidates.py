@@ -263,3 +263,16 @@ def test_fuse_lets_a_candidate_both_orders_like_overtake_one_only_the_model_like
     fused = fuse(scores, 0.5, 1.0)
     assert top_k(fused, 3).tolist() == [0, 2, 1]
     assert top_k(fuse(scores, 0.9, 1.0), 3).tolist() == [2, 0, 1]
+
+
+def test_ease_neighbours_come_first_and_the_setting_turns_them_off() -> None:
+    ease = {"r": (["e1", "c1", "seen"], [0.5, 0.4, 0.3])}
+    covisit = {"r": (["c1", "c2"], [3.0, 1.0])}
+    popular = popular_scores(["p1"])
+    on = CandidateConfig(ease=2, covisit=5, embedding=0, max_candidates=10, popular_depth=10)
+
+    got = generate(on, [("r", 1.0)], covisit, popular, {"seen"}, ease=ease)
+    off = generate(on.model_copy(update={"ease": 0}), [("r", 1.0)], covisit, popular, {"seen"}, ease=ease)
+
+    assert [(c.item_id, c.source) for c in got] == [("e1", "ease"), ("c1", "ease"), ("c2", "covisit"), ("p1", "popular")]
+    assert off == generate(on, [("r", 1.0)], covisit, popular, {"seen"}) and "ease" not in off.sources()

@@ -107,3 +107,16 @@ def test_an_attached_reranker_is_verified_and_scores_as_the_net(tmp_path: Path) 
     (tmp_path / "registry" / "versions" / version / "reranker.onnx").write_bytes(b"tampered")
     with pytest.raises(ArtifactError, match="sha256"):
         open_reranker(registry, version)
+
+
+def test_ease_candidates_get_their_own_inputs_and_need_a_reranker_that_has_them() -> None:
+    cands = Candidates(["s1", "s2", "c1"], [0.4, 0.1, 2.0], (("ease", 2), ("covisit", 1)))
+    column = {name: col for col, name in enumerate(input_names(CONTEXT, ease=True))}
+
+    x = list_inputs(np.array([0.3, 0.2, 0.1]), cands, np.zeros((3, 3)), CONTEXT, ease=True)
+
+    assert x.shape == (3, len(input_names(CONTEXT, ease=True)))
+    assert x[:, column["is_ease"]].tolist() == [1, 1, 0] and x[:, column["is_covisit"]].tolist() == [0, 0, 1]
+    assert np.allclose(x[:, column["ease_share"]], [1.0, 0.25, 0]) and x[2, column["covisit_share"]] == 1.0
+    with pytest.raises(ValueError, match="ease"):
+        list_inputs(np.array([0.3, 0.2, 0.1]), cands, np.zeros((3, 3)))

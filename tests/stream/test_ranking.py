@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -25,6 +26,7 @@ from streamrec.features.user_state import UserState
 from streamrec.models.candidates import CandidateConfig, fuse, top_k
 from streamrec.models.config import ModelConfig, TrainConfig
 from streamrec.models.datasets import synthetic
+from streamrec.models.ease_neighbours import attach_ease_neighbours
 from streamrec.models.item_vectors import load_item_vectors
 from streamrec.models.pipeline import train_and_publish
 from streamrec.models.registry import METADATA, ModelRegistry
@@ -92,9 +94,9 @@ class Parts:
     store: RedisFeatureStore
     made: list[RankingRecommender]
 
-    async def recommender(self, models: ModelConfig | None = None, ranker_weight: float = 1.0,
+    async def recommender(self, models: ModelConfig | None = None, ranker_weight: float = 1.0, ease: int = 10,
                           **options: object) -> RankingRecommender:
-        cfg = CandidateConfig(max_candidates=30, covisit=10, embedding=10, popular_depth=60, ranker_weight=ranker_weight)
+        cfg = CandidateConfig(max_candidates=30, ease=ease, covisit=10, embedding=10, popular_depth=60, ranker_weight=ranker_weight)
         made = RankingRecommender(self.store, ModelWatcher(models or self.world.models, candidates=cfg), cfg, top_k=30, **options)  # type: ignore[arg-type]
         self.made.append(made)
         await made.start()
@@ -201,6 +203,21 @@ def copy_version(world: World, root: Path, suffix: str, **changes: object) -> st
     meta = root / "versions" / version / METADATA
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": version, **changes}))
     return version
+
+
+async def test_the_versions_ease_neighbours_are_served_first_unless_switched_off(world: World, parts: Parts, tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    version = copy_version(world, root, "-ease")
+    taken_together = pd.DataFrame([(u, i) for u in range(10) for i in ("i1", "i42")] + [(u, i) for u in range(10, 20) for i in ("i3", "i4")],
+                                  columns=["user_id", "item_id"])
+    attach_ease_neighbours(ModelRegistry(root), version, taken_together, l2=1.0, neighbours=1)
+    ModelRegistry(root).promote(version)
+
+    [served] = await (await parts.recommender(ModelConfig(registry_dir=root))).candidate_lists([request(world, "alice")])
+    [off] = await (await parts.recommender(ModelConfig(registry_dir=root), ease=0)).candidate_lists([request(world, "alice")])
+
+    assert served.blocks[0] == ("ease", 1) and served.item_ids[0] == "i42"  # alice's only item is i1
+    assert off.blocks[0][0] == "covisit" and "ease" not in off.sources()
 
 
 async def test_a_promoted_version_is_picked_up_without_a_restart(world: World, parts: Parts, tmp_path: Path) -> None:

@@ -126,7 +126,8 @@ def test_a_collecting_replay_holds_the_rerankers_lists_and_scores_a_reranked_var
     train, test = scored.train_lists, scored.test_lists
     # the warm users' p2 events, held after their p1 (their p1 had no list before it)
     assert 0 < len(train) <= 20 and all(items[pos] == "p2" for items, pos in zip(train.items, train.positive))
-    assert all(x.shape == (len(items), len(input_names())) for items, x in zip(train.items, train.inputs))
+    # an implicit model is published with EASE neighbours: the lists hold that source and its inputs
+    assert all(x.shape == (len(items), len(input_names(ease=True))) for items, x in zip(train.items, train.inputs))
     assert len(test) == 10 and test.items[0] == [] and test.positive[0] == -1  # no list before a user's first event
     assert test.positive[1::2] == scored.rank["candidates"][1::2] == [0] * 5 and len(test.counts[1]) == len(test.items[1])
     by_merge_order = [-np.arange(len(items), dtype=np.float32) for items in test.items]
