@@ -31,8 +31,14 @@ async def consume_in_batches(
         # a message of a partition revoked meanwhile belongs to its new owner (our state of it is gone)
         assigned = app.consumer.assignment()
         events = [e for e in taken if e.message.tp in assigned]
-        if len(events) < len(taken) and app.processor is not None:
-            app.processor.metrics.count("skipped_revoked", len(taken) - len(events))
+        if len(events) < len(taken):
+            app.consumer.hold(e.message for e in taken if e.message.tp not in assigned)
+            if app.processor is not None:
+                app.processor.metrics.count("skipped_revoked", len(taken) - len(events))
+        in_order = app.consumer.in_order(events)  # no record applied past one that never arrived
+        if len(in_order) < len(events) and app.processor is not None:
+            app.processor.metrics.count("held_out_of_order", len(events) - len(in_order))
+        events = in_order
         if not events:
             continue
         if not app.in_transaction:

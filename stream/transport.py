@@ -19,7 +19,8 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import aiokafka
@@ -34,6 +35,8 @@ STALLED_HEAD_RESEEK_S = 10.0
 
 
 class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    fetched_to: dict[Any, int | None] = {}  # tp -> aiokafka's position once the last fetch returned (replaced whole)
+
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its Fetcher, which happens later.
@@ -50,7 +53,22 @@ class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # (Runs on the consumer thread, which owns the fetcher's buffer.)
         records = await super()._fetch_records(consumer, active_partitions, timeout=timeout, max_records=max_records)
         to_back_of_line(consumer._fetcher._records, records)
+        self.fetched_to = {tp: position(consumer, tp) for tp in records}  # see _TunedConsumer.getmany
         return records
+
+    def sought_since_fetch(self, tp: Any) -> bool:
+        """Whether ``tp`` was sought after the last fetch returned its records (read on the
+        main loop: a position is an int, replaced whole by the consumer thread)."""
+        consumer = self._consumer
+        return consumer is not None and position(consumer, tp) != self.fetched_to.get(tp)
+
+
+def position(consumer: aiokafka.AIOKafkaConsumer, tp: Any) -> int | None:
+    """aiokafka's fetch position of ``tp``: the offset after the records it handed out last,
+    or the target of a seek since; None when not assigned."""
+    subscription = consumer._subscription.subscription
+    state = subscription.assignment.state_value(tp) if subscription is not None and subscription.assignment else None
+    return state.position if state is not None and state.has_valid_position else None
 
 
 def to_back_of_line(pending: dict[Any, Any], served: Iterable[Any]) -> None:
@@ -84,20 +102,118 @@ class _TunedConsumer(faust_aiokafka.Consumer):
         self.suspend_flow = _FlowSuspension()
         self._stalled_since: dict[Any, float] = {}
         self.reseeks = 0
+        self.stale_dropped = 0  # records of a fetch whose partition was sought while Faust handed them out
+        self.holes = 0  # times a partition's next offset never reached the agents (refetched)
+        self._expected: dict[Any, int] = {}  # tp -> the offset the agents should see next
+        self._refetching: dict[Any, int] = {}  # tp -> the offset sought back to after a hole
+        self._held: weakref.WeakSet[Any] = weakref.WeakSet()  # messages not applied: their acks must not commit
+
+    # -- no record skipped ---------------------------------------------------------------
+    # Faust reads a fetch lazily, one record at a time, while its recovery seeks the stream
+    # partitions to their committed offsets. Records of a fetch made before the seek went on
+    # to the agents after it; then the drain loop saw its read offset jump (the seek had set
+    # it back), recorded the offsets in between as a "gap" that counts as acknowledged, and
+    # dropped the re-fetched records as already read. The commit passed events that were
+    # never applied (the rebalance fault test's lost events, tests/stream/test_faults.py).
+    # Three guards: such stale records are dropped before Faust sees them (``getmany``),
+    # so the re-fetch delivers them; under at_least_once (read_uncommitted: a partition's
+    # offsets have no holes but transaction markers) a jump is never a gap to commit over
+    # and the committed offset must be the first acked one; and the agents apply a
+    # partition's records only in offset order without a hole (``in_order``), re-fetching
+    # from the first missing offset, because per-partition offset marks
+    # (features/window.py) would take an applied later offset for proof that the earlier
+    # ones were applied.
+
+    async def getmany(self, timeout: float) -> Any:
+        thread, stale = self._thread, 0
+        async for tp, message in super().getmany(timeout):
+            if isinstance(thread, _TunedConsumerThread) and thread.sought_since_fetch(tp):
+                stale += 1  # the seek's position re-fetches it
+                continue
+            yield tp, message
+        if stale:
+            self.stale_dropped += stale
+            log.info("%d records fetched before a seek of their partition left out (read again from the seek)", stale)
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        if self.in_transaction:  # read_committed: aborted records are real holes
+            await super()._add_gap(tp, offset_from, offset_to)
+            return
+        log.warning("%s: offsets %d..%d were skipped on the way to the agents; not committed over them",
+                    tp, offset_from, offset_to)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        for tp, offset in self._committed_offset.items():
+            if offset is not None:
+                self._expected[tp] = offset
+            self._refetching.pop(tp, None)
+
+    async def seek(self, partition: Any, offset: int) -> None:
+        await super().seek(partition, offset)
+        self._expected[partition] = offset
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self._expected.pop(tp, None)
+            self._refetching.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    def hold(self, messages: Iterable[Any]) -> None:
+        """Messages taken but not applied (a hole before them, or their partition revoked):
+        Faust's ``take_events`` acks them all the same, and an ack lets the commit pass its
+        offset once the offsets before it are acked. Their acks are not recorded."""
+        self._held.update(messages)
+
+    def ack(self, message: Any) -> bool:
+        if message in self._held:
+            self._held.discard(message)
+            message.acked = True
+            self._unacked_messages.discard(message)  # nothing to wait for on a rebalance or a stop
+            return False
+        return bool(super().ack(message))
+
+    def in_order(self, events: Sequence[Any]) -> list[Any]:
+        """The events (Faust ``EventT``) to apply: each partition's, up to a hole in its
+        offsets. At a hole, the partition is sought back to the first missing offset
+        (once), and its later events wait for the re-fetch. Under exactly_once every event
+        (markers and aborted records leave holes there; stale fetches are dropped anyway)."""
+        if self.in_transaction:
+            return list(events)
+        kept, held = [], set()
+        for event in events:
+            tp, offset = event.message.tp, event.message.offset
+            if tp in held:
+                self._held.add(event.message)
+                continue
+            want = self._expected.get(tp)
+            if want is None or offset <= want:  # the next one, or one applied already (deduplicated)
+                self._expected[tp] = max(offset + 1, want or 0)
+                if self._refetching.get(tp, offset + 1) <= offset:
+                    del self._refetching[tp]
+                kept.append(event)
+                continue
+            held.add(tp)
+            self._held.add(event.message)
+            if self._refetching.get(tp) != want:
+                self._refetching[tp] = want
+                self.holes += 1
+                log.warning("%s: offset %d reached the agents before %d; re-reading from %d", tp, offset, want, want)
+                asyncio.ensure_future(self._reseek(tp, want))
+        return kept
 
     def _new_offset(self, tp: Any) -> int | None:
         """Faust's next committable offset, and a watch on the partition's head.
 
-        Faust commits only the acked offsets that follow the committed one without a gap
-        (skipping one, for a transaction marker). When messages right after a restart's
-        seek were fetched but never reached the agent (a race between Faust's recovery
-        and its fetcher: the channel queues are cleared when the flow resumes, after the
-        seek), the later ones are processed and acked but nothing commits again: the
-        partition stalls and the missing events' effects never happen. After
-        ``STALLED_HEAD_RESEEK_S`` of that, the partition is sought back to its committed
-        offset; processing is idempotent per (partition, offset) (features/window.py), so
-        the redelivered messages that were applied change nothing and the missing ones
-        are applied (tests/stream/test_exactly_once.py).
+        Faust commits only the acked offsets that follow the committed one without a gap,
+        skipping one (a transaction marker): under at_least_once no marker is skipped
+        here, since a record missing at the head was not applied. When messages right
+        after a restart's seek were fetched but never reached the agent (a race between
+        Faust's recovery and its fetcher: the channel queues are cleared when the flow
+        resumes, after the seek), the acks after them cannot commit: the partition stalls.
+        ``in_order`` re-reads such a partition at once; should its head still stall for
+        ``STALLED_HEAD_RESEEK_S``, the partition is sought back to its committed offset
+        (tests/stream/test_exactly_once.py).
         """
         if tp not in self.assignment():
             # Acks of messages handled after their partition was revoked: Faust keeps them (and
@@ -107,8 +223,10 @@ class _TunedConsumer(faust_aiokafka.Consumer):
             self._acked_index.pop(tp, None)
             self._stalled_since.pop(tp, None)
             return None
-        offset = super()._new_offset(tp)
-        if offset is not None or not self._acked.get(tp):
+        acked, committed = self._acked.get(tp), self._committed_offset.get(tp)
+        head_missing = not self.in_transaction and committed is not None and min(acked or [committed]) > committed
+        offset = None if head_missing else super()._new_offset(tp)
+        if offset is not None or not acked:
             self._stalled_since.pop(tp, None)
             return offset
         since = self._stalled_since.setdefault(tp, time.monotonic())

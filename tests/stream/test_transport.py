@@ -24,7 +24,7 @@ async def test_a_partition_stalled_behind_a_missing_message_is_sought_back(monke
     consumer = object.__new__(_TunedConsumer)  # only the commit bookkeeping Faust's _new_offset reads
     consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)
     consumer._gap, consumer._committed_offset = defaultdict(IntervalTree), defaultdict(lambda: None)
-    consumer._stalled_since, consumer.reseeks = {}, 0
+    consumer._stalled_since, consumer.reseeks, consumer.in_transaction = {}, 0, False
     sought: list[tuple[str, int]] = []
 
     async def seek(tp: str, offset: int) -> None:
@@ -72,3 +72,159 @@ async def test_a_partition_stalled_behind_a_missing_message_is_sought_back(monke
         assert consumer._new_offset("cs-0") is None
     await asyncio.sleep(0)
     assert sought == [("cs-0", 12)]
+
+
+def _consumer_for_order(in_transaction: bool = False):  # type: ignore[no-untyped-def]
+    """A _TunedConsumer with only what in_order and the head check read; seeks recorded."""
+    import weakref
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from intervaltree import IntervalTree
+
+    from streamrec.stream.transport import _TunedConsumer
+
+    consumer = object.__new__(_TunedConsumer)
+    consumer.in_transaction, consumer.holes = in_transaction, 0
+    consumer._expected, consumer._refetching = {}, {}
+    consumer._held, consumer._unacked_messages = weakref.WeakSet(), weakref.WeakSet()
+    consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)
+    consumer._gap, consumer._committed_offset = defaultdict(IntervalTree), defaultdict(lambda: None)
+    consumer._stalled_since, consumer.reseeks = {}, 0
+    consumer.app = SimpleNamespace(rebalancing=False)  # type: ignore[assignment]
+    consumer.assignment = lambda: {"cs-0", "cs-1"}  # type: ignore[method-assign]
+    consumer.sought = []
+
+    async def seek(tp: str, offset: int) -> None:
+        consumer.sought.append((tp, offset))
+        consumer._expected[tp] = offset
+
+    consumer.seek = seek  # type: ignore[method-assign]
+    return consumer
+
+
+class _Message:  # what in_order and ack read of a Faust message (weakly referenced, as Faust's are)
+    def __init__(self, tp: str, offset: int) -> None:
+        self.tp, self.offset, self.acked = tp, offset, False
+
+
+def _events(*records: tuple[str, int]) -> list:  # type: ignore[type-arg]
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(message=_Message(tp, offset)) for tp, offset in records]
+
+
+def _offsets(events: list) -> list[tuple[str, int]]:  # type: ignore[type-arg]
+    return [(e.message.tp, e.message.offset) for e in events]
+
+
+async def test_records_after_one_that_never_arrived_wait_for_it_to_be_read_again() -> None:
+    """The rebalance loss: records 1103-1104 of a partition never reached the agents, later
+    ones did and were applied, and the users' offset marks then took the redelivered
+    1103-1104 for duplicates. A partition's records are applied only without a hole."""
+    import asyncio
+
+    consumer = _consumer_for_order()
+    consumer._expected["cs-0"] = 5  # where the partition was sought (its committed offset)
+    taken = _events(("cs-0", 5), ("cs-0", 6), ("cs-1", 40), ("cs-0", 9), ("cs-0", 10), ("cs-1", 41))
+    kept = consumer.in_order(taken)
+    assert _offsets(kept) == [("cs-0", 5), ("cs-0", 6), ("cs-1", 40), ("cs-1", 41)]  # 7 and 8 missing: 9, 10 held
+    await asyncio.sleep(0)
+    assert consumer.sought == [("cs-0", 7)] and consumer.holes == 1
+    # Faust acks every taken message; a held one's ack is not recorded, or once 7 and 8 were
+    # re-read and acked the commit would pass 9 and 10 before they were applied
+    held = taken[3].message
+    assert consumer.ack(held) is False and held.acked and not consumer._acked["cs-0"]
+    # more of the records fetched before the re-read: held, and no second seek
+    assert consumer.in_order(_events(("cs-0", 11))) == []
+    await asyncio.sleep(0)
+    assert consumer.sought == [("cs-0", 7)]
+    # the re-read: applied in order from the missing offset on
+    kept = consumer.in_order(_events(("cs-0", 7), ("cs-0", 8), ("cs-0", 9)))
+    assert _offsets(kept) == [("cs-0", 7), ("cs-0", 8), ("cs-0", 9)] and "cs-0" not in consumer._refetching
+    # records at or below the next offset (redelivered after a seek back) pass: the marks skip applied ones
+    assert _offsets(consumer.in_order(_events(("cs-0", 3), ("cs-0", 10)))) == [("cs-0", 3), ("cs-0", 10)]
+    # a partition whose first position is unknown starts where its first record is
+    assert _offsets(consumer.in_order(_events(("cs-2", 70)))) == [("cs-2", 70)]
+
+
+def test_under_exactly_once_every_record_is_kept() -> None:
+    """read_committed skips aborted records and transaction markers: holes there are real."""
+    consumer = _consumer_for_order(in_transaction=True)
+    consumer._expected["cs-0"] = 5
+    events = _events(("cs-0", 5), ("cs-0", 7), ("cs-0", 12))
+    assert consumer.in_order(events) == events and consumer.sought == []
+
+
+def test_at_least_once_never_commits_over_a_missing_head() -> None:
+    """Faust commits past one missing offset at the head (a transaction marker); under
+    at_least_once no marker is expected there, and the record was not applied."""
+    consumer = _consumer_for_order()
+    consumer._committed_offset["cs-0"] = 12
+    consumer._acked["cs-0"] = [13, 14]
+    assert consumer._new_offset("cs-0") is None
+    consumer._acked["cs-0"] = [12, 13, 14]
+    assert consumer._new_offset("cs-0") == 15
+    marker = _consumer_for_order(in_transaction=True)
+    marker._committed_offset["cs-0"] = 12
+    marker._acked["cs-0"] = [13, 14]
+    assert marker._new_offset("cs-0") == 15  # under exactly_once 12 may be a marker
+
+
+async def test_a_jump_in_offsets_is_not_committed_over_under_at_least_once() -> None:
+    consumer = _consumer_for_order()
+    consumer._committed_offset["cs-0"] = 348
+    await consumer._add_gap("cs-0", 349, 366)
+    consumer._acked["cs-0"] = [366, 367]
+    assert not consumer._gap["cs-0"] and consumer._new_offset("cs-0") is None
+    eos = _consumer_for_order(in_transaction=True)
+    eos._committed_offset["cs-0"] = 348
+    await eos._add_gap("cs-0", 349, 366)
+    eos._acked["cs-0"] = [367]
+    assert eos._new_offset("cs-0") == 368  # aborted records: a gap to commit over
+
+
+async def test_a_seek_after_a_fetch_marks_the_rest_of_that_fetch_stale() -> None:
+    """The cause of the lost records: Faust handed out a fetch's records one by one while
+    its recovery sought the partition back; the rest of that fetch must not reach the agents."""
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.subscription_state import SubscriptionState
+    from aiokafka.structs import TopicPartition
+
+    from streamrec.stream.transport import _TunedConsumerThread, position
+
+    subscription = SubscriptionState()
+    tp, other = TopicPartition("cs", 0), TopicPartition("cs", 1)
+    subscription.assign_from_user({tp, other})
+    subscription.seek(tp, 367)  # where a fetch of 349..366 left it
+    subscription.seek(other, 10)
+    thread = object.__new__(_TunedConsumerThread)
+    thread._consumer = SimpleNamespace(_subscription=subscription)  # type: ignore[assignment]
+    thread.fetched_to = {tp: position(thread._consumer, tp), other: 10}  # type: ignore[arg-type]
+    assert not thread.sought_since_fetch(tp) and not thread.sought_since_fetch(other)
+    subscription.seek(tp, 348)  # recovery: back to the committed offset
+    assert thread.sought_since_fetch(tp) and not thread.sought_since_fetch(other)
+
+
+async def test_records_of_a_fetch_handed_out_after_a_seek_never_reach_faust(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from streamrec.stream.transport import _TunedConsumer, _TunedConsumerThread
+
+    consumer = object.__new__(_TunedConsumer)
+    consumer.stale_dropped = 0
+    thread = object.__new__(_TunedConsumerThread)
+    consumer._thread = thread
+    sought: set[str] = set()
+    thread.sought_since_fetch = lambda tp: tp in sought  # type: ignore[method-assign]
+
+    async def fetch(self, timeout):  # type: ignore[no-untyped-def]  # Faust's getmany: one fetch, handed out lazily
+        yield "cs-0", 348
+        sought.add("cs-0")  # its recovery seeks cs-0 back while the fetch is being handed out
+        yield "cs-0", 349
+        yield "cs-1", 20
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetch)
+    handed = [(tp, offset) async for tp, offset in consumer.getmany(1.0)]
+    assert handed == [("cs-0", 348), ("cs-1", 20)] and consumer.stale_dropped == 1
