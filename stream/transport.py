@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 # A partition whose acked messages cannot commit (one before them was never delivered)
 # for this long is sought back to its committed offset (_TunedConsumer._new_offset).
 STALLED_HEAD_RESEEK_S = 10.0
+# A partition re-read from a hole in its offsets (_TunedConsumer.in_order): how often, how long apart.
+REFETCH_ATTEMPTS = 50
+REFETCH_RETRY_S = 0.2
+REFETCH_AGAIN_S = 2.0  # a re-read that has not brought the missing offset by then is made again
 
 
 class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -106,6 +110,7 @@ class _TunedConsumer(faust_aiokafka.Consumer):
         self.holes = 0  # times a partition's next offset never reached the agents (refetched)
         self._expected: dict[Any, int] = {}  # tp -> the offset the agents should see next
         self._refetching: dict[Any, int] = {}  # tp -> the offset sought back to after a hole
+        self._refetched_at: dict[Any, float] = {}  # tp -> when that seek was made
         self._held: weakref.WeakSet[Any] = weakref.WeakSet()  # messages not applied: their acks must not commit
 
     # -- no record skipped ---------------------------------------------------------------
@@ -148,6 +153,7 @@ class _TunedConsumer(faust_aiokafka.Consumer):
             if offset is not None:
                 self._expected[tp] = offset
             self._refetching.pop(tp, None)
+            self._refetched_at.pop(tp, None)
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
@@ -157,6 +163,7 @@ class _TunedConsumer(faust_aiokafka.Consumer):
         for tp in revoked:
             self._expected.pop(tp, None)
             self._refetching.pop(tp, None)
+            self._refetched_at.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
     def hold(self, messages: Iterable[Any]) -> None:
@@ -191,15 +198,19 @@ class _TunedConsumer(faust_aiokafka.Consumer):
                 self._expected[tp] = max(offset + 1, want or 0)
                 if self._refetching.get(tp, offset + 1) <= offset:
                     del self._refetching[tp]
+                    self._refetched_at.pop(tp, None)
                 kept.append(event)
                 continue
             held.add(tp)
             self._held.add(event.message)
-            if self._refetching.get(tp) != want:
+            now = time.monotonic()
+            if self._refetching.get(tp) != want or now - self._refetched_at.get(tp, now) > REFETCH_AGAIN_S:
+                # (again when the re-read did not bring the offset: its records were lost too)
                 self._refetching[tp] = want
+                self._refetched_at.pop(tp, None)
                 self.holes += 1
                 log.warning("%s: offset %d reached the agents before %d; re-reading from %d", tp, offset, want, want)
-                asyncio.ensure_future(self._reseek(tp, want))
+                asyncio.ensure_future(self._refetch(tp, want))
         return kept
 
     def _new_offset(self, tp: Any) -> int | None:
@@ -239,6 +250,26 @@ class _TunedConsumer(faust_aiokafka.Consumer):
                             tp, min(self._acked[tp]), committed, STALLED_HEAD_RESEEK_S)
                 asyncio.ensure_future(self._reseek(tp, committed))
         return None
+
+    async def _refetch(self, tp: Any, offset: int) -> None:
+        """Seek ``tp`` back to ``offset``, the first offset missing before records held by
+        ``in_order``: once a rebalance under way has ended, unless a seek meanwhile (the
+        recovery's, to the committed offset) made it moot or the partition moved away. The
+        held records are not acked, so nothing else would bring them back: a failed seek
+        is tried again."""
+        for attempt in range(REFETCH_ATTEMPTS):
+            while self.app.rebalancing and not self.should_stop:  # type: ignore[attr-defined]
+                await asyncio.sleep(REFETCH_RETRY_S)
+            if self.should_stop or self._refetching.get(tp) != offset or tp not in self.assignment():
+                return
+            try:
+                await self.seek(tp, offset)
+                self._refetched_at[tp] = time.monotonic()
+                return
+            except Exception as exc:  # reassigned between the check and the seek, or the broker away
+                log.warning("%s: re-reading from %d failed (%s, attempt %d)", tp, offset, exc, attempt + 1)
+                await asyncio.sleep(REFETCH_RETRY_S)
+        self._refetching.pop(tp, None)  # the next record past the hole tries again
 
     async def _reseek(self, tp: Any, offset: int) -> None:
         """Seek ``tp`` back unless it moved away meanwhile: a partition revoked during a

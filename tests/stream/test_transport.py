@@ -86,12 +86,13 @@ def _consumer_for_order(in_transaction: bool = False):  # type: ignore[no-untype
 
     consumer = object.__new__(_TunedConsumer)
     consumer.in_transaction, consumer.holes = in_transaction, 0
-    consumer._expected, consumer._refetching = {}, {}
+    consumer._expected, consumer._refetching, consumer._refetched_at = {}, {}, {}
     consumer._held, consumer._unacked_messages = weakref.WeakSet(), weakref.WeakSet()
     consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)
     consumer._gap, consumer._committed_offset = defaultdict(IntervalTree), defaultdict(lambda: None)
     consumer._stalled_since, consumer.reseeks = {}, 0
     consumer.app = SimpleNamespace(rebalancing=False)  # type: ignore[assignment]
+    consumer._stopped = consumer._crashed = SimpleNamespace(is_set=lambda: False)  # type: ignore[assignment]  # should_stop
     consumer.assignment = lambda: {"cs-0", "cs-1"}  # type: ignore[method-assign]
     consumer.sought = []
 
@@ -228,3 +229,49 @@ async def test_records_of_a_fetch_handed_out_after_a_seek_never_reach_faust(monk
     monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetch)
     handed = [(tp, offset) async for tp, offset in consumer.getmany(1.0)]
     assert handed == [("cs-0", 348), ("cs-1", 20)] and consumer.stale_dropped == 1
+
+
+async def test_a_hole_found_during_a_rebalance_is_read_again_once_it_ends() -> None:
+    """Found in a stall: the hole was seen between the recovery's seek and the end of the
+    rebalance, the re-read was declined (\"being reassigned\"), and the held records, never
+    acked, waited for good."""
+    import asyncio
+
+    consumer = _consumer_for_order()
+    consumer.app.rebalancing = True
+    consumer._expected["cs-0"] = 20
+    assert consumer.in_order(_events(("cs-0", 23))) == []
+    await asyncio.sleep(0.05)
+    assert consumer.sought == []  # not while partitions move
+    consumer.app.rebalancing = False
+    await asyncio.sleep(0.5)
+    assert consumer.sought == [("cs-0", 20)]
+    # a seek meanwhile (the recovery's, to the committed offset) makes a pending re-read moot
+    consumer.app.rebalancing = True
+    assert consumer.in_order(_events(("cs-0", 30))) == []  # expected 20 (sought), 30 arrives: a hole
+    consumer._refetching.pop("cs-0")  # what perform_seek does
+    consumer.app.rebalancing = False
+    await asyncio.sleep(0.5)
+    assert consumer.sought == [("cs-0", 20)]
+
+
+async def test_a_re_read_that_lost_the_offset_again_is_made_again(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import streamrec.stream.transport as transport
+
+    now = [50.0]
+    monkeypatch.setattr(transport.time, "monotonic", lambda: now[0])
+    consumer = _consumer_for_order()
+    consumer._expected["cs-0"] = 20
+    assert consumer.in_order(_events(("cs-0", 22))) == []
+    await asyncio.sleep(0)
+    assert consumer.sought == [("cs-0", 20)]
+    now[0] += transport.REFETCH_AGAIN_S / 2
+    assert consumer.in_order(_events(("cs-0", 23))) == []  # left from before the seek: no second seek yet
+    await asyncio.sleep(0)
+    assert consumer.sought == [("cs-0", 20)]
+    now[0] += transport.REFETCH_AGAIN_S
+    assert consumer.in_order(_events(("cs-0", 21))) == []  # 20 lost again on the way
+    await asyncio.sleep(0)
+    assert consumer.sought == [("cs-0", 20), ("cs-0", 20)] and consumer.holes == 2
