@@ -20,7 +20,7 @@ import contextvars
 import logging
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import aiokafka
@@ -33,13 +33,18 @@ log = logging.getLogger(__name__)
 # for this long is sought back to its committed offset (_TunedConsumer._new_offset).
 STALLED_HEAD_RESEEK_S = 10.0
 # A partition re-read from a hole in its offsets (_TunedConsumer.in_order): how often, how long apart.
-REFETCH_ATTEMPTS = 50
+REFETCH_ATTEMPTS = 60
 REFETCH_RETRY_S = 0.2
 REFETCH_AGAIN_S = 2.0  # a re-read that has not brought the missing offset by then is made again
+MAX_SKIPS_KEPT = 256  # per partition: ranges the broker skipped, for the hole checks
 
 
 class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     fetched_to: dict[Any, int | None] = {}  # tp -> aiokafka's position once the last fetch returned (replaced whole)
+    # (tp, start, end): offsets [start, end) the broker skipped in a fetch (transaction
+    # markers, aborted records, compacted keys): no record there to wait for. Taken by the
+    # main loop (_TunedConsumer.getmany) between fetches.
+    broker_skips: list[tuple[Any, int, int]] = []
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
@@ -55,16 +60,36 @@ class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # fetched, up to max_records: a backlog on the clickstream kept the item topic's
         # records waiting for seconds. Partitions served now go to the back of the line.
         # (Runs on the consumer thread, which owns the fetcher's buffer.)
+        starts = {tp: position(consumer, tp) for tp in active_partitions or ()}
         records = await super()._fetch_records(consumer, active_partitions, timeout=timeout, max_records=max_records)
         to_back_of_line(consumer._fetcher._records, records)
         self.fetched_to = {tp: position(consumer, tp) for tp in records}  # see _TunedConsumer.getmany
+        skips = broker_skips(records, starts)
+        if skips:
+            self.broker_skips = [*self.broker_skips, *skips]
         return records
 
     def sought_since_fetch(self, tp: Any) -> bool:
         """Whether ``tp`` was sought after the last fetch returned its records (read on the
         main loop: a position is an int, replaced whole by the consumer thread)."""
+        return self.fetch_position(tp) != self.fetched_to.get(tp)
+
+    def fetch_position(self, tp: Any) -> int | None:
         consumer = self._consumer
-        return consumer is not None and position(consumer, tp) != self.fetched_to.get(tp)
+        return None if consumer is None else position(consumer, tp)
+
+
+def broker_skips(records: Mapping[Any, list[Any]], starts: Mapping[Any, int | None]) -> list[tuple[Any, int, int]]:
+    """(tp, start, end) for each range of offsets a fetch from ``starts`` passed over: the
+    first record after its start, or after the record before it, has a higher offset."""
+    skips = []
+    for tp, batch in records.items():
+        expect = starts.get(tp)
+        for record in batch:
+            if expect is not None and record.offset > expect:
+                skips.append((tp, expect, record.offset))
+            expect = record.offset + 1
+    return skips
 
 
 def position(consumer: aiokafka.AIOKafkaConsumer, tp: Any) -> int | None:
@@ -110,7 +135,7 @@ class _TunedConsumer(faust_aiokafka.Consumer):
         self.holes = 0  # times a partition's next offset never reached the agents (refetched)
         self._expected: dict[Any, int] = {}  # tp -> the offset the agents should see next
         self._refetching: dict[Any, int] = {}  # tp -> the offset sought back to after a hole
-        self._refetched_at: dict[Any, float] = {}  # tp -> when that seek was made
+        self._skipped: dict[Any, list[tuple[int, int]]] = {}  # tp -> [start, end) ranges the broker skipped
         self._held: weakref.WeakSet[Any] = weakref.WeakSet()  # messages not applied: their acks must not commit
 
     # -- no record skipped ---------------------------------------------------------------
@@ -131,14 +156,55 @@ class _TunedConsumer(faust_aiokafka.Consumer):
 
     async def getmany(self, timeout: float) -> Any:
         thread, stale = self._thread, 0
+        if not isinstance(thread, _TunedConsumerThread):
+            async for tp, message in super().getmany(timeout):
+                yield tp, message
+            return
         async for tp, message in super().getmany(timeout):
-            if isinstance(thread, _TunedConsumerThread) and thread.sought_since_fetch(tp):
+            if thread.broker_skips:  # before the records after them reach the agents
+                await self._take_broker_skips(thread)
+            if thread.sought_since_fetch(tp):
                 stale += 1  # the seek's position re-fetches it
+                self._read_from_seek(thread, tp)
                 continue
             yield tp, message
+        await self._take_broker_skips(thread)
+        for tp in thread.fetched_to:
+            if thread.sought_since_fetch(tp):
+                self._read_from_seek(thread, tp)
         if stale:
             self.stale_dropped += stale
             log.info("%d records fetched before a seek of their partition left out (read again from the seek)", stale)
+
+    async def _take_broker_skips(self, thread: _TunedConsumerThread) -> None:
+        """Under at_least_once, ranges the broker skipped are the only holes allowed: kept
+        for ``in_order`` and the head check, and counted as gaps the commit may pass."""
+        skips, thread.broker_skips = thread.broker_skips, []
+        if self.in_transaction:
+            return
+        for tp, start, end in skips:
+            confirmed = self._skipped.setdefault(tp, [])
+            confirmed.append((start, end))
+            if len(confirmed) > MAX_SKIPS_KEPT:
+                del confirmed[: len(confirmed) - MAX_SKIPS_KEPT]
+            await super()._add_gap(tp, start, end - 1)
+
+    def _skipped_by_broker(self, tp: Any, start: int, end: int) -> bool:
+        """Whether the broker passed over every offset in [start, end) of ``tp``."""
+        for low, high in sorted(self._skipped.get(tp, ())):
+            if low <= start < high:
+                start = high
+            if start >= end:
+                return True
+        return start >= end
+
+    def _read_from_seek(self, thread: _TunedConsumerThread, tp: Any) -> None:
+        """Faust's read offset of ``tp`` back to the seek's position: the drain loop, still
+        delivering a record of the earlier fetch when the seek set it, set it to that
+        record's offset afterwards, and then dropped the re-fetched records as already read."""
+        target = thread.fetch_position(tp)
+        if target is not None:
+            self._read_offset[tp] = target
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         if self.in_transaction:  # read_committed: aborted records are real holes
@@ -153,7 +219,6 @@ class _TunedConsumer(faust_aiokafka.Consumer):
             if offset is not None:
                 self._expected[tp] = offset
             self._refetching.pop(tp, None)
-            self._refetched_at.pop(tp, None)
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
@@ -163,7 +228,6 @@ class _TunedConsumer(faust_aiokafka.Consumer):
         for tp in revoked:
             self._expected.pop(tp, None)
             self._refetching.pop(tp, None)
-            self._refetched_at.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
     def hold(self, messages: Iterable[Any]) -> None:
@@ -194,20 +258,17 @@ class _TunedConsumer(faust_aiokafka.Consumer):
                 self._held.add(event.message)
                 continue
             want = self._expected.get(tp)
-            if want is None or offset <= want:  # the next one, or one applied already (deduplicated)
+            if want is None or offset <= want or self._skipped_by_broker(tp, want, offset):
+                # the next one (past what the broker skipped), or one applied already (deduplicated)
                 self._expected[tp] = max(offset + 1, want or 0)
                 if self._refetching.get(tp, offset + 1) <= offset:
                     del self._refetching[tp]
-                    self._refetched_at.pop(tp, None)
                 kept.append(event)
                 continue
             held.add(tp)
             self._held.add(event.message)
-            now = time.monotonic()
-            if self._refetching.get(tp) != want or now - self._refetched_at.get(tp, now) > REFETCH_AGAIN_S:
-                # (again when the re-read did not bring the offset: its records were lost too)
+            if self._refetching.get(tp) != want:
                 self._refetching[tp] = want
-                self._refetched_at.pop(tp, None)
                 self.holes += 1
                 log.warning("%s: offset %d reached the agents before %d; re-reading from %d", tp, offset, want, want)
                 asyncio.ensure_future(self._refetch(tp, want))
@@ -235,7 +296,9 @@ class _TunedConsumer(faust_aiokafka.Consumer):
             self._stalled_since.pop(tp, None)
             return None
         acked, committed = self._acked.get(tp), self._committed_offset.get(tp)
-        head_missing = not self.in_transaction and committed is not None and min(acked or [committed]) > committed
+        head = min(acked or [committed or 0])
+        head_missing = (not self.in_transaction and committed is not None and head > committed
+                        and not self._skipped_by_broker(tp, committed, head))
         offset = None if head_missing else super()._new_offset(tp)
         if offset is not None or not acked:
             self._stalled_since.pop(tp, None)
@@ -253,10 +316,12 @@ class _TunedConsumer(faust_aiokafka.Consumer):
 
     async def _refetch(self, tp: Any, offset: int) -> None:
         """Seek ``tp`` back to ``offset``, the first offset missing before records held by
-        ``in_order``: once a rebalance under way has ended, unless a seek meanwhile (the
-        recovery's, to the committed offset) made it moot or the partition moved away. The
-        held records are not acked, so nothing else would bring them back: a failed seek
-        is tried again."""
+        ``in_order``, until that offset reaches the agents (``in_order`` then drops
+        ``_refetching``): once a rebalance under way has ended, and again every
+        ``REFETCH_AGAIN_S`` (the re-read's records can be lost on the way too), unless a
+        seek meanwhile (the recovery's, to the committed offset) made it moot or the
+        partition moved away. The held records are not acked, so nothing else would bring
+        them back."""
         for attempt in range(REFETCH_ATTEMPTS):
             while self.app.rebalancing and not self.should_stop:  # type: ignore[attr-defined]
                 await asyncio.sleep(REFETCH_RETRY_S)
@@ -264,12 +329,14 @@ class _TunedConsumer(faust_aiokafka.Consumer):
                 return
             try:
                 await self.seek(tp, offset)
-                self._refetched_at[tp] = time.monotonic()
-                return
             except Exception as exc:  # reassigned between the check and the seek, or the broker away
                 log.warning("%s: re-reading from %d failed (%s, attempt %d)", tp, offset, exc, attempt + 1)
-                await asyncio.sleep(REFETCH_RETRY_S)
-        self._refetching.pop(tp, None)  # the next record past the hole tries again
+            await asyncio.sleep(REFETCH_AGAIN_S)
+            if self._refetching.get(tp) == offset:
+                log.warning("%s: offset %d still missing %.0f s after re-reading from it; again", tp, offset,
+                            REFETCH_AGAIN_S)
+        log.error("%s: offset %d never reached the agents after %d re-reads; the partition waits", tp, offset,
+                  REFETCH_ATTEMPTS)
 
     async def _reseek(self, tp: Any, offset: int) -> None:
         """Seek ``tp`` back unless it moved away meanwhile: a partition revoked during a
