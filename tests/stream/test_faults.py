@@ -2,8 +2,9 @@
 
 Workers are real processes on the session's broker and redis-server: one SIGKILLed in
 the middle of 20,000 events and restarted (at_least_once; exactly_once has its own test,
-tests/stream/test_exactly_once.py), and a rebalance under load (a second worker joins,
-leaves with SIGTERM, then one is SIGKILLed). Every user's and item's counts and means
+tests/stream/test_exactly_once.py), a rebalance under load (a second worker joins,
+leaves with SIGTERM, then one is SIGKILLed), and four such join/leave cycles in a row.
+Every user's and item's counts and means
 must equal a recomputation from ``clickstream``; each test leaves a record for the
 reliability report (tools/reliability.py, ``streamrec bench reliability``).
 """
@@ -194,6 +195,63 @@ async def test_rebalance_under_load_join_leave_and_sigkill_is_exact(
     # stream/transport.py (_TunedConsumer.getmany, in_order); tests/stream/test_transport.py.
     assert not stuck, stuck
     assert report.ok, report.mismatches
+
+
+@pytest.mark.timeout(900)
+async def test_workers_joining_and_leaving_again_and_again_lose_nothing(
+    bootstrap_servers: str, redis_url: str, model_registry: Path, tmp_path: Path
+) -> None:
+    """Four cycles under load: a worker joins A's group and, once it lists, leaves by SIGTERM
+    (even cycles) or SIGKILL (odd ones). Each cycle is two rebalances in which A keeps some
+    partitions and gets others back; repeating them is what found the records Faust let slip
+    past the agents around a recovery's seek (stream/transport.py), which the single
+    rebalance test above caught once in several runs."""
+    settings = _settings(bootstrap_servers, redis_url, tmp_path, model_registry)
+    events = movielens_events(60_000, "cycles")  # sending stops after the last cycle
+    items = sorted({e.item_id for e in events})  # type: ignore[misc]
+    store = RedisFeatureStore.from_url(settings.redis.effective_url, settings.features)
+    names = [f"J{i}" for i in range(4)]
+    logs = {name: tmp_path / f"worker-{name}.log" for name in ["A", *names]}
+    workers: dict[str, subprocess.Popen[bytes]] = {}
+    stop = asyncio.Event()
+    recovery: dict[str, float] = {}
+    try:
+        workers["A"] = start_worker(_as(settings, "A"), logs["A"], loglevel="info")
+        await wait_ready(settings, store, workers["A"], logs["A"], timeout_s=300)
+        sending = asyncio.create_task(paced_produce(settings, events, 300.0, stop))
+        for cycle, name in enumerate(names):
+            workers[name] = start_worker(_as(settings, name), logs[name], loglevel="info")
+
+            async def listed(name: str = name) -> bool:
+                return name in {rec["worker_id"] for rec in await recommendations(settings, idle_s=None)}
+
+            recovery[f"{name}_join_to_lists"] = await wait_until(listed, list(workers.values()), list(logs.values()),
+                                                                 f"lists from {name}", timeout_s=400)
+            if cycle % 2 == 0:
+                stop_worker(workers.pop(name))
+            else:
+                workers[name].send_signal(signal.SIGKILL)
+                workers.pop(name).wait(10)
+            await asyncio.sleep(8)  # A takes the partitions back (a SIGKILLed member: after its session times out)
+        stop.set()
+        sent = await sending
+        left = time.monotonic()
+        await wait_for_count(lambda: events_applied(store, items), sent, list(workers.values()), list(logs.values()),
+                             "every sent event applied")
+        recovery["last_leave_to_caught_up"] = time.monotonic() - left
+        report = await exact(settings, wait_s=10)
+        applied = await events_applied(store, items)
+    finally:
+        stop.set()
+        for process in workers.values():
+            stop_worker(process)
+        await store.close()
+
+    Outcome("join-leave-cycles", "at_least_once", sent, report, applied, 2 * len(names), recovery,
+            notes=f"{PARTITIONS} partitions, 300 ev/s: {len(names)} workers joined one after another, each "
+                  "leaving once it listed (SIGTERM and SIGKILL in turn)").record()
+    assert report.ok, report.mismatches
+    assert applied == sent
 
 
 def _copy_version(registry: Path, version: str, new: str) -> None:
