@@ -21,7 +21,7 @@ import logging
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -155,11 +155,7 @@ class _TunedConsumer(faust_aiokafka.Consumer):
     # ones were applied.
 
     async def getmany(self, timeout: float) -> Any:
-        thread, stale = self._thread, 0
-        if not isinstance(thread, _TunedConsumerThread):
-            async for tp, message in super().getmany(timeout):
-                yield tp, message
-            return
+        thread, stale = cast(_TunedConsumerThread, self._thread), 0  # made by _new_consumer_thread
         async for tp, message in super().getmany(timeout):
             if thread.broker_skips:  # before the records after them reach the agents
                 await self._take_broker_skips(thread)
