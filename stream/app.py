@@ -158,7 +158,8 @@ def build_app(settings: Settings) -> StreamrecApp:
         return SourceRoutedSink(app, topic)
     tables: dict[str, Any] = {"users": {}, "shards": {}, "items": {}}
     if w.role != "recommend":
-        tables = {name: app.Table(table, partitions=b.partitions) for name, table in STATE_TABLES.items()}
+        # value_type=bytes: the local stores hold each state's JSON bytes (stream/state_table.py)
+        tables = {name: app.Table(table, partitions=b.partitions, value_type=bytes) for name, table in STATE_TABLES.items()}
     clickstream = raw_topic(t.clickstream)
     processor = EventProcessor(settings, **tables, dlq=routed(dlq), by_item=routed(by_item),
                                recommendations=routed(recommendations),

@@ -82,9 +82,10 @@ class EventProcessor:
     ) -> None:
         self.settings = settings
         self.cfg = settings.features
-        self.users = StateTable(users, UserState.from_dict, UserState.to_dict, UserState)
-        self.shards = StateTable(shards, GlobalShard.from_dict, GlobalShard.to_dict, GlobalShard)
-        self.items = StateTable(items, ItemState.from_dict, ItemState.to_dict, ItemState)
+        live = settings.worker.state_cache_keys
+        self.users = StateTable(users, UserState.from_dict, UserState.to_dict, UserState, max_live=live)
+        self.shards = StateTable(shards, GlobalShard.from_dict, GlobalShard.to_dict, GlobalShard, max_live=live)
+        self.items = StateTable(items, ItemState.from_dict, ItemState.to_dict, ItemState, max_live=live)
         self.dlq, self.by_item, self.recommendations = dlq, by_item, recommendations
         self.to_recommend, self.reroute = to_recommend, reroute
         self.metrics = WorkerMetrics(settings.worker.id)

@@ -148,6 +148,11 @@ class WorkerSettings(BaseModel):
         description="write changed states to their changelogs once this many are pending (and before every commit): "
         "bounds the pause a flush causes",
     )
+    state_cache_keys: int = Field(
+        default=10_000, ge=1, le=10_000_000,
+        description="decoded states kept per table, the most recently used (stream/state_table.py); the rest stay "
+        "encoded (JSON bytes, ~10x smaller) and are decoded again when their key comes back",
+    )
     online_check_s: float = Field(
         default=2.0, gt=0, le=3600,
         description="how often the worker checks that Redis still holds its rows (its marker key), and rewrites them "

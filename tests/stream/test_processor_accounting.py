@@ -27,7 +27,7 @@ class FakeChangelogTopic:
 class FakeTable:
     """A Faust table's touch points: its local store and its changelog (topic or send)."""
 
-    key_serializer = value_serializer = "json"
+    key_serializer, value_serializer = "json", "raw"  # the local store holds JSON bytes
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from streamrec.stream.state_table import StateTable
@@ -19,7 +20,7 @@ class FakeChangelogTopic:
 class FakeChangelogTable:
     """Stands in for a Faust table's touch points: its local store and its changelog topic."""
 
-    key_serializer = value_serializer = "json"
+    key_serializer, value_serializer = "json", "raw"  # the local store holds JSON bytes
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
@@ -40,8 +41,8 @@ async def test_many_changes_to_one_key_write_one_changelog_message_on_flush() ->
         states.mark("k", state, partition=2)
     assert table.changelog == []
     assert await states.flush() == 1
-    assert table.changelog == [(2, "k", {"n": [0, 1, 2, 3, 4]})]
-    assert table.data["k"] == {"n": [0, 1, 2, 3, 4]}
+    assert table.changelog == [(2, "k", b'{"n":[0,1,2,3,4]}')]
+    assert table.data["k"] == b'{"n":[0,1,2,3,4]}'
 
 
 async def test_unmarked_changes_are_not_written_and_flush_twice_writes_once() -> None:
@@ -62,7 +63,7 @@ async def test_forget_reads_the_table_again_and_refuses_unflushed_changes() -> N
     with pytest.raises(RuntimeError):
         states.forget()
     await states.flush()
-    table.data["k"] = {"n": [9]}  # e.g. recovered from the changelog after a rebalance
+    table.data["k"] = b'{"n": [9]}'  # e.g. recovered from the changelog after a rebalance
     states.forget()
     assert states.get("k") == [9]
 
@@ -75,7 +76,35 @@ async def test_eviction_keeps_dirty_states() -> None:
         states.get(key)
     assert states.dirty() == [("dirty", [1])]
     await states.flush()
-    assert table.data["dirty"] == {"n": [1]}
+    assert orjson.loads(table.data["dirty"]) == {"n": [1]}
+
+
+async def test_only_the_most_recently_used_states_stay_decoded_and_evicted_ones_come_back_equal() -> None:
+    table = FakeChangelogTable()
+    states = StateTable(table, decode=lambda d: list(d["n"]), encode=lambda s: {"n": s}, factory=list, max_live=4)
+    for n, key in enumerate("abcdef"):
+        states.mark(key, [n], partition=0)
+    await states.flush()
+    assert set(table.data) == set("abcdef") and all(isinstance(v, bytes) for v in table.data.values())
+    a = states.get("a")  # used again: the most recent
+    for key in "ghij":  # four new keys evict down to three quarters of max_live, least recently used first
+        states.get(key)
+    assert "a" not in states._live and len(states._live) <= 4
+    again = states.get("a")
+    assert again == a == [0] and again is not a  # decoded again from its bytes, equal
+
+
+async def test_a_changed_state_is_never_evicted_before_its_flush() -> None:
+    table = FakeChangelogTable()
+    states = StateTable(table, decode=lambda d: list(d["n"]), encode=lambda s: {"n": s}, factory=list, max_live=2)
+    changed = states.get("k")
+    changed.append(1)
+    states.mark("k", changed, partition=0)
+    for n in range(10):
+        states.get(f"x{n}")
+    assert states.get("k") is changed  # the same object: its change is not lost to a re-decode
+    await states.flush()
+    assert orjson.loads(table.data["k"]) == {"n": [1]}
 
 
 async def test_processor_flushes_every_table_once_one_has_enough_states_pending_shards_first() -> None:
@@ -105,7 +134,7 @@ async def test_processor_flushes_every_table_once_one_has_enough_states_pending_
 
 async def test_keys_and_peek_cover_decoded_and_stored_states_without_keeping_a_copy() -> None:
     table = FakeChangelogTable()
-    table.data["stored"] = {"n": [1]}
+    table.data["stored"] = b'{"n":[1]}'
     states = counter_table(table)
     live = states.get("live")
     live.append(7)
@@ -113,7 +142,7 @@ async def test_keys_and_peek_cover_decoded_and_stored_states_without_keeping_a_c
     assert sorted(states.keys()) == ["live", "stored"]
     assert states.peek("live") == [7] and states.peek("stored") == [1] and states.peek("absent") is None
     states.peek("stored").append(2)  # type: ignore[union-attr]
-    assert table.data["stored"] == {"n": [1]} and states.pending == 1  # peeking changed nothing
+    assert table.data["stored"] == b'{"n":[1]}' and states.pending == 1  # peeking changed nothing
 
 
 async def test_a_batch_run_while_a_flush_waits_goes_whole_to_the_next_flush() -> None:
@@ -160,7 +189,7 @@ async def test_a_batch_run_while_a_flush_waits_goes_whole_to_the_next_flush() ->
     await processor.flush_state()
 
     def cut() -> tuple[int, int]:  # events counted by the last user state and shard state sent
-        user, shard = users.changelog[-1][2], shards.changelog[-1][2]
+        user, shard = orjson.loads(users.changelog[-1][2]), orjson.loads(shards.changelog[-1][2])
         return sum(user["activity"]["counts"].values()), sum(shard["counts"].values())
 
     assert cut() == (2, 2)
