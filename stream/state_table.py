@@ -20,8 +20,8 @@ redelivered and re-applied. On a rebalance the worker flushes and then ``forget`
 the decoded objects, since another worker may own those keys next.
 
 Memory: the local store holds each state encoded, as its JSON bytes (the changelog's
-bytes, so the tables are declared with the ``raw`` value serializer), a few hundred bytes a
-user; decoded objects, ten times larger and each a handful of objects for the garbage
+bytes, so the tables are declared with the ``raw`` value serializer), 0.5-1 KB a user in
+the soak; decoded objects, ten times larger and each a handful of objects for the garbage
 collector to scan, are kept only for the ``max_live`` most recently used keys (and every
 changed one until it is flushed). A worker's memory then grows with its users' encoded
 bytes, not with their decoded objects: with every state decoded, a 10-minute soak over
@@ -31,6 +31,7 @@ bytes, not with their decoded objects: with every state decoded, a 10-minute soa
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from itertools import islice
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -82,8 +83,9 @@ class StateTable(Generic[S]):
         live = self._live
         state = live.pop(key, None)
         if state is None:
-            stored = self.table.data.get(key)
-            state = self._decode(orjson.loads(stored)) if stored is not None else self._factory()
+            state = self._stored(key)
+            if state is None:
+                state = self._factory()
             if len(live) >= self._max_live:
                 self._evict_clean()
         live[key] = state  # the most recently used: last
@@ -96,10 +98,12 @@ class StateTable(Generic[S]):
     def peek(self, key: str) -> S | None:
         """The current state of ``key`` without keeping a decoded copy; None when absent."""
         state = self._live.get(key)
-        if state is None:
-            stored = self.table.data.get(key)
-            state = self._decode(orjson.loads(stored)) if stored is not None else None
-        return state
+        return self._stored(key) if state is None else state
+
+    def _stored(self, key: str) -> S | None:
+        """A fresh decoded copy of ``key``'s state in the local store; None when absent."""
+        stored = self.table.data.get(key)
+        return None if stored is None else self._decode(orjson.loads(stored))
 
     def mark(self, key: str, state: S, partition: int) -> None:
         """Record that ``state`` (from ``get``) changed; it is written on the next flush."""
@@ -153,6 +157,6 @@ class StateTable(Generic[S]):
         """Drop the least recently used clean states, down to three quarters of ``max_live``
         (one pass now and then rather than one key per ``get``); changed ones stay."""
         live, dirty = self._live, self._dirty
-        excess = len(live) - self._max_live * 3 // 4
-        for key in [key for key in live if key not in dirty][:max(excess, 0)]:
+        excess = max(len(live) - self._max_live * 3 // 4, 0)
+        for key in list(islice((key for key in live if key not in dirty), excess)):
             del live[key]
