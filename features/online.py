@@ -37,7 +37,10 @@ from streamrec.features.schema import ITEM_VIEW, VIEWS, FeatureRow, FeatureValue
 
 FeatureDict = dict[str, FeatureValue | None]
 Decoder = Callable[[bytes | None], FeatureValue | None]
-_KEY_CACHE_MAX = 200_000  # entity keys kept packed per view (~100 B each)
+# Entity keys kept packed per view (~200 B an entry with its dict slot), cleared when full:
+# enough for a shop's hot items, re-read on every ranking; a user's key is packed about
+# once per event anyway. At 200,000 a view it grew with every new user a worker saw.
+_KEY_CACHE_MAX = 10_000
 COVISIT_FIELDS = ("covisit_items", "covisit_weights")
 
 

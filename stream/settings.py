@@ -149,7 +149,7 @@ class WorkerSettings(BaseModel):
         "bounds the pause a flush causes",
     )
     state_cache_keys: int = Field(
-        default=10_000, ge=1, le=10_000_000,
+        default=1_000, ge=1, le=10_000_000,
         description="decoded states kept per table, the most recently used (stream/state_table.py); the rest stay "
         "encoded (JSON bytes, ~10x smaller) and are decoded again when their key comes back",
     )
