@@ -28,8 +28,8 @@ keys (``worker.state_cache_keys``, and every changed one until it is flushed). A
 memory then grows with its users' encoded bytes, not with their decoded objects: with
 every state decoded, a 10-minute soak over 20,000 users grew the worker's RSS by 39% after
 its warm-up; with 10,000 decoded per table and orjson's buffers kept, by 19%; with 1,000
-and exact-size bytes, by 8.8% (for about 0.3 ms more CPU per event than 10,000: more
-decoding; README.md, the soak row).
+and exact-size bytes, by 8.8% (about 0.3 ms more CPU per event than with 2,000 in that
+soak: more decoding; README.md, the soak row).
 """
 
 from __future__ import annotations
