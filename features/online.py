@@ -77,7 +77,8 @@ class OnlineFeatureStore(Protocol):
         ...
 
     async def candidate_inputs(self, items: Sequence[ItemId], users: Sequence[UserId], popular_depth: int) -> CandidateInputs:
-        """The co-visitors of ``items``, the ``popular_depth`` most popular items and the users' seen items."""
+        """The co-visitors of ``items``, the ``popular_depth`` most popular items (none for 0)
+        and the users' seen items."""
         ...
 
     async def top_items_by_mean(self, k: int) -> list[tuple[str, float]]:
@@ -208,9 +209,13 @@ class RedisFeatureStore(OnlineFeatureStore):
         head = resp.header(2 + len(COVISIT_FIELDS), b"HMGET")
         item_spec = VIEWS[ITEM_VIEW]
         commands = [head + self._key_bulk(item_spec, item) + self._covisit_tail for item in items]
-        commands.append(resp.command(b"ZREVRANGE", self.keys.item_popularity.encode(), b"0", b"%d" % (popular_depth - 1)))
+        if popular_depth > 0:
+            commands.append(resp.command(b"ZREVRANGE", self.keys.item_popularity.encode(), b"0", b"%d" % (popular_depth - 1)))
         commands.extend(resp.command(b"ZRANGE", self.keys.seen(user).encode(), b"0", b"-1") for user in users)
-        return decode_candidate_inputs(items, users, await resp.round_trip(self._client, commands))
+        replies = await resp.round_trip(self._client, commands)
+        if popular_depth <= 0:
+            replies.insert(len(items), [])
+        return decode_candidate_inputs(items, users, replies)
 
     async def read_row_timestamps(self, view: str, entity_ids: Sequence[str]) -> list[int | None]:
         """Each entity's ``_ts:<view>`` in UTC ms (``None`` if never written)."""

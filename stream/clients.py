@@ -63,4 +63,4 @@ def _build_recommender(settings: Settings, store: RedisFeatureStore) -> Recommen
     from streamrec.stream.ranking import RankingRecommender
 
     return RankingRecommender(store, ModelWatcher(settings.models, candidates=rec.candidates), rec.candidates,
-                              top_k=rec.top_k)
+                              top_k=rec.top_k, near_cache_ms=rec.near_cache_ms)

@@ -30,6 +30,11 @@ heuristic — merge order: co-visitation by weight, then embedding neighbours, t
 popularity — and ``model_version`` is ``"none"``. Model problems never raise; Redis
 errors do (the worker cannot do anything useful without its store).
 
+With ``near_cache_ms`` (the worker's ``recommend.near_cache_ms``) the items' model
+columns, their co-visitors and the popular items read are reused for that long
+(stream/near_cache.py) and only the rest is read; the users' seen sets are read for every
+batch.
+
 ``Ranked.stage_ms`` holds the batch's ``candidates`` / ``features`` / ``scoring``
 wall times in ms (every request of a batch waited for all of them).
 """
@@ -45,13 +50,14 @@ from itertools import chain, repeat
 import numpy as np
 
 from streamrec.features.messages import ItemId, RecommendedItem, UserId
-from streamrec.features.online import FeatureDict, OnlineFeatureStore
+from streamrec.features.online import CandidateInputs, FeatureDict, OnlineFeatureStore, ReadRequest
 from streamrec.models.candidates import EMPTY, CandidateConfig, Candidates, ScoredItems, fuse, generate, popular_scores, top_k
 from streamrec.models.item_vectors import embedding_neighbours
 from streamrec.models.reranker import CONTEXT, input_names, list_inputs
 from streamrec.models.scorer import ScoreBatch, Scorer
 from streamrec.models.serving import ServingBundle
 from streamrec.models.watcher import ModelWatcher
+from streamrec.stream.near_cache import NearCache
 from streamrec.stream.recommend import Ranked, RecommendRequest
 
 log = logging.getLogger(__name__)
@@ -76,12 +82,19 @@ class RankingRecommender:
 
     ``scoring_errors`` counts the batches a model failed to score (each fell back to
     the heuristic); the worker exports it as the ``scoring_errors`` counter.
+    ``near_cache_ms``: how long item rows, co-visitors and the popular items read from
+    the store are reused (0: read for every batch).
     """
 
     def __init__(self, store: OnlineFeatureStore, watcher: ModelWatcher | None, cfg: CandidateConfig, *,
-                 top_k: int, batch_scoring: bool = True) -> None:
+                 top_k: int, batch_scoring: bool = True, near_cache_ms: float = 0.0) -> None:
         self._store, self._watcher, self.cfg = store, watcher, cfg
         self._top_k, self.batch_scoring = top_k, batch_scoring
+        max_age_s = near_cache_ms / 1000.0
+        self._item_rows: NearCache[ItemId, FeatureDict] = NearCache(max_age_s)
+        self._item_columns: tuple[str, ...] = ()  # the columns _item_rows holds (the serving model's)
+        self._neighbours: NearCache[ItemId, tuple[list[ItemId], list[float]]] = NearCache(max_age_s)
+        self._popular: NearCache[int, tuple[list[ItemId], ScoredItems]] = NearCache(max_age_s)
         self._last_version = NO_MODEL
         self.scoring_errors = 0
 
@@ -152,8 +165,7 @@ class RankingRecommender:
         recents = [[(r.item_id, r.affinity) for r in request.state.recent[: self.cfg.recent_items]] for request in requests]
         expand = list(dict.fromkeys(item for recent in recents for item, _ in recent))
         users = list(dict.fromkeys(request.user_id for request in requests))
-        inputs = await self._store.candidate_inputs(expand, users, self.cfg.popular_depth)
-        popular = popular_scores(inputs.popular)
+        inputs, popular = await self._candidate_inputs(expand, users)
         near: list[ScoredItems] = [EMPTY for _ in requests]
         ease = serving.ease if serving is not None else None
         if serving is not None and serving.vectors is not None and serving.index is not None and self.cfg.embedding:
@@ -165,16 +177,55 @@ class RankingRecommender:
             out.append(generate(self.cfg, recent, inputs.neighbours, popular, seen, nearby, ease))
         return out
 
+    async def _candidate_inputs(self, items: list[ItemId], users: list[UserId]) -> tuple[CandidateInputs, ScoredItems]:
+        """The store's candidate inputs for ``items`` and ``users`` (with the popular items
+        as scores), the co-visitors and popular items that the near cache holds not read again."""
+        depth = self.cfg.popular_depth
+        if not self._neighbours.enabled:
+            inputs = await self._store.candidate_inputs(items, users, depth)
+            return inputs, popular_scores(inputs.popular)
+        now = time.monotonic()
+        known, missing = self._neighbours.lookup(items, now)
+        held, _ = self._popular.lookup((depth,), now)
+        read = await self._store.candidate_inputs(missing, users, 0 if held else depth)
+        self._neighbours.store(missing, [read.neighbours[item] for item in missing], now)
+        if held:
+            popular, scored = held[depth]
+        else:
+            popular, scored = read.popular, popular_scores(read.popular)
+            self._popular.store((depth,), [(popular, scored)], now)
+        known.update(read.neighbours)
+        return CandidateInputs(known, popular, read.seen), scored
+
     async def _read_features(self, requests: Sequence[RecommendRequest], lists: list[Candidates],
                              serving: ServingBundle) -> FeatureRows:
         """The model's columns of the batch's users, from their states in memory (the rows
-        they write, flushed or not), and of its candidates: ONE round trip."""
+        they write, flushed or not), and of its candidates: ONE round trip (none when the
+        near cache holds every candidate's row)."""
         row_items = list(chain.from_iterable(cands.item_ids for cands in lists))
         states = {r.user_id: r.state for r in requests}  # a user's requests of a batch share one state
         unique_items = list(dict.fromkeys(row_items))
-        [item_rows] = await self._store.read_many([serving.plan.item_request(unique_items)])
+        item_rows = await self._item_rows_of(serving.plan.item_request(unique_items))
         user_rows = [serving.plan.user_row(state) for state in states.values()]
         return FeatureRows(row_items, list(states), unique_items, user_rows, item_rows)
+
+    async def _item_rows_of(self, request: ReadRequest) -> list[FeatureDict]:
+        """The rows ``request`` asks for, those the near cache holds not read again."""
+        cache = self._item_rows
+        if not cache.enabled or not request.entity_ids:
+            [rows] = await self._store.read_many([request])
+            return rows
+        columns = tuple(request.features or ())
+        if columns != self._item_columns:  # another model: other columns
+            cache.clear()
+            self._item_columns = columns
+        now = time.monotonic()
+        known, missing = cache.lookup(request.entity_ids, now)
+        if missing:
+            [read] = await self._store.read_many([ReadRequest(request.view, missing, request.features)])
+            cache.store(missing, read, now)
+            known.update(zip(missing, read))
+        return [known[item] for item in request.entity_ids]
 
     def _rank(self, requests: Sequence[RecommendRequest], lists: list[Candidates], serving: ServingBundle,
               rows: FeatureRows, stages: dict[str, float], fetched: float) -> list[Ranked]:

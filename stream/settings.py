@@ -99,6 +99,12 @@ class RecommendSettings(BaseModel):
     trigger_types: list[str] = ["view", "click", "add_to_cart", "purchase", "rating"]
     debounce_ms: float = Field(default=0.0, ge=0, le=60_000)
     cache_ttl_s: int = Field(default=3600, ge=0, description="per-user cache of the last list; 0 turns it off")
+    near_cache_ms: float = Field(
+        default=250.0, ge=0, le=60_000,
+        description="how long ranking reuses the item columns, co-visitors and popular items it read from Redis "
+        "(stream/near_cache.py): lists may use item aggregates that much older; the users' own columns and seen "
+        "items are always current. 0 reads them for every batch",
+    )
 
     @field_validator("trigger_types")
     @classmethod

@@ -31,6 +31,7 @@ from streamrec.models.config import ModelConfig
 from streamrec.models.watcher import ModelWatcher
 from streamrec.stream.ranking import RankingRecommender
 from streamrec.stream.recommend import RecommendRequest
+from streamrec.stream.settings import RecommendSettings
 
 
 async def replay_events(store: OnlineFeatureStore, events: Sequence[ClickEvent], cfg: FeatureConfig) -> dict[UserId, UserState]:
@@ -58,29 +59,56 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 3)
 
 
-async def _timed(recommender: RankingRecommender, batches: list[list[RecommendRequest]], gathered: bool) -> dict[str, float]:
-    """Latency per batch (ms): one ``recommend_many`` for the whole batch, or (``gathered``)
-    one call per request, all concurrent. ``per_request_p50_ms`` is the median batch
-    latency over the batch size; ``cpu_per_request_p50_ms`` the same for this process's
-    CPU time (what bounds a worker's throughput; Redis runs in its own process)."""
-    latencies: list[float] = []
-    cpu: list[float] = []
-    stages: dict[str, list[float]] = {"candidates": [], "features": [], "scoring": []}
-    for batch in batches:
+class _Timings:
+    """Per-batch latency, CPU and stage times of one recommender (see :func:`_timed`)."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.cpu: list[float] = []
+        self.stages: dict[str, list[float]] = {"candidates": [], "features": [], "scoring": []}
+        self.size = 1
+
+    async def run(self, recommender: RankingRecommender, batch: list[RecommendRequest], gathered: bool) -> None:
         began, began_cpu = time.perf_counter(), time.process_time()
         if gathered:
             results = [r[0] for r in await asyncio.gather(*(recommender.recommend_many([q]) for q in batch))]
         else:
             results = await recommender.recommend_many(batch)
-        latencies.append((time.perf_counter() - began) * 1000)
-        cpu.append((time.process_time() - began_cpu) * 1000 / len(batch))
-        for stage, values in stages.items():
+        self.latencies.append((time.perf_counter() - began) * 1000)
+        self.cpu.append((time.process_time() - began_cpu) * 1000 / len(batch))
+        self.size = len(batch)
+        for stage, values in self.stages.items():
             values.append(results[0].stage_ms.get(stage, 0.0))
-    size = len(batches[0]) if batches else 1
-    out = {"p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99), "batches": float(len(batches)),
-           "per_request_p50_ms": round(_percentile(latencies, 50) / size, 3), "cpu_per_request_p50_ms": _percentile(cpu, 50)}
-    out.update({f"{stage}_p50_ms": _percentile(values, 50) for stage, values in stages.items()})
-    return out
+
+    def summary(self) -> dict[str, float]:
+        out = {"p50_ms": _percentile(self.latencies, 50), "p99_ms": _percentile(self.latencies, 99),
+               "batches": float(len(self.latencies)), "per_request_p50_ms": round(_percentile(self.latencies, 50) / self.size, 3),
+               "cpu_per_request_p50_ms": _percentile(self.cpu, 50)}
+        out.update({f"{stage}_p50_ms": _percentile(values, 50) for stage, values in self.stages.items()})
+        return out
+
+
+async def _timed(recommender: RankingRecommender, batches: list[list[RecommendRequest]], gathered: bool) -> dict[str, float]:
+    """Latency per batch (ms): one ``recommend_many`` for the whole batch, or (``gathered``)
+    one call per request, all concurrent. ``per_request_p50_ms`` is the median batch
+    latency over the batch size; ``cpu_per_request_p50_ms`` the same for this process's
+    CPU time (what bounds a worker's throughput; Redis runs in its own process)."""
+    timings = _Timings()
+    for batch in batches:
+        await timings.run(recommender, batch, gathered)
+    return timings.summary()
+
+
+async def _timed_side_by_side(recommenders: dict[str, RankingRecommender], batches: list[list[RecommendRequest]]) -> dict[str, dict[str, float]]:
+    """:func:`_timed` of several recommenders on the same batches, taken in turns (each
+    batch by every recommender, the first to go rotating), so that what else the machine
+    does weighs on all of them alike."""
+    timings = {name: _Timings() for name in recommenders}
+    names = list(recommenders)
+    for n, batch in enumerate(batches):
+        for name in names[n % len(names):] + names[: n % len(names)]:
+            await timings[name].run(recommenders[name], batch, gathered=False)
+    return {name: t.summary() for name, t in timings.items()}
 
 
 def bench_events(frame: Any) -> list[ClickEvent]:
@@ -107,17 +135,22 @@ async def run_bench(redis_url: str, model_cfg: ModelConfig, events: int, iterati
     rng = np.random.default_rng(seed)
     requests = [RecommendRequest(u, s, ClickEvent(event_id=f"c-{u}", user_id=u, item_id=s.recent[0].item_id,
                                                   type=EventType.CLICK, ts=datetime.now(timezone.utc))) for u, s in states.items() if s.recent]
-    for batch_scoring in (True, False):
-        recommender = RankingRecommender(store, watcher, cfg, top_k=10, batch_scoring=batch_scoring)
+    # one call per batch, one score call per request, and one call per batch with the near cache
+    # (the worker's default recommend.near_cache_ms) reusing the item reads of the batches before
+    variants = {"one_call": (True, 0.0), "per_request_calls": (False, 0.0), "near_cache": (True, RecommendSettings().near_cache_ms)}
+    recommenders = {name: RankingRecommender(store, watcher, cfg, top_k=10, batch_scoring=batch_scoring, near_cache_ms=near_cache_ms)
+                    for name, (batch_scoring, near_cache_ms) in variants.items()}
+    for recommender in recommenders.values():
         await recommender.start()
-        results["provider"] = recommender.provider
-        for size in (1, 32):
-            batches = [[requests[i] for i in rng.choice(len(requests), size, replace=False)] for _ in range(iterations)]
-            await _timed(recommender, batches[:5], gathered=False)  # warm-up
-            key = f"batch{size}_{'one_call' if batch_scoring else 'per_request_calls'}"
-            results[key] = await _timed(recommender, batches, gathered=False)
-            if size > 1 and batch_scoring:
-                results[f"concurrent{size}_separate_recommend_many"] = await _timed(recommender, batches, gathered=True)
+    results["provider"] = recommenders["one_call"].provider
+    for size in (1, 32):
+        batches = [[requests[i] for i in rng.choice(len(requests), size, replace=False)] for _ in range(iterations)]
+        await _timed_side_by_side(recommenders, batches[:5])  # warm-up
+        for name, summary in (await _timed_side_by_side(recommenders, batches)).items():
+            results[f"batch{size}_{name}"] = summary
+        if size > 1:
+            results[f"concurrent{size}_separate_recommend_many"] = await _timed(recommenders["one_call"], batches, gathered=True)
+    for recommender in recommenders.values():
         await recommender.close()
     await store.close()
     results["load_average_1m"] = os.getloadavg()[0]  # the machine is shared: read figures with it

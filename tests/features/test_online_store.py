@@ -96,7 +96,10 @@ async def test_candidate_inputs_read_covisitors_popular_and_seen_in_one_call(sto
 
     assert inputs.neighbours == {"i1": (["i2", "i3"], [2.0, 1.0]), "unknown": ([], [])}
     assert inputs.seen == {"u1": {"i1"}, "u2": set()}
-    assert inputs.popular == await store.top_items_by_popularity(5)
+    assert inputs.popular == await store.top_items_by_popularity(5) != []
+    without_popular = await store.candidate_inputs(["i1"], ["u1"], popular_depth=0)  # the near cache holds them
+    assert without_popular.popular == [] and without_popular.seen == {"u1": {"i1"}}
+    assert without_popular.neighbours == {"i1": (["i2", "i3"], [2.0, 1.0])}
 
 
 async def test_a_workers_marker_is_its_own(store: RedisFeatureStore) -> None:

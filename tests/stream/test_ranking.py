@@ -326,3 +326,65 @@ async def test_a_reranker_tampered_with_or_switched_off_leaves_the_fusion_orderi
     fused = fuse(model, 0.5, ranking.cfg.fusion_k)
     assert ranking.model_version == version
     assert [item.item_id for item in ranked.items] == [merged.item_ids[i] for i in top_k(fused, 30)]
+
+
+class CountingStore:
+    """The test's store, counting what the ranking reads: item rows, co-visitor lists and popular reads."""
+
+    def __init__(self, store: RedisFeatureStore) -> None:
+        self.store = store
+        self.item_rows = self.covisitors = self.popular = 0
+
+    async def read_many(self, requests):  # type: ignore[no-untyped-def]
+        self.item_rows += sum(len(r.entity_ids) for r in requests)
+        return await self.store.read_many(requests)
+
+    async def candidate_inputs(self, items, users, popular_depth):  # type: ignore[no-untyped-def]
+        self.covisitors += len(items)
+        self.popular += popular_depth > 0
+        return await self.store.candidate_inputs(items, users, popular_depth)
+
+    def reads(self) -> tuple[int, int, int]:
+        return self.item_rows, self.covisitors, self.popular
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+async def near_cached(world: World, parts: Parts, near_cache_ms: float) -> tuple[RankingRecommender, CountingStore]:
+    plain = await parts.recommender()
+    counting = CountingStore(parts.store)
+    cached = RankingRecommender(counting, ModelWatcher(world.models, candidates=plain.cfg), plain.cfg,  # type: ignore[arg-type]
+                                top_k=30, near_cache_ms=near_cache_ms)
+    parts.made.append(cached)
+    await cached.start()
+    return cached, counting
+
+
+async def test_the_near_cache_reads_items_once_in_its_window_and_changes_no_list(world: World, parts: Parts) -> None:
+    users = ["alice", "u1", "u2", "newcomer", "u1"]
+    plain = await parts.recommender()
+    cached, counting = await near_cached(world, parts, near_cache_ms=60_000)
+
+    first = await cached.recommend_many([request(world, u) for u in users])
+    reads = counting.reads()
+    again = await cached.recommend_many([request(world, u) for u in users])
+    expected = await plain.recommend_many([request(world, u) for u in users])
+
+    assert reads[0] > 0 and reads[1] > 0 and reads[2] == 1
+    assert counting.reads() == reads  # the second batch read no item row, co-visitor list or popular item
+    for mine, repeat_, theirs in zip(first, again, expected):
+        ids = [item.item_id for item in theirs.items]
+        assert [item.item_id for item in mine.items] == [item.item_id for item in repeat_.items] == ids
+        assert np.allclose([item.score for item in mine.items], [item.score for item in theirs.items], atol=1e-6)
+
+
+async def test_what_the_near_cache_holds_is_read_again_once_older_than_its_window(world: World, parts: Parts) -> None:
+    cached, counting = await near_cached(world, parts, near_cache_ms=50)
+
+    await cached.recommend_many([request(world, "alice")])
+    reads = counting.reads()
+    await asyncio.sleep(0.1)
+    await cached.recommend_many([request(world, "alice")])
+
+    assert counting.reads() == (2 * reads[0], 2 * reads[1], 2)
