@@ -173,7 +173,8 @@ def build_app(settings: Settings) -> StreamrecApp:
 
     processor.flush_outputs = flush_outputs
 
-    # Batches amortise Faust's per-message cost; a batch waits at most batch_within_ms.
+    # Batches amortise Faust's per-message cost and coalesce a user's events into one list; take_events
+    # collects for batch_within_ms unless batch_max events fill the batch first.
     take = {"max_": w.batch_max, "within": w.batch_within_ms / 1000.0}
 
     if w.role != "recommend":
