@@ -49,6 +49,9 @@ class ServiceRecord:
     data_dir: str
     log: str
     started_in_s: float
+    # seconds from boot to the process's start: unlike create_time (seconds since the epoch, which
+    # moves when the wall clock is stepped), it identifies the process across clock corrections
+    since_boot_s: float = -1.0  # -1: a record written before this field existed
 
 
 @dataclass(frozen=True)
@@ -124,10 +127,9 @@ class EmbeddedStack:
                 stopped.append(record.name)
             child = self._children.pop(record.pid, None)
             if child is not None:
-                child.wait()
-        for pid, child in self._children.items():  # started but not recorded: interrupted while starting
-            _terminate(pid)
-            child.wait()
+                stop_process(child, record.stop_grace_s)
+        for child in self._children.values():  # started but not recorded: interrupted while starting
+            stop_process(child, 5.0)
         self._children.clear()
         if self.state_path.exists():
             self.state_path.unlink()
@@ -147,7 +149,7 @@ class EmbeddedStack:
             _terminate(record.pid, record.stop_grace_s)
         child = self._children.pop(record.pid, None)
         if child is not None:
-            child.wait()
+            stop_process(child, record.stop_grace_s)
         self._save([r for r in records if r.name != name])
         return running
 
@@ -207,10 +209,12 @@ class EmbeddedStack:
                 start_new_session=True,  # outlives `streamrec stack up`; stopped by PID later
             )
         self._children[proc.pid] = proc
+        started = psutil.Process(proc.pid)
         record = ServiceRecord(
             name=spec.name,
             pid=proc.pid,
-            create_time=psutil.Process(proc.pid).create_time(),
+            create_time=started.create_time(),
+            since_boot_s=_since_boot(started),
             port=spec.port,
             stop_grace_s=spec.stop_grace_s,
             cmdline=spec.argv,
@@ -250,13 +254,35 @@ class EmbeddedStack:
         tmp.replace(self.state_path)
 
 
+def _since_boot(proc: psutil.Process) -> float:
+    """Seconds from boot to the start of ``proc``: the kernel's start time, not moved by a step of
+    the wall clock (a VM restored from a snapshot, NTP), which moves ``create_time`` with it."""
+    return proc.create_time() - psutil.boot_time()
+
+
 def _is_same_process(record: ServiceRecord) -> bool:
     """True when ``record.pid`` is still the process we started (not a reused PID)."""
     try:
         proc = psutil.Process(record.pid)
-        return abs(proc.create_time() - record.create_time) < 0.5 and proc.status() != psutil.STATUS_ZOMBIE
+        if record.since_boot_s >= 0:
+            same = abs(_since_boot(proc) - record.since_boot_s) < 0.05
+        else:
+            same = abs(proc.create_time() - record.create_time) < 0.5
+        return same and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """Stop a child this process started: SIGTERM (a worker then commits and flushes; the
+    broker closes its logs), SIGKILL after ``grace_s``; reaps it. Never waits forever."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _terminate(pid: int, grace_s: float = 5.0) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from streamrec.infra.services import RedisAuth
 from streamrec.infra.settings import SettingsError
-from streamrec.infra.stack import EmbeddedStack, StackConfig, port_open
+from streamrec.infra.stack import EmbeddedStack, StackConfig, port_open, stop_process  # stop_process: used from here by callers in stream
 from streamrec.stream.settings import RedisSettings, Settings
 from streamrec.stream.topics import ensure_topics
 
@@ -100,17 +100,6 @@ def spawn_worker(settings: Settings, log: Path, *, loglevel: str = "info") -> su
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "streamrec.stream.cli", "worker", "--loglevel", loglevel],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
-
-
-def stop_process(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
-    """SIGTERM (a worker then commits and flushes), SIGKILL after ``grace_s``; reaps the child."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -127,3 +127,43 @@ def test_topics_and_data_survive_down_and_up_and_reset_empties_them(tmp_path: Pa
         assert "durable-check" not in asyncio.run(topics())
     finally:
         stack.down()
+
+
+def _alive(pid: int) -> bool:
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def test_a_step_of_the_wall_clock_does_not_hide_the_stack_from_down(tmp_path: Path) -> None:
+    """A VM restored from a snapshot, or NTP, steps the wall clock and with it every process's
+    create_time; `stack down` from another process must still know the services as its own."""
+    import json
+
+    config = StackConfig.on_free_ports(tmp_path / "stack")
+    started = EmbeddedStack(config)
+    pids = [r.pid for r in started.up()]
+    try:
+        state = config.data_dir / "stack.json"
+        records = json.loads(state.read_text())
+        state.write_text(json.dumps([{**r, "create_time": r["create_time"] - 600.0} for r in records]))
+
+        assert sorted(EmbeddedStack(config).down()) == ["broker", "redis"]  # a new object: no children of its own
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        started.down()
+
+
+def test_down_stops_what_it_started_even_when_its_record_no_longer_names_it(tmp_path: Path) -> None:
+    """The stack object that started the services holds them as children: when their records
+    no longer identify them (as a stepped clock did before records kept the time since boot),
+    down() still stops them rather than wait on them forever."""
+    import json
+
+    config = StackConfig.on_free_ports(tmp_path / "stack")
+    stack = EmbeddedStack(config)
+    pids = [r.pid for r in stack.up()]
+    state = config.data_dir / "stack.json"
+    state.write_text(json.dumps([{**r, "create_time": r["create_time"] + 600.0, "since_boot_s": r["since_boot_s"] + 5.0}
+                                 for r in json.loads(state.read_text())]))
+
+    assert stack.down() == []  # no record names a running service...
+    assert not any(_alive(pid) for pid in pids)  # ...but its own children are stopped
