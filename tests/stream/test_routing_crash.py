@@ -91,7 +91,13 @@ async def test_second_copies_after_a_crash_change_nothing(bootstrap_servers: str
     try:
         # everything again: the users' records, the originals (routed again), the first copies, the second copies
         again = total + 2 * elsewhere
-        seen = await wait_for_counters(second, lambda c: c.get("events_in", 0) >= again, timeout_s=150)
+        try:
+            seen = await wait_for_counters(second, lambda c: c.get("events_in", 0) >= again, timeout_s=150)
+        except AssertionError as stuck:  # say whether the second copies were never sent or never read back
+            on_topic = await read_all(settings, settings.topics.clickstream)
+            copies = sum(routed_from(r.headers) is not None for r in on_topic)
+            raise AssertionError(f"{len(on_topic)} records on {settings.topics.clickstream}, {copies} of them copies "
+                                 f"(expected {total + 2 * elsewhere} and {2 * elsewhere})") from stuck
         assert (seen["events_in"], seen.get("routed", 0), seen.get("events_valid", 0)) == (again, elsewhere, 0)
         assert seen["skipped_duplicate"] == total + elsewhere
         clicks = await read_all(settings, settings.topics.clickstream)
