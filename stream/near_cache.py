@@ -21,13 +21,19 @@ V = TypeVar("V")
 
 class NearCache(Generic[K, V]):
     """Up to ``max_keys`` values, each usable for ``max_age_s`` after it was read
-    (``now``: the caller's monotonic clock, s). ``max_age_s`` 0 keeps nothing."""
+    (``now``: the caller's monotonic clock, s). ``max_age_s`` 0 keeps nothing.
+
+    Entries too old to be used are dropped at most ``max_age_s`` after they expire (a
+    sweep on ``store``), so the cache holds about what two windows read, not every item
+    ever ranked: kept until ``max_keys`` filled, they grew the worker's memory with the
+    number of items seen (the soak, tools/bench_soak.py)."""
 
     def __init__(self, max_age_s: float, max_keys: int = 50_000) -> None:
         if max_age_s < 0 or max_keys < 1:
             raise ValueError(f"max_age_s must be >= 0 and max_keys >= 1, got {max_age_s} and {max_keys}")
         self.max_age_s, self.max_keys = max_age_s, max_keys
         self._entries: dict[K, tuple[float, V]] = {}
+        self._swept_at = float("-inf")
 
     @property
     def enabled(self) -> bool:
@@ -57,9 +63,11 @@ class NearCache(Generic[K, V]):
         if not self.enabled:
             return
         entries = self._entries
-        if len(entries) + len(keys) > self.max_keys:
+        full = len(entries) + len(keys) > self.max_keys
+        if full or now - self._swept_at >= self.max_age_s:
             oldest = now - self.max_age_s
             self._entries = entries = {k: e for k, e in entries.items() if e[0] > oldest}
+            self._swept_at = now
             if len(entries) + len(keys) > self.max_keys:
                 entries.clear()
         for key, value in zip(keys, values):

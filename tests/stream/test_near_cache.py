@@ -47,3 +47,14 @@ def test_when_full_the_stale_entries_go_first_then_everything() -> None:
 def test_a_bad_window_or_size_is_refused(age: float, keys: int) -> None:
     with pytest.raises(ValueError, match="max_age_s"):
         NearCache(max_age_s=age, max_keys=keys)
+
+
+def test_stale_entries_go_within_a_window_of_expiring_though_the_cache_is_far_from_full() -> None:
+    cache: NearCache[int, int] = NearCache(max_age_s=0.25, max_keys=50_000)
+    cache.store(list(range(1000)), list(range(1000)), now=0.0)  # items of one batch
+    cache.store([1000], [1000], now=0.1)  # within the window: nothing swept
+
+    assert len(cache) == 1001
+    cache.store([2000], [2000], now=0.3)  # a window after the last sweep: the first 1,000 have expired
+
+    assert len(cache) == 2 and cache.lookup([1000, 2000, 5], now=0.3) == ({1000: 1000, 2000: 2000}, [5])
