@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from streamrec.features.online import OnlineFeatureStore
 from streamrec.features.schema import FeatureRow
 
 FlushHook = Callable[[Sequence[FeatureRow], float], None]
+FirstWriteHook = Callable[[], Awaitable[None]]
 
 
 class MicroBatchWriter:
@@ -29,12 +30,18 @@ class MicroBatchWriter:
     raised from the next :meth:`submit` or :meth:`flush`; its rows are lost to
     this writer, and the caller decides (the worker should stop and let the
     changelog-backed state rewrite on restart).
+
+    ``before_first_write()`` is awaited before this writer's first row reaches the
+    store, until it succeeds once (the worker sets its online-store marker there,
+    stream/online_refill.py).
     """
 
     def __init__(
-        self, store: OnlineFeatureStore, batch_size: int, flush_ms: float, on_flush: FlushHook | None = None
+        self, store: OnlineFeatureStore, batch_size: int, flush_ms: float, on_flush: FlushHook | None = None,
+        before_first_write: FirstWriteHook | None = None,
     ) -> None:
         self._store = store
+        self._before_first_write = before_first_write
         self._batch_size = batch_size
         self._flush_s = flush_ms / 1000.0
         self._on_flush = on_flush
@@ -69,6 +76,9 @@ class MicroBatchWriter:
             batch = list(self._pending.values())
             self._pending.clear()
             if batch:
+                if self._before_first_write is not None:
+                    await self._before_first_write()
+                    self._before_first_write = None
                 await self._store.write_batch(batch)
                 if self._on_flush is not None:
                     self._on_flush(batch, time.time())

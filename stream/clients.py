@@ -43,7 +43,8 @@ async def build_clients(settings: Settings) -> Clients:
     cfg, url, reconnect_s = settings.features, settings.redis.effective_url, settings.redis.reconnect_s
     store = RedisFeatureStore.from_url(url, cfg, reconnect_s=reconnect_s)  # the process's one Redis pool
     marker = Marker(store, settings.worker.id)
-    writer = MicroBatchWriter(store, batch_size=cfg.batch_size, flush_ms=cfg.flush_ms)
+    # the marker goes in before any row of this process: from then on, its absence means Redis lost them
+    writer = MicroBatchWriter(store, batch_size=cfg.batch_size, flush_ms=cfg.flush_ms, before_first_write=marker.set)
     rec = settings.recommend
     cache = None
     if rec.cache_ttl_s > 0:

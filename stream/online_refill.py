@@ -7,10 +7,13 @@ until its next event. Each worker keeps a marker of its own in the online store
 (``OnlineFeatureStore.set_marker``); a timer (``STREAMREC_WORKER__ONLINE_CHECK_S``)
 looks for it, and when it is gone the worker sets it again and rewrites the rows of
 every user, item and global shard of the partitions it owns, through its micro-batching
-writer (after a worker's own rows, in order). A worker's first check only sets the
-marker: at a start its tables are as of their changelogs, which may be behind the rows
-the worker before it wrote (until the redelivered records bring them forward), and
-writing them then would take rows back. (So Redis losing its data while no worker runs
+writer (after a worker's own rows, in order). The marker is set before the process's
+first row reaches Redis (the writer's ``before_first_write``, stream/clients.py): a
+Redis lost after rows were written but before the first check (a check waits for
+recovery and rebalances to end) was never refilled. A worker's first check, with
+no row written yet, only sets the marker: at a start its tables are as of their
+changelogs, which may be behind the rows the worker before it wrote (until the
+redelivered records bring them forward), and writing them then would take rows back. (So Redis losing its data while no worker runs
 is not repaired: rows come back entity by entity with their next events.)
 
 Only partitions the worker owns as active are rewritten: its tables may also hold

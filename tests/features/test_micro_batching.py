@@ -70,3 +70,26 @@ async def test_a_failed_background_write_surfaces_on_the_next_call(features_cfg)
     with pytest.raises(Exception, match="(?i)connect"):
         await writer.submit([_row("b", 1)])
     await dead.close()
+
+
+async def test_the_first_write_waits_for_its_hook_once_and_a_failed_hook_is_tried_again(store: RedisFeatureStore) -> None:
+    """The worker sets its online-store marker in this hook (stream/online_refill.py): no row
+    of the process may reach Redis before it."""
+    calls: list[list[dict[str, int | None]]] = []
+
+    async def before_first_write() -> None:
+        calls.append(await store.read_batch(USER_VIEW, ["h1", "h2"], ["event_count"]))  # what Redis holds then
+        if len(calls) == 1:
+            raise ConnectionError("redis away")
+
+    writer = MicroBatchWriter(store, batch_size=1000, flush_ms=60_000, before_first_write=before_first_write)
+    await writer.submit([_row("h1", 1)])
+    with pytest.raises(ConnectionError):
+        await writer.flush()
+    await writer.submit([_row("h2", 2)])
+    await writer.flush()
+    await writer.submit([_row("h1", 3)])
+    await writer.flush()
+
+    assert calls == [[{"event_count": None}] * 2] * 2  # before any row, twice: the first attempt failed
+    assert await store.read_batch(USER_VIEW, ["h1", "h2"], ["event_count"]) == [{"event_count": 3}, {"event_count": 2}]
