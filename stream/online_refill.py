@@ -13,8 +13,9 @@ Redis lost after rows were written but before the first check (a check waits for
 recovery and rebalances to end) was never refilled. A worker's first check, with
 no row written yet, only sets the marker: at a start its tables are as of their
 changelogs, which may be behind the rows the worker before it wrote (until the
-redelivered records bring them forward), and writing them then would take rows back. (So Redis losing its data while no worker runs
-is not repaired: rows come back entity by entity with their next events.)
+redelivered records bring them forward), and writing them then would take rows back.
+(So Redis losing its data while no worker runs is not repaired: rows come back entity
+by entity with their next events.)
 
 Only partitions the worker owns as active are rewritten: its tables may also hold
 standby copies or keys of partitions it gave away, which may be behind their owner's.

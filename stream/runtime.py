@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from streamrec.infra.services import RedisAuth
 from streamrec.infra.settings import SettingsError
-from streamrec.infra.stack import EmbeddedStack, StackConfig, port_open, stop_process  # stop_process: used from here by callers in stream
+from streamrec.infra.stack import EmbeddedStack, StackConfig, port_open, stop_process  # stop_process: re-exported
 from streamrec.stream.settings import RedisSettings, Settings
 from streamrec.stream.topics import ensure_topics
 

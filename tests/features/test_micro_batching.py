@@ -72,7 +72,9 @@ async def test_a_failed_background_write_surfaces_on_the_next_call(features_cfg)
     await dead.close()
 
 
-async def test_the_first_write_waits_for_its_hook_once_and_a_failed_hook_is_tried_again(store: RedisFeatureStore) -> None:
+async def test_the_first_write_waits_for_its_hook_once_and_a_failed_hook_is_tried_again(
+    store: RedisFeatureStore,
+) -> None:
     """The worker sets its online-store marker in this hook (stream/online_refill.py): no row
     of the process may reach Redis before it."""
     calls: list[list[dict[str, int | None]]] = []

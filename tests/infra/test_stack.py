@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import subprocess
@@ -136,8 +137,6 @@ def _alive(pid: int) -> bool:
 def test_a_step_of_the_wall_clock_does_not_hide_the_stack_from_down(tmp_path: Path) -> None:
     """A VM restored from a snapshot, or NTP, steps the wall clock and with it every process's
     create_time; `stack down` from another process must still know the services as its own."""
-    import json
-
     config = StackConfig.on_free_ports(tmp_path / "stack")
     started = EmbeddedStack(config)
     pids = [r.pid for r in started.up()]
@@ -156,8 +155,6 @@ def test_down_stops_what_it_started_even_when_its_record_no_longer_names_it(tmp_
     """The stack object that started the services holds them as children: when their records
     no longer identify them (as a stepped clock did before records kept the time since boot),
     down() still stops them rather than wait on them forever."""
-    import json
-
     config = StackConfig.on_free_ports(tmp_path / "stack")
     stack = EmbeddedStack(config)
     pids = [r.pid for r in stack.up()]

@@ -50,7 +50,8 @@ async def test_redis_restarted_empty_is_refilled_by_the_worker(
 ) -> None:
     settings = _settings(own_stack, tmp_path, model_registry)
     if first_check_s is not None:
-        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"online_check_s": first_check_s})})
+        worker_settings = settings.worker.model_copy(update={"online_check_s": first_check_s})
+        settings = settings.model_copy(update={"worker": worker_settings})
     events = movielens_events(N_EVENTS, "redis")
     items = sorted({e.item_id for e in events})  # type: ignore[misc]
     store = RedisFeatureStore.from_url(settings.redis.effective_url, settings.features, reconnect_s=60)
@@ -75,7 +76,8 @@ async def test_redis_restarted_empty_is_refilled_by_the_worker(
     finally:
         stop_worker(worker)
         await store.close()
-    Outcome("redis-restarted-empty" + ("-before-first-check" if first_check_s else ""), "at_least_once", N_EVENTS, report, applied, 1,
+    name = "redis-restarted-empty" + ("-before-first-check" if first_check_s else "")
+    Outcome(name, "at_least_once", N_EVENTS, report, applied, 1,
             {"redis_back_to_exact": time.monotonic() - back - report.seconds, "redis_back_to_all_applied": refilled_s},
             notes="redis-server stopped (SIGTERM) after a third of the events, started again empty 3 s later; "
                   "the worker rewrote its rows from its tables (stream/online_refill.py)").record()
