@@ -30,7 +30,7 @@ from streamrec.stream.prometheus import PrometheusEndpoint, start_prometheus_end
 from streamrec.stream.runtime import limit_blas_threads
 from streamrec.stream.settings import Settings
 from streamrec.stream.topics import STATE_TABLES, faust_app_id
-from streamrec.stream.transport import SourceRoutedSink, TunedTransport
+from streamrec.stream.transport import SourceRoutedSink, TunedTransport, flush_now, kafka_producer
 
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ def build_app(settings: Settings) -> StreamrecApp:
 
     async def flush_outputs() -> None:
         if not app.in_transaction:
-            await app.producer.flush()
+            await app.producer.buffer.flush()  # Faust's own queue (send_soon), then aiokafka's
+            await flush_now(kafka_producer(app))  # without waiting out the linger
 
     processor.flush_outputs = flush_outputs
 

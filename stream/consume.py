@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
-from streamrec.stream.transport import transaction_of
+from streamrec.stream.transport import kafka_producer, send_lingering, transaction_of
 
 if TYPE_CHECKING:
     from streamrec.stream.app import StreamrecApp
@@ -26,7 +26,8 @@ async def consume_in_batches(
     """Feed ``stream`` to ``handle`` in batches of (event, partition, offset). Under
     exactly_once, one call per input partition, whose outputs go in that partition's
     transaction (stream/transport.py), and each batch handled and acked inside
-    ``app.commit_gate``."""
+    ``app.commit_gate``. A handled batch's outputs leave at once, not after the
+    producer's linger (stream/transport.py, ``send_lingering``)."""
     async for taken in stream.take_events(**take):
         # a message of a partition revoked meanwhile belongs to its new owner (our state of it is gone)
         assigned = app.consumer.assignment()
@@ -43,6 +44,7 @@ async def consume_in_batches(
             continue
         if not app.in_transaction:
             await handle([(e, e.message.partition, e.message.offset) for e in events])
+            send_lingering(kafka_producer(app))
             continue
         async with app.commit_gate:  # each input partition's part in its own transaction
             for (topic, partition), part in _by_source(events).items():
