@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=SOURCES, default="movielens")
     parser.add_argument("--start-row", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--linger-ms", type=int, default=5)
+    parser.add_argument("--linger-ms", type=int, default=0, help="producer linger (0: each event at once, as the gateway sends)")
     parser.add_argument("--users", type=int, help="clicks: draw users from this many synthetic ids (default: MovieLens's)")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
