@@ -36,7 +36,11 @@ class BrokerSettings(BaseModel):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     partitions: int = Field(default=4, ge=1, le=1024)
-    producer_linger_ms: float = Field(default=2.0, ge=0, le=1000, description="batch sends this long (fewer requests per message)")
+    producer_linger_ms: float = Field(
+        default=2.0, ge=0, le=1000,
+        description="batch sends this long (fewer requests per message); a worker's batch sends what it made when "
+        "it is done, without waiting the linger out (stream/transport.py)",
+    )
     replication_factor: int = Field(default=1, ge=1)
     max_poll_records: int = Field(
         default=500, ge=1, le=1_000_000,

@@ -9,7 +9,9 @@ set the wait from ``Settings.broker.fetch_max_wait_ms`` without touching faust's
 serve fetched partitions round-robin (no topic starves behind another's backlog),
 and run ``app.before_commit()`` once a commit has chosen its offsets (write-behind
 state and feature rows reach their changelogs and Redis, in the same transaction
-under exactly_once, before the offsets that produced them).
+under exactly_once, before the offsets that produced them). ``send_lingering`` and
+``flush_now`` end the producer's linger when a batch is done (aiokafka's own flush
+waits it out).
 """
 
 from __future__ import annotations
