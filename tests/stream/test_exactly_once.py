@@ -33,6 +33,7 @@ from streamrec.tools.harness import isolated_settings, produce, start_worker, st
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 N_EVENTS = 6000
+SEND_RATE = 1500.0  # events/s: 4 s of sending, the kill at a third applied lands before its end
 PARTITIONS = 2
 EOS_DB = 9
 
@@ -153,7 +154,9 @@ async def test_sigkill_mid_stream_then_restart_leaves_exact_features_and_no_dupl
     second = None
     try:
         await wait_ready(settings, store, first, first_log, timeout_s=400)
-        sending = asyncio.create_task(produce(settings, events))
+        # paced, so the kill lands while events still arrive: sent at once, a fast worker applied
+        # them all within one commit interval, and its rows (written at commit) went 0 -> all
+        sending = asyncio.create_task(produce(settings, events, rate=SEND_RATE))
 
         await _wait_for(items_applied, N_EVENTS // 3, first, first_log, settings)
         first.send_signal(signal.SIGKILL)  # mid-stream: an open transaction, uncommitted state
@@ -172,7 +175,8 @@ async def test_sigkill_mid_stream_then_restart_leaves_exact_features_and_no_dupl
                     f"users: {dict(list(ushort.items())[:10])}")
 
         await _wait_for(items_applied, N_EVENTS, second, second_log, settings, details=short_items)
-        print(f"restarted worker applied all {N_EVENTS} events {time.monotonic() - restarted:.1f} s after its start")
+        print(f"killed at {killed_at} applied; the restarted worker applied all {N_EVENTS} events "
+              f"{time.monotonic() - restarted:.1f} s after its start")
         await asyncio.sleep(2.0)  # anything doubled would land now
         user_rows = await store.read_batch(USER_VIEW, users, ["n_rating", "rating_mean"])
         item_rows = await store.read_batch(ITEM_VIEW, items, ["n_rating", "rating_mean"])
