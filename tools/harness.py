@@ -74,21 +74,14 @@ async def wait_ready(
     raise RuntimeError(f"worker wrote no feature row in {timeout_s} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-async def produce(settings: Any, events: list[ClickEvent], *, rate: float | None = None,
-                  **producer_options: Any) -> None:
-    """Send events to ``clickstream`` keyed by user, in order, and wait for the acks;
-    ``rate``: at most this many a second (None: as fast as the producer takes them)."""
-    import time
-
+async def produce(settings: Any, events: list[ClickEvent], **producer_options: Any) -> None:
+    """Send events to ``clickstream`` keyed by user, in order, and wait for the acks."""
     from streamrec.infra.kafka_clients import producer
 
     client = producer(settings.broker, **producer_options)
     await client.start()
-    began = time.monotonic()
     try:
-        for n, event in enumerate(events):
-            if rate is not None and (ahead := began + n / rate - time.monotonic()) > 0:
-                await asyncio.sleep(ahead)
+        for event in events:
             await client.send(settings.topics.clickstream, event.to_bytes(), key=event.user_id.encode())
         await client.flush()
     finally:

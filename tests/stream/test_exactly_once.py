@@ -28,7 +28,8 @@ from streamrec.features.online import RedisFeatureStore
 from streamrec.features.schema import ITEM_VIEW, USER_VIEW
 from streamrec.infra.kafka_clients import consumer
 from streamrec.models.datasets import load_movielens
-from streamrec.tools.harness import isolated_settings, produce, start_worker, stop_worker, wait_ready
+from streamrec.tools.harness import isolated_settings, start_worker, stop_worker, wait_ready
+from tests.stream.faults import paced_produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -154,9 +155,10 @@ async def test_sigkill_mid_stream_then_restart_leaves_exact_features_and_no_dupl
     second = None
     try:
         await wait_ready(settings, store, first, first_log, timeout_s=400)
-        # paced, so the kill lands while events still arrive: sent at once, a fast worker applied
-        # them all within one commit interval, and its rows (written at commit) went 0 -> all
-        sending = asyncio.create_task(produce(settings, events, rate=SEND_RATE))
+        # paced, so the kill lands while events still arrive: sent at once, a fast worker took them
+        # all in one transaction, and the item rows (their agent reads by_item read_committed, a
+        # commit at a time) went from under a third to all between two polls
+        sending = asyncio.create_task(paced_produce(settings, events, SEND_RATE, asyncio.Event()))
 
         await _wait_for(items_applied, N_EVENTS // 3, first, first_log, settings)
         first.send_signal(signal.SIGKILL)  # mid-stream: an open transaction, uncommitted state

@@ -6,13 +6,13 @@ far longer than the waits, so a record that waited for it could not pass."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streamrec.features.export import read_to_end
 from streamrec.stream.transport import flush_now, send_lingering
 
 pytestmark = [pytest.mark.integration]
@@ -21,19 +21,18 @@ LINGER_MS = 30_000  # what a record would wait without the calls under test
 WAIT_S = 10.0  # each check's limit, a third of the linger
 
 
-async def _read(bootstrap: str, topic: str, count: int) -> dict[int, list[bytes]]:
-    """``count`` records of ``topic`` by partition, in offset order."""
+async def _read(bootstrap: str, topic: str) -> dict[int, list[bytes]]:
+    """``topic``'s records by partition, in offset order."""
     reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=100)
     await reader.start()
     try:
-        got: dict[int, list[bytes]] = {}
-        deadline = time.monotonic() + WAIT_S
-        while sum(map(len, got.values())) < count and time.monotonic() < deadline:
-            for tp, records in (await reader.getmany(timeout_ms=200)).items():
-                got.setdefault(tp.partition, []).extend(r.value for r in records)
-        return got
+        records = await read_to_end(reader, timeout_s=WAIT_S)
     finally:
         await reader.stop()
+    got: dict[int, list[bytes]] = {}
+    for record in records:
+        got.setdefault(record.partition, []).append(record.value)
+    return got
 
 
 async def test_records_held_for_the_linger_leave_when_told(bootstrap_servers: str) -> None:
@@ -60,7 +59,7 @@ async def test_records_held_for_the_linger_leave_when_told(bootstrap_servers: st
         assert late.done() and late.result().offset > delivered[0].result().offset
     finally:
         await client.stop()
-    assert await _read(bootstrap_servers, topic, 6) == {0: [b"warm-up", b"a0", b"a2", b"late"], 1: [b"a1", b"a3"]}
+    assert await _read(bootstrap_servers, topic) == {0: [b"warm-up", b"a0", b"a2", b"late"], 1: [b"a1", b"a3"]}
 
 
 def test_a_producer_not_yet_started_has_nothing_to_send() -> None:
