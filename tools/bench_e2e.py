@@ -17,6 +17,13 @@ ranked once for several events of a user in one batch, or the debounce held it),
 covered events, a covered one timed to the arrival of the list that carried its effect. The worker's RSS and the CPU of
 every process are sampled while the load runs.
 
+The load runs ``--settle`` seconds (default 15) before the measured ``--duration``, at the
+same rate: a broker just started takes its first ~15 s to JIT-compile its hot paths (its
+JVM near a full core of the two), which a long-running broker has behind it. The settling
+events count like any other for loss and ``verify``; their percentiles are reported apart
+(``settle`` in the JSON, a second line on the console, grey in the plot), and the headline
+figures, ``events`` and the CPU figures are the measured window's (``--settle 0``: all of it).
+
 The JSON holds ``rate``, ``events``, ``recommendations``, ``lost``, ``p50_ms``,
 ``p95_ms``, ``p99_ms``, ``worker_rss_mb`` (the maximum; ``_final`` and ``_ready`` too),
 and to tell where the time goes: ``breakdown`` (send → emit inside the worker,
@@ -84,6 +91,10 @@ class E2EConfig(BaseModel):
     source: Literal["movielens", "clicks"] = "movielens"
     grace_s: float = Field(default=10.0, ge=0, le=600)
     warmup_timeout_s: float = Field(default=300.0, gt=0)  # the worker's start: Feast apply, model, group join
+    # load sent before the measured ``duration_s``, at the same rate: a just-started broker's JVM
+    # compiles its hot paths in its first ~15 s; those events are verified and counted as lost if
+    # unanswered, and their latencies are reported apart (``settle``), not in the headline percentiles
+    settle_s: float = Field(default=15.0, ge=0, le=600)
     # the load generator's producer linger: 0, as the gateway sends a shopper's event (at once); a
     # 5 ms linger (the Java client's and librdkafka's default) adds ~6 ms to the p50 (README)
     linger_ms: int = Field(default=0, ge=0, le=1000)
@@ -415,7 +426,8 @@ async def _start_producer(session: BenchSession, rate: float, step: int, start_r
     from streamrec.stream.runtime import settings_env
 
     out = session.run_dir / f"sent-{step}.json"
-    argv = [sys.executable, "-m", "streamrec.tools.loadgen", "--rate", str(rate), "--duration", str(session.config.duration_s),
+    seconds = session.config.settle_s + session.config.duration_s
+    argv = [sys.executable, "-m", "streamrec.tools.loadgen", "--rate", str(rate), "--duration", str(seconds),
             "--out", str(out), "--run-id", f"{session.run_id}-s{step}", "--source", session.config.source,
             "--start-row", str(start_row), "--linger-ms", str(session.config.linger_ms)]
     if session.config.users:
@@ -463,13 +475,17 @@ async def _run_step(session: BenchSession, collector: Collector, rate: float, st
     cpu = CpuWindow(processes)
     cpu.start()
     rss: list[float] = []
-    expected = round(rate * cfg.duration_s)
+    expected = round(rate * (cfg.settle_s + cfg.duration_s))
     before = len(collector.received)
     bar = tqdm(total=expected, unit="rec", desc=f"e2e {rate:g}/s", disable=not cfg.progress, leave=False)
-    began, next_sample = time.time(), 0.0
+    began, next_sample, settling = time.time(), 0.0, cfg.settle_s > 0
     try:
         while producer.poll() is None:
             session.worker.check_alive()
+            if settling and time.time() - began >= cfg.settle_s:
+                settling = False
+                cpu.start()  # the CPU figures are the measured window's
+                load_before = os.getloadavg()[0]
             rss.append(session.worker.rss_mb())
             bar.update(len(collector.received) - before - bar.n)
             if cfg.timeline_every_s is not None and time.time() - began >= next_sample:
@@ -494,13 +510,13 @@ async def _run_step(session: BenchSession, collector: Collector, rate: float, st
         if profiler is not None:
             _stop(profiler, first=signal.SIGINT)  # py-spy writes its file on SIGINT
     cpu_percent = cpu.stop()
-    span = max(sent[-1].send_s - sent[0].send_s, 1e-9) if len(sent) > 1 else cfg.duration_s
-    cpu_percent["producer"] = round(100 * producer_cpu_s / span, 1)
+    span = max(sent[-1].send_s - sent[0].send_s, 1e-9) if len(sent) > 1 else cfg.settle_s + cfg.duration_s
+    cpu_percent["producer"] = round(100 * producer_cpu_s / span, 1)  # over the whole send, settling included
     session.rss_samples.extend(rss)
-    result = _step_result(session, rate, sent, collector, rss, cpu_percent, span)
+    result = _step_result(session, rate, sent, collector, rss, cpu_percent, span, settle_s=cfg.settle_s)
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     # the worker's CPU cost per event served: what bounds throughput when cores are scarce
-    served = result["recommendations"] + result["covered"] + result["superseded"]
+    served = result["recommendations"] + result["covered"] + result["superseded"]  # in the measured window
     worker_s = cpu.seconds.get("worker", 0.0)
     busy_s = worker_s - session.idle_cpu_percent.get("worker", 0.0) / 100 * cpu.wall_s  # less the idle polling
     result["worker_cpu_ms_per_event"] = round(1000 * worker_s / served, 3) if served else None
@@ -523,23 +539,39 @@ def _start_profiler(session: BenchSession, step: int) -> subprocess.Popen[bytes]
     return proc
 
 
+def split_settle(sent: Sequence[Sent], settle_s: float) -> tuple[list[Sent], float]:
+    """The events sent after the first ``settle_s`` seconds of the send (the measured
+    window) and when that window began (epoch s)."""
+    if not sent:
+        return [], 0.0
+    begins = sent[0].send_s + settle_s
+    return [s for s in sent if s.send_s >= begins], begins
+
+
 def _step_result(session: BenchSession, rate: float, sent: list[Sent], collector: Collector, rss: list[float],
-                 cpu_percent: dict[str, float], span: float) -> dict[str, Any]:
-    m = match(sent, collector.received)
-    answered = [(s, collector.received[s.event_id]) for s in sent if s.event_id in collector.received]
+                 cpu_percent: dict[str, float], span: float, settle_s: float = 0.0) -> dict[str, Any]:
+    # every event sent counts for loss; the headline figures are the measured window's (a later event
+    # of a user supersedes an earlier one, never the reverse, so matching the window alone is exact)
+    whole = match(sent, collector.received)
+    measured, begins = split_settle(sent, settle_s)
+    m = match(measured, collector.received) if settle_s > 0 else whole
+    answered = [(s, collector.received[s.event_id]) for s in measured if s.event_id in collector.received]
     to_emit = [r.event_to_emit_ms for _, r in answered if r.event_to_emit_ms is not None]
     out_hop = [(r.recv_s - s.send_s) * 1000 - r.event_to_emit_ms for s, r in answered if r.event_to_emit_ms is not None]
+    settling = whole.latencies_ms[whole.send_s < begins]
     result: dict[str, Any] = {
         "rate": rate,
-        "events": len(sent),
+        "events": len(measured),  # the measured window's (the headline figures' events)
+        "events_total": len(sent),  # settling included: what verify checks
         "triggering": m.triggering,
         "recommendations": m.answered,
         "covered": m.covered,
         "superseded": m.superseded,
-        "lost": m.lost,
+        "lost": whole.lost,  # anywhere in the run, settling included
         **latency_summary(m.latencies_ms),
+        "settle": {"seconds": settle_s, "events": len(sent) - len(measured), **latency_summary(settling)},
         "achieved_rate": round(len(sent) / span, 1),
-        "recommendations_per_s": round(m.answered / span, 1),
+        "recommendations_per_s": round(whole.answered / span, 1),
         "send_span_s": round(span, 2),
         "worker_rss_mb": round(max(rss), 1) if rss else None,
         "worker_rss_final_mb": round(rss[-1], 1) if rss else None,
@@ -555,9 +587,10 @@ def _step_result(session: BenchSession, rate: float, sent: list[Sent], collector
             "ingest": latency_summary([r.ingest_ms for _, r in answered if r.ingest_ms is not None]),
             "update": latency_summary([r.update_ms for _, r in answered if r.update_ms is not None]),
         },
-        "lost_sample": m.lost_ids[:10],
+        "lost_sample": whole.lost_ids[:10],
+        "measured_from_epoch_s": round(begins, 3),
     }
-    result["_latencies"] = m  # for the plot; removed before writing JSON
+    result["_latencies"] = whole  # for the plot; removed before writing JSON
     return result
 
 
@@ -644,7 +677,7 @@ async def _drive(session: BenchSession) -> dict[str, Any]:
         start_row = 0
         while rate is not None and len(steps) < (cfg.sweep_steps if cfg.sweep else 1):
             result = await _run_step(session, collector, rate, len(steps), start_row)
-            start_row += result["events"]
+            start_row += result["events_total"]
             result["ok"] = step_ok(result, cfg.p99_target_ms)
             steps.append(result)
             print(_format_step(result), flush=True)
@@ -717,7 +750,9 @@ def _format_step(r: Mapping[str, Any]) -> str:
     return (f"[e2e] rate {r['rate']:>7g}/s  sent {r['events']:>6d} ({r['achieved_rate']:g}/s)  recs {r['recommendations']:>6d}  "
             f"lost {r['lost']}  covered {r.get('covered', 0)}  superseded {r['superseded']}  p50 {ms(r['p50_ms'])}  p95 {ms(r['p95_ms'])}  "
             f"p99 {ms(r['p99_ms'])} ms  worker RSS {r['worker_rss_mb']} MB  cpu% {r['cpu_percent']}"
-            + ("" if "ok" not in r else f"  {'ok' if r['ok'] else 'FAIL'}"))
+            + ("" if "ok" not in r else f"  {'ok' if r['ok'] else 'FAIL'}")
+            + (f"\n[e2e]   settling, the first {settle['seconds']:g} s (not above): {settle['events']} events  "
+               f"p50 {ms(settle['p50_ms'])}  p99 {ms(settle['p99_ms'])} ms" if (settle := r.get("settle")) and settle["events"] else ""))
 
 
 # -- plots ---------------------------------------------------------------------------
@@ -744,12 +779,22 @@ def plot(report: Mapping[str, Any], steps_latencies: Sequence[tuple[float, Match
         right.legend(fontsize=8)
     else:
         _, m = steps_latencies[0]
-        if m.latencies_ms.size:
-            lo, hi = max(m.latencies_ms.min(), 0.1), max(m.latencies_ms.max(), 1.0)
-            left.hist(m.latencies_ms, bins=np.geomspace(lo, hi * 1.01, 60), color="tab:blue")
+        begins = report.get("measured_from_epoch_s", -np.inf)
+        measured = m.latencies_ms[m.send_s >= begins]
+        if measured.size:
+            lo, hi = max(measured.min(), 0.1), max(measured.max(), 1.0)
+            left.hist(measured, bins=np.geomspace(lo, hi * 1.01, 60), color="tab:blue")
             for key, color in (("p50_ms", "green"), ("p95_ms", "orange"), ("p99_ms", "red")):
                 left.axvline(report[key], color=color, ls="--", lw=1, label=f"{key[:3]} {report[key]:.1f} ms")
-            right.scatter(m.send_s - m.send_s.min(), m.latencies_ms, s=2, alpha=0.5)
+        if m.latencies_ms.size:
+            t0 = m.send_s.min()
+            settling = m.send_s < begins
+            right.scatter(m.send_s[~settling] - t0, m.latencies_ms[~settling], s=2, alpha=0.5, label="measured")
+            if settling.any():
+                right.scatter(m.send_s[settling] - t0, m.latencies_ms[settling], s=2, alpha=0.5, color="tab:gray",
+                              label=f"settling ({report['settle']['seconds']:g} s, not in the percentiles)")
+                right.axvline(begins - t0, color="black", ls=":", lw=1)
+                right.legend(fontsize=8, markerscale=4)
         left.set(xscale="log", xlabel="send → recommendation (ms)", ylabel="events",
                  title=f"{report['rate']:g} events/s for {report['duration_s']:g} s, lost {report['lost']}")
         left.legend()
@@ -839,6 +884,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="MovieLens ratings in time order, or synthetic clicks/views over its catalogue")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to wait for outstanding recommendations")
     p.add_argument("--warmup-timeout", type=float, default=300.0, help="seconds the worker may take to answer a first event")
+    p.add_argument("--settle", type=float, default=15.0,
+                   help="seconds of load before the measured --duration, reported apart (default 15: a fresh "
+                        "broker's JIT warm-up; 0 measures from the first event)")
     p.add_argument("--linger-ms", type=int, default=0,
                    help="the load generator's producer linger (default 0: at once, as the gateway sends events)")
     p.add_argument("--partitions", type=int, help="partitions of the bench's topics (default: the setting)")
@@ -857,7 +905,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from(args: argparse.Namespace) -> E2EConfig:
     return E2EConfig(rate=args.rate, duration_s=args.duration, json_path=args.json, source=args.source,
-                     grace_s=args.grace, warmup_timeout_s=args.warmup_timeout, linger_ms=args.linger_ms, partitions=args.partitions,
+                     grace_s=args.grace, warmup_timeout_s=args.warmup_timeout, settle_s=args.settle, linger_ms=args.linger_ms, partitions=args.partitions,
                      bootstrap_servers=args.bootstrap, redis_url=args.redis_url, sweep=args.sweep,
                      p99_target_ms=args.p99_target, sweep_start=args.sweep_start,
                      sweep_max_rate=args.sweep_max_rate, sweep_steps=args.sweep_steps, profile=args.profile,

@@ -110,7 +110,7 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
 
     config = E2EConfig(rate=args.rate, duration_s=args.duration, json_path=args.json, source="clicks", users=args.users,
                        timeline_every_s=args.every, grace_s=args.grace, partitions=args.partitions,
-                       progress=not args.quiet)
+                       settle_s=0, progress=not args.quiet)  # the soak's own --warmup is its settling
     report = _session(config, load_settings())
     m: Match = report.pop("_latencies")
     windows = window_p99(m, args.every * 6)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import psutil
@@ -24,12 +25,14 @@ from streamrec.tools.bench_e2e import (
     Match,
     Received,
     Sent,
+    _step_result,
     _write,
     bench_settings,
     latency_summary,
     match,
     next_sweep_rate,
     run_e2e,
+    split_settle,
     step_ok,
     verified_ok,
 )
@@ -116,6 +119,59 @@ def test_a_step_holds_only_without_loss_within_the_target_at_the_offered_rate() 
     assert not step_ok({**base, "p99_ms": 251.0}, 250)
     assert not step_ok({**base, "achieved_rate": 90.0}, 250)
     assert not step_ok({**base, "p99_ms": None}, 250)
+
+
+# -- the settling window -------------------------------------------------------------
+def _step(sent: list[Sent], received: dict[str, Received], settle_s: float) -> dict:
+    return _step_result(None, 10.0, sent, SimpleNamespace(received=received), [50.0], {}, span=10.0,  # type: ignore[arg-type]
+                        settle_s=settle_s)
+
+
+def test_the_headline_percentiles_leave_the_settling_seconds_out_and_report_them_apart() -> None:
+    sent = [Sent(f"e{i}", f"u{i}", 100.0 + i * 0.1, True) for i in range(100)]  # 10 s at 10/s
+    slow_first = {s.event_id: Received(s.send_s + (0.5 if i < 30 else 0.01)) for i, s in enumerate(sent)}
+
+    settled, whole = _step(sent, slow_first, settle_s=3.0), _step(sent, slow_first, settle_s=0.0)
+
+    assert (settled["events"], settled["settle"]["events"], settled["events_total"]) == (70, 30, 100)
+    assert settled["p99_ms"] == pytest.approx(10.0) and settled["settle"]["p50_ms"] == pytest.approx(500.0)
+    assert whole["events"] == 100 and whole["p99_ms"] == pytest.approx(500.0)
+    assert settled["measured_from_epoch_s"] == pytest.approx(103.0)
+
+
+def test_an_event_lost_while_settling_still_counts_as_lost() -> None:
+    sent = [Sent("early", "u1", 100.0, True), Sent("late", "u2", 105.0, True)]
+
+    result = _step(sent, {"late": Received(105.01)}, settle_s=3.0)
+
+    assert result["lost"] == 1 and result["lost_sample"] == ["early"]
+    assert result["recommendations"] == 1 and result["events"] == 1
+
+
+def test_a_settling_event_superseded_by_a_measured_one_is_not_lost() -> None:
+    sent = [Sent("a1", "u1", 100.0, True), Sent("a2", "u1", 104.0, True)]
+
+    result = _step(sent, {"a2": Received(104.01)}, settle_s=3.0)
+
+    assert result["lost"] == 0 and result["settle"]["events"] == 1
+
+
+def test_a_report_with_a_settling_window_plots_it_apart(tmp_path: Path) -> None:
+    sent = [Sent(f"e{i}", f"u{i}", 100.0 + i * 0.1, True) for i in range(100)]
+    report = _step(sent, {s.event_id: Received(s.send_s + 0.02) for s in sent}, settle_s=3.0)
+    report.update(worker_rss_mb=80.0, duration_s=7.0)
+
+    _write(report, tmp_path / "e2e.json")
+
+    written = json.loads((tmp_path / "e2e.json").read_text())
+    assert written["settle"]["seconds"] == 3.0 and (tmp_path / "e2e.png").stat().st_size > 10_000
+
+
+def test_split_settle_keeps_what_was_sent_from_the_window_start_on() -> None:
+    sent = [Sent(f"e{i}", "u", 50.0 + i, True) for i in range(5)]
+    measured, begins = split_settle(sent, 2.0)
+    assert [s.event_id for s in measured] == ["e2", "e3", "e4"] and begins == 52.0
+    assert split_settle(sent, 0.0) == (sent, 50.0) and split_settle([], 5.0) == ([], 0.0)
 
 
 # -- pacing --------------------------------------------------------------------------
@@ -217,7 +273,7 @@ def test_the_bench_fails_when_any_run_fails_verify() -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_short_run_through_a_real_worker_answers_every_event(bootstrap_servers: str, redis_url: str, tmp_path: Path) -> None:
-    config = E2EConfig(rate=20, duration_s=5, json_path=tmp_path / "e2e.json", source="clicks", grace_s=20,
+    config = E2EConfig(rate=20, duration_s=5, settle_s=2, json_path=tmp_path / "e2e.json", source="clicks", grace_s=20,
                        bootstrap_servers=bootstrap_servers, redis_url=redis_url.rpartition("/")[0] + "/5",
                        partitions=2, progress=False)
 
@@ -232,7 +288,8 @@ def test_a_short_run_through_a_real_worker_answers_every_event(bootstrap_servers
     assert (tmp_path / "e2e.png").exists()
     assert not psutil.pid_exists(report["worker_pid"]), "the worker was left running"
     assert written["verify"]["ok"], written["verify"]["mismatches"]
-    assert written["verify"]["events_applied"] >= written["events"]
+    assert written["settle"]["events"] >= 35 and written["events_total"] == written["events"] + written["settle"]["events"]
+    assert written["verify"]["events_applied"] >= written["events_total"]
 
 
 @pytest.mark.integration
