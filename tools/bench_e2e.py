@@ -548,6 +548,19 @@ def split_settle(sent: Sequence[Sent], settle_s: float) -> tuple[list[Sent], flo
     return [s for s in sent if s.send_s >= begins], begins
 
 
+def ends(m: Match, at_most_s: float = 60.0) -> dict[str, Any]:
+    """The latencies of the events sent in the first and in the last stretch of ``m``'s
+    send times (``at_most_s``, or a quarter of the span when that is shorter): does
+    latency climb over a run?"""
+    if m.send_s.size == 0:
+        return {}
+    first, last = m.send_s.min(), m.send_s.max()
+    seconds = round(min(at_most_s, (last - first) / 4), 2)
+    return {"seconds": seconds,
+            "first": latency_summary(m.latencies_ms[m.send_s < first + seconds]),
+            "last": latency_summary(m.latencies_ms[m.send_s > last - seconds])}
+
+
 def _step_result(session: BenchSession, rate: float, sent: list[Sent], collector: Collector, rss: list[float],
                  cpu_percent: dict[str, float], span: float, settle_s: float = 0.0) -> dict[str, Any]:
     # every event sent counts for loss; the headline figures are the measured window's (a later event
@@ -570,6 +583,7 @@ def _step_result(session: BenchSession, rate: float, sent: list[Sent], collector
         "lost": whole.lost,  # anywhere in the run, settling included
         **latency_summary(m.latencies_ms),
         "settle": {"seconds": settle_s, "events": len(sent) - len(measured), **latency_summary(settling)},
+        "ends": ends(m),  # the measured window's first and last minute (a quarter of it when shorter)
         "achieved_rate": round(len(sent) / span, 1),
         "recommendations_per_s": round(whole.answered / span, 1),
         "send_span_s": round(span, 2),
@@ -751,6 +765,8 @@ def _format_step(r: Mapping[str, Any]) -> str:
             f"lost {r['lost']}  covered {r.get('covered', 0)}  superseded {r['superseded']}  p50 {ms(r['p50_ms'])}  p95 {ms(r['p95_ms'])}  "
             f"p99 {ms(r['p99_ms'])} ms  worker RSS {r['worker_rss_mb']} MB  cpu% {r['cpu_percent']}"
             + ("" if "ok" not in r else f"  {'ok' if r['ok'] else 'FAIL'}")
+            + (f"\n[e2e]   first {e['seconds']:g} s p50 {ms(e['first']['p50_ms'])} p99 {ms(e['first']['p99_ms'])} ms, "
+               f"last {e['seconds']:g} s p50 {ms(e['last']['p50_ms'])} p99 {ms(e['last']['p99_ms'])} ms" if (e := r.get("ends")) else "")
             + (f"\n[e2e]   settling, the first {settle['seconds']:g} s (not above): {settle['events']} events  "
                f"p50 {ms(settle['p50_ms'])}  p99 {ms(settle['p99_ms'])} ms" if (settle := r.get("settle")) and settle["events"] else ""))
 

@@ -28,6 +28,7 @@ from streamrec.tools.bench_e2e import (
     _step_result,
     _write,
     bench_settings,
+    ends,
     latency_summary,
     match,
     next_sweep_rate,
@@ -165,6 +166,18 @@ def test_a_report_with_a_settling_window_plots_it_apart(tmp_path: Path) -> None:
 
     written = json.loads((tmp_path / "e2e.json").read_text())
     assert written["settle"]["seconds"] == 3.0 and (tmp_path / "e2e.png").stat().st_size > 10_000
+
+
+def test_ends_compare_the_first_and_the_last_stretch_of_a_run() -> None:
+    send = np.arange(0.0, 300.0, 0.5)  # 5 min, latency climbing from 10 to ~40 ms
+    m = Match(10.0 + send / 10, send, triggering=send.size, answered=send.size, superseded=0)
+
+    e = ends(m)
+
+    assert e["seconds"] == 60.0
+    assert e["first"]["max_ms"] < 16.0 < 34.0 < e["last"]["p50_ms"]
+    assert ends(Match(np.ones(5), np.arange(5.0), triggering=5, answered=5, superseded=0))["seconds"] == 1.0  # a quarter
+    assert ends(Match(np.zeros(0), np.zeros(0), triggering=0, answered=0, superseded=0)) == {}
 
 
 def test_split_settle_keeps_what_was_sent_from_the_window_start_on() -> None:
