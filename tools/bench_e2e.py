@@ -38,6 +38,10 @@ lost, then bisects, each step on a fresh stack and worker (the embedded broker s
 down as it accumulates batches; ``--sweep-one-stack`` reuses one); it stops after ``--sweep-steps`` steps, at
 ``--sweep-max-rate``, or when the bracket is within 10%.
 
+``--workers N`` starts N workers in the one consumer group (each its own worker id and
+data dir; the topics' partitions split among them): scale-out on one host. The warm-up
+waits until every worker has answered; CPU is reported per worker and RSS as their sum.
+
 Every run ends with ``streamrec verify`` (the worker's online counts and means
 against a recomputation from its ``clickstream``): ``verify`` in the JSON, and the
 exit status is 1 when it fails.
@@ -113,6 +117,7 @@ class E2EConfig(BaseModel):
     progress: bool = True
     users: int | None = Field(default=None, ge=1)  # clicks: synthetic users instead of MovieLens's 943
     timeline_every_s: float | None = Field(default=None, gt=0)  # sample RSS and group lag this often (the soak)
+    workers: int = Field(default=1, ge=1, le=8)  # worker processes in the one consumer group (scale-out on one host)
 
     @property
     def sweep_search(self) -> dict[str, float]:
@@ -263,7 +268,7 @@ class WorkerProcess:
     def __init__(self, settings: Settings, log: Path) -> None:
         from streamrec.stream.runtime import spawn_worker
 
-        self.log = log
+        self.settings, self.log = settings, log
         self.process = spawn_worker(settings, log)
         self.ps = psutil.Process(self.process.pid)
 
@@ -323,6 +328,7 @@ class Collector:
         self.received: dict[str, Received] = {}
         self.duplicates = 0
         self.model_versions: set[str] = set()
+        self.worker_ids: set[str] = set()  # the workers that sent a list
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -350,6 +356,7 @@ class Collector:
                         self.duplicates += 1
                         continue
                     self.model_versions.add(str(message.get("model_version")))
+                    self.worker_ids.add(str(message.get("worker_id")))
                     stages = message.get("latency_ms") or {}
                     self.received[cause] = Received(now, stages.get("event_to_emit"), stages.get("total"),
                                                     covers=tuple(message.get("covers") or ()),
@@ -361,7 +368,7 @@ class Collector:
 class BenchSession:
     config: E2EConfig
     settings: Settings
-    worker: WorkerProcess
+    workers: list[WorkerProcess]  # one unless --workers: the same group, each its own id and data dir
     run_dir: Path
     run_id: str
     stack_pids: dict[str, int]
@@ -370,6 +377,19 @@ class BenchSession:
     timeline: list[dict[str, float]] = field(default_factory=list)  # (t, RSS, lag) samples when asked for
     idle_cpu_percent: dict[str, float] = field(default_factory=dict)
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def worker(self) -> WorkerProcess:
+        """The first worker (the only one by default): the one profiled."""
+        return self.workers[0]
+
+    def check_workers(self) -> None:
+        for worker in self.workers:
+            worker.check_alive()
+
+    def rss_mb(self) -> float:
+        """The workers' RSS together (one worker's with the default of one)."""
+        return sum(worker.rss_mb() for worker in self.workers)
 
 
 def bench_settings(base: Settings, *, bootstrap_servers: str, redis_url: str, run_id: str, data_dir: Path,
@@ -388,8 +408,16 @@ def bench_settings(base: Settings, *, bootstrap_servers: str, redis_url: str, ru
     return load_settings(**dump)
 
 
+def worker_as(settings: Settings, k: int, data_dir: Path) -> Settings:
+    """``settings`` for the ``k``-th worker of the bench's group: the same app id and
+    topics, its own worker id (the ``worker_id`` of its lists) and data dir."""
+    worker = settings.worker.model_copy(update={"id": f"{settings.worker.id}-{k}", "data_dir": data_dir})
+    return settings.model_copy(update={"worker": worker})
+
+
 async def _warm_up(session: BenchSession, collector: Collector) -> float:
-    """Send warm-up clicks until one is answered, then one per warm-up user; returns seconds taken."""
+    """Send warm-up clicks (a second apart, the warm-up users in turn) until every worker
+    has answered one, then one per warm-up user; returns seconds taken."""
     from streamrec.features.messages import ClickEvent, EventType
     from streamrec.infra.kafka_clients import producer
 
@@ -405,12 +433,13 @@ async def _warm_up(session: BenchSession, collector: Collector) -> float:
 
     try:
         n = 0
-        while not any(k.startswith("warmup-") for k in collector.received):
+        while len(collector.worker_ids) < len(session.workers):
             if time.monotonic() - began > session.config.warmup_timeout_s:
-                raise BenchError(f"no recommendation within {session.config.warmup_timeout_s} s of warm-up; "
-                                 f"worker log {session.worker.log}:\n{session.worker.log_tail()}")
-            session.worker.check_alive()
-            await send(n, "bench-warmup-0")
+                silent = [w for w in session.workers if w.settings.worker.id not in collector.worker_ids]
+                raise BenchError(f"no recommendation from {len(silent)} worker(s) within {session.config.warmup_timeout_s} s "
+                                 f"of warm-up; worker log {silent[0].log}:\n{silent[0].log_tail()}")
+            session.check_workers()
+            await send(n, f"bench-warmup-{n % WARMUP_USERS}")
             n += 1
             await asyncio.sleep(1.0)
         ids = [await send(n + i, f"bench-warmup-{i}") for i in range(WARMUP_USERS)]
@@ -452,7 +481,9 @@ def _read_sent(path: Path) -> tuple[list[Sent], float]:
 
 
 def _measured_processes(session: BenchSession) -> dict[str, psutil.Process]:
-    return {"worker": session.worker.ps, "bench": psutil.Process(),
+    workers = {"worker": session.worker.ps} if len(session.workers) == 1 else \
+        {f"worker-{k}": w.ps for k, w in enumerate(session.workers)}
+    return {**workers, "bench": psutil.Process(),
             **{name: psutil.Process(pid) for name, pid in session.stack_pids.items() if psutil.pid_exists(pid)}}
 
 
@@ -481,12 +512,12 @@ async def _run_step(session: BenchSession, collector: Collector, rate: float, st
     began, next_sample, settling = time.time(), 0.0, cfg.settle_s > 0
     try:
         while producer.poll() is None:
-            session.worker.check_alive()
+            session.check_workers()
             if settling and time.time() - began >= cfg.settle_s:
                 settling = False
                 cpu.start()  # the CPU figures are the measured window's
                 load_before = os.getloadavg()[0]
-            rss.append(session.worker.rss_mb())
+            rss.append(session.rss_mb())
             bar.update(len(collector.received) - before - bar.n)
             if cfg.timeline_every_s is not None and time.time() - began >= next_sample:
                 next_sample += cfg.timeline_every_s
@@ -500,7 +531,7 @@ async def _run_step(session: BenchSession, collector: Collector, rate: float, st
         deadline = time.monotonic() + cfg.grace_s
         while time.monotonic() < deadline and not pending <= collector.received.keys():
             bar.update(len(collector.received) - before - bar.n)
-            rss.append(session.worker.rss_mb())
+            rss.append(session.rss_mb())
             await asyncio.sleep(0.1)
     finally:
         bar.close()
@@ -517,8 +548,9 @@ async def _run_step(session: BenchSession, collector: Collector, rate: float, st
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     # the worker's CPU cost per event served: what bounds throughput when cores are scarce
     served = result["recommendations"] + result["covered"] + result["superseded"]  # in the measured window
-    worker_s = cpu.seconds.get("worker", 0.0)
-    busy_s = worker_s - session.idle_cpu_percent.get("worker", 0.0) / 100 * cpu.wall_s  # less the idle polling
+    worker_s = sum(v for name, v in cpu.seconds.items() if name.startswith("worker"))  # every worker's
+    idle_percent = sum(v for name, v in session.idle_cpu_percent.items() if name.startswith("worker"))
+    busy_s = worker_s - idle_percent / 100 * cpu.wall_s  # less the idle polling
     result["worker_cpu_ms_per_event"] = round(1000 * worker_s / served, 3) if served else None
     result["worker_cpu_ms_per_event_above_idle"] = round(1000 * max(busy_s, 0.0) / served, 3) if served else None
     if profiler is not None:
@@ -683,7 +715,7 @@ async def _drive(session: BenchSession) -> dict[str, Any]:
     await collector.start()
     try:
         ready_s = await _warm_up(session, collector)
-        ready_rss = session.worker.rss_mb()
+        ready_rss = session.rss_mb()
         idle = session.idle_cpu_percent = await _idle_cpu(session)
         print(f"[e2e] worker ready after {ready_s:.1f} s of warm-up, RSS {ready_rss:.0f} MB, idle cpu% {idle}", flush=True)
         steps: list[dict[str, Any]] = []
@@ -699,7 +731,7 @@ async def _drive(session: BenchSession) -> dict[str, Any]:
                 rate = next_sweep_rate([(r["rate"], r["ok"]) for r in steps], **cfg.sweep_search)
                 if rate is not None:
                     await _drain(collector)
-        final_rss = session.worker.rss_mb()
+        final_rss = session.rss_mb()
         duplicates = collector.duplicates
         gc_figures = await worker_gc_figures(session.settings)
         verified = await bench_check(session.settings)  # the worker's online features against clickstream
@@ -745,6 +777,7 @@ def _report(session: BenchSession, steps: list[dict[str, Any]], *, ready_s: floa
         "cpus": os.cpu_count(),
         "run_dir": str(session.run_dir),
         "worker_pid": session.worker.process.pid,
+        "workers": len(session.workers),  # the worker_rss figures are their sum
     }
     if cfg.sweep:
         report.update(mode="sweep", p99_target_ms=cfg.p99_target_ms, best_rate=best_rate, steps=[dict(s) for s in steps])
@@ -868,13 +901,17 @@ def _session(config: E2EConfig, base: Settings) -> dict[str, Any]:
             bootstrap, redis_url = config.bootstrap_servers, config.redis_url or ""
         settings = bench_settings(base, bootstrap_servers=bootstrap, redis_url=redis_url, run_id=run_id,
                                   data_dir=run_dir / "worker", partitions=config.partitions)
-        (run_dir / "worker").mkdir(exist_ok=True)
-        worker = WorkerProcess(settings, run_dir / "worker.log")
-        cleanup.callback(worker.stop)
+        workers = []
+        for k in range(config.workers):  # the first as ever; more join its group with ids and data dirs of their own
+            own = settings if k == 0 else worker_as(settings, k, run_dir / f"worker-{k}")
+            Path(own.worker.data_dir).mkdir(exist_ok=True)
+            workers.append(WorkerProcess(own, run_dir / ("worker.log" if k == 0 else f"worker-{k}.log")))
+            cleanup.callback(workers[-1].stop)
         children: list[subprocess.Popen[bytes]] = []
-        cleanup.callback(_stop_all, children)  # runs first: producers before the worker before the stack
-        print(f"[e2e] stack {bootstrap} / {redis_url}; worker pid {worker.process.pid}, log {worker.log}", flush=True)
-        session = BenchSession(config, settings, worker, run_dir, run_id, stack_pids, children)
+        cleanup.callback(_stop_all, children)  # runs first: producers before the workers before the stack
+        print(f"[e2e] stack {bootstrap} / {redis_url}; worker pid {', '.join(str(w.process.pid) for w in workers)}, "
+              f"log {workers[0].log}", flush=True)
+        session = BenchSession(config, settings, workers, run_dir, run_id, stack_pids, children)
         return asyncio.run(_drive(session))
 
 
@@ -906,6 +943,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--linger-ms", type=int, default=0,
                    help="the load generator's producer linger (default 0: at once, as the gateway sends events)")
     p.add_argument("--partitions", type=int, help="partitions of the bench's topics (default: the setting)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes in the bench's consumer group (default 1; the topics' partitions are split among them)")
     p.add_argument("--bootstrap", help="use this broker instead of starting a stack (needs --redis-url)")
     p.add_argument("--redis-url", help="use this Redis instead of starting a stack (needs --bootstrap)")
     p.add_argument("--sweep", action="store_true", help="find the highest rate with p99 <= --p99-target")
@@ -921,7 +960,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from(args: argparse.Namespace) -> E2EConfig:
     return E2EConfig(rate=args.rate, duration_s=args.duration, json_path=args.json, source=args.source,
-                     grace_s=args.grace, warmup_timeout_s=args.warmup_timeout, settle_s=args.settle, linger_ms=args.linger_ms, partitions=args.partitions,
+                     grace_s=args.grace, warmup_timeout_s=args.warmup_timeout, settle_s=args.settle, workers=args.workers, linger_ms=args.linger_ms, partitions=args.partitions,
                      bootstrap_servers=args.bootstrap, redis_url=args.redis_url, sweep=args.sweep,
                      p99_target_ms=args.p99_target, sweep_start=args.sweep_start,
                      sweep_max_rate=args.sweep_max_rate, sweep_steps=args.sweep_steps, profile=args.profile,

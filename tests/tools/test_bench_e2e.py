@@ -36,6 +36,7 @@ from streamrec.tools.bench_e2e import (
     split_settle,
     step_ok,
     verified_ok,
+    worker_as,
 )
 from streamrec.tools.loadgen import due_count
 from streamrec.stream.settings import load_settings
@@ -303,6 +304,33 @@ def test_a_short_run_through_a_real_worker_answers_every_event(bootstrap_servers
     assert written["verify"]["ok"], written["verify"]["mismatches"]
     assert written["settle"]["events"] >= 35 and written["events_total"] == written["events"] + written["settle"]["events"]
     assert written["verify"]["events_applied"] >= written["events_total"]
+
+
+def test_a_second_worker_joins_the_group_with_its_own_id_and_data_dir(tmp_path: Path) -> None:
+    first = bench_settings(load_settings(), bootstrap_servers="127.0.0.1:1", redis_url="redis://127.0.0.1:2/0",
+                           run_id="r1", data_dir=tmp_path / "worker", partitions=4)
+
+    second = worker_as(first, 1, tmp_path / "worker-1")
+
+    assert second.worker.app_id == first.worker.app_id and second.topics == first.topics
+    assert (second.worker.id, second.worker.data_dir) == ("bench-r1-1", tmp_path / "worker-1")
+    assert first.worker.id == "bench-r1" and first.worker.data_dir == tmp_path / "worker"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_workers_split_the_lists_and_the_features_stay_exact(bootstrap_servers: str, redis_url: str, tmp_path: Path) -> None:
+    config = E2EConfig(rate=40, duration_s=5, settle_s=0, workers=2, json_path=tmp_path / "e2e.json", source="clicks",
+                       grace_s=20, bootstrap_servers=bootstrap_servers, redis_url=redis_url.rpartition("/")[0] + "/6",
+                       partitions=4, progress=False)
+
+    run_e2e(config, load_settings())
+
+    written = json.loads((tmp_path / "e2e.json").read_text())
+    assert written["workers"] == 2 and written["lost"] == 0
+    assert {"worker-0", "worker-1"} <= written["cpu_percent"].keys()
+    assert min(written["cpu_percent"]["worker-0"], written["cpu_percent"]["worker-1"]) > 1.0  # both ranked
+    assert written["verify"]["ok"], written["verify"]["mismatches"]
 
 
 @pytest.mark.integration
