@@ -544,7 +544,7 @@ async def _run_step(session: BenchSession, collector: Collector, rate: float, st
     span = max(sent[-1].send_s - sent[0].send_s, 1e-9) if len(sent) > 1 else cfg.settle_s + cfg.duration_s
     cpu_percent["producer"] = round(100 * producer_cpu_s / span, 1)  # over the whole send, settling included
     session.rss_samples.extend(rss)
-    result = _step_result(session, rate, sent, collector, rss, cpu_percent, span, settle_s=cfg.settle_s)
+    result = _step_result(rate, sent, collector.received, rss, cpu_percent, span, settle_s=cfg.settle_s)
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     # the worker's CPU cost per event served: what bounds throughput when cores are scarce
     served = result["recommendations"] + result["covered"] + result["superseded"]  # in the measured window
@@ -593,14 +593,14 @@ def ends(m: Match, at_most_s: float = 60.0) -> dict[str, Any]:
             "last": latency_summary(m.latencies_ms[m.send_s > last - seconds])}
 
 
-def _step_result(session: BenchSession, rate: float, sent: list[Sent], collector: Collector, rss: list[float],
+def _step_result(rate: float, sent: list[Sent], received: Mapping[str, Received], rss: list[float],
                  cpu_percent: dict[str, float], span: float, settle_s: float = 0.0) -> dict[str, Any]:
     # every event sent counts for loss; the headline figures are the measured window's (a later event
     # of a user supersedes an earlier one, never the reverse, so matching the window alone is exact)
-    whole = match(sent, collector.received)
+    whole = match(sent, received)
     measured, begins = split_settle(sent, settle_s)
-    m = match(measured, collector.received) if settle_s > 0 else whole
-    answered = [(s, collector.received[s.event_id]) for s in measured if s.event_id in collector.received]
+    m = match(measured, received) if settle_s > 0 else whole
+    answered = [(s, received[s.event_id]) for s in measured if s.event_id in received]
     to_emit = [r.event_to_emit_ms for _, r in answered if r.event_to_emit_ms is not None]
     out_hop = [(r.recv_s - s.send_s) * 1000 - r.event_to_emit_ms for s, r in answered if r.event_to_emit_ms is not None]
     settling = whole.latencies_ms[whole.send_s < begins]
@@ -904,7 +904,7 @@ def _session(config: E2EConfig, base: Settings) -> dict[str, Any]:
         workers = []
         for k in range(config.workers):  # the first as ever; more join its group with ids and data dirs of their own
             own = settings if k == 0 else worker_as(settings, k, run_dir / f"worker-{k}")
-            Path(own.worker.data_dir).mkdir(exist_ok=True)
+            own.worker.data_dir.mkdir(exist_ok=True)
             workers.append(WorkerProcess(own, run_dir / ("worker.log" if k == 0 else f"worker-{k}.log")))
             cleanup.callback(workers[-1].stop)
         children: list[subprocess.Popen[bytes]] = []
@@ -960,7 +960,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from(args: argparse.Namespace) -> E2EConfig:
     return E2EConfig(rate=args.rate, duration_s=args.duration, json_path=args.json, source=args.source,
-                     grace_s=args.grace, warmup_timeout_s=args.warmup_timeout, settle_s=args.settle, workers=args.workers, linger_ms=args.linger_ms, partitions=args.partitions,
+                     grace_s=args.grace, warmup_timeout_s=args.warmup_timeout, settle_s=args.settle, workers=args.workers,
+                     linger_ms=args.linger_ms, partitions=args.partitions,
                      bootstrap_servers=args.bootstrap, redis_url=args.redis_url, sweep=args.sweep,
                      p99_target_ms=args.p99_target, sweep_start=args.sweep_start,
                      sweep_max_rate=args.sweep_max_rate, sweep_steps=args.sweep_steps, profile=args.profile,

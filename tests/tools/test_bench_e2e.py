@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import psutil
@@ -125,8 +124,7 @@ def test_a_step_holds_only_without_loss_within_the_target_at_the_offered_rate() 
 
 # -- the settling window -------------------------------------------------------------
 def _step(sent: list[Sent], received: dict[str, Received], settle_s: float) -> dict:
-    return _step_result(None, 10.0, sent, SimpleNamespace(received=received), [50.0], {}, span=10.0,  # type: ignore[arg-type]
-                        settle_s=settle_s)
+    return _step_result(10.0, sent, received, [50.0], {}, span=10.0, settle_s=settle_s)
 
 
 def test_the_headline_percentiles_leave_the_settling_seconds_out_and_report_them_apart() -> None:
