@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from streamrec.infra.kafka_clients import faust_credentials
 from streamrec.stream.consume import consume_in_batches, consumer_lag
+from streamrec.stream.diagnose import install_report_signal
 from streamrec.stream.processor import EventProcessor
 from streamrec.stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
 from streamrec.stream.runtime import limit_blas_threads
@@ -82,6 +83,10 @@ class StreamrecApp(faust.App):
         if self.settings.worker.gc_freeze:
             gc.collect()
             gc.freeze()  # the start-up heap leaves the collector's scans (WorkerSettings.gc_freeze)
+        try:
+            install_report_signal(self)  # kill -USR2 <pid>: where each partition stands (stream/diagnose.py)
+        except (RuntimeError, ValueError):  # not on the main thread (an app run inside a test)
+            pass
         w = self.settings.worker
         try:
             self.prometheus = await start_prometheus_endpoint(self.processor.metrics, port=w.prometheus_port, host=w.prometheus_host)

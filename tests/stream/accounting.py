@@ -55,7 +55,8 @@ async def wait_for_counters(worker: RunningWorker, done: Callable[[dict[str, int
         if seen and done(seen):
             return seen
         await asyncio.sleep(0.5)
-    raise AssertionError(f"counters never got there in {timeout_s} s: {seen}\n{worker.log_tail()}")
+    raise AssertionError(f"counters never got there in {timeout_s} s: {seen}\n{worker.log_tail()}\n"
+                         f"--- where it stands ---\n{worker.where_it_stands()}")
 
 
 async def read_all(settings: Settings, topic: str, idle_s: float = 2.0) -> list[Any]:

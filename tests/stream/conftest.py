@@ -4,7 +4,9 @@ Feast project and Redis database so that it shares nothing with other tests."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +28,17 @@ class RunningWorker:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def where_it_stands(self, wait_s: float = 2.0) -> str:
+        """For a worker that stalled: its partitions' report (SIGUSR2, stream/diagnose.py) and
+        the stack of every task and thread (SIGUSR1, mode's), as its log has them."""
+        if self.process.poll() is not None:
+            return self.log_tail()
+        before = len(self.log.read_text(errors="replace").splitlines())
+        for signum in (signal.SIGUSR2, signal.SIGUSR1):
+            self.process.send_signal(signum)
+        time.sleep(wait_s)
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[before:])
 
 
 def worker_settings(bootstrap_servers: str, redis_url: str, data_dir: Path, registry_dir: Path, **overrides: object) -> Settings:

@@ -129,6 +129,20 @@ def test_metrics_snapshots_arrive_with_counts(run: dict) -> None:
     assert all(s.window_end >= s.window_start for s in snaps)
 
 
+def test_usr2_logs_where_each_partition_stands(run: dict, worker: RunningWorker) -> None:
+    """kill -USR2 (stream/diagnose.py): with every event read, each clickstream partition's
+    position has reached its highwater and the flow is on."""
+    report = worker.where_it_stands()
+    assert "where this worker stands" in report, report
+    assert "flow: app suspended=False consumer flow_active=True" in report, report
+    t = worker.settings.topics.clickstream
+    for partition in range(worker.settings.broker.partitions):
+        line = next((x for x in report.splitlines() if f"{t}[{partition}]: position=" in x), None)
+        assert line is not None, report
+        fields = dict(f.split("=", 1) for f in line.split(": ", 1)[1].split())
+        assert fields["paused"] == "False" and int(fields["position"]) == int(fields["highwater"]) > 0, line
+
+
 def test_table_changelogs_are_compacted_topics(run: dict, worker: RunningWorker) -> None:
     """Faust asks for compaction; the broker must hold it, so recovery reads one record per key."""
     from aiokafka.admin import AIOKafkaAdminClient
