@@ -62,6 +62,9 @@ def partition_report(app: Any) -> str:
         f"  aiokafka fetcher: task done={_get(lambda: fetcher._fetch_task.done())} "
         f"in flight to nodes={_get(lambda: sorted(fetcher._in_flight))} "
         f"holding records of={_tps(_get(lambda: set(fetcher._records)))}",
+        f"  consumer repairs (stream/transport.py): left_out={_get(lambda: consumer.left_out)} "
+        f"stale_dropped={_get(lambda: consumer.stale_dropped)} holes={_get(lambda: consumer.holes)} "
+        f"reseeks={_get(lambda: consumer.reseeks)} unacked={_get(lambda: len(consumer._unacked_messages))}",
         f"  producer: faust buffer={_get(lambda: app.producer.buffer.size)} "
         f"aiokafka batches waiting={_get(lambda: sum(len(b) for b in app.producer._producer._message_accumulator._batches.values()))}",
     ]

@@ -41,8 +41,38 @@ REFETCH_AGAIN_S = 2.0  # a re-read that has not brought the missing offset by th
 MAX_SKIPS_KEPT = 256  # per partition: ranges the broker skipped, for the hole checks
 
 
+class ActivePartitions:
+    """The live set of partitions Faust takes records of, as aiokafka's ``fetched_records``
+    reads it: a membership test that is never empty.
+
+    aiokafka reads an empty ``partitions`` argument as "every partition". Faust passes its
+    own live set, and the consumer thread waits in ``fetched_records`` for up to a second
+    while the main loop changes that set: at the end of a table recovery it pauses the
+    changelog partitions before it resumes the stream's, and for that moment the set is
+    empty. A fetch that came back then handed the stream partitions' records out while
+    Faust still counted them paused; Faust left them out, the fetch position had passed
+    them, and no seek brought them back (a restarted worker never applied 478 of one
+    partition's 500 records, tests/stream/test_routing_crash.py).
+    """
+
+    __slots__ = ("tps",)
+
+    def __init__(self, tps: set[Any]) -> None:
+        self.tps = tps
+
+    def __contains__(self, tp: Any) -> bool:
+        return tp in self.tps
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self.tps))  # a copy: the main loop changes the set meanwhile
+
+
 class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     fetched_to: dict[Any, int | None] = {}  # tp -> aiokafka's position once the last fetch returned (replaced whole)
+    handed: dict[Any, tuple[int, int]] = {}  # tp -> (first, last) offset the last fetch handed out (replaced whole)
     # (tp, start, end): offsets [start, end) the broker skipped in a fetch (transaction
     # markers, aborted records, compacted keys): no record there to wait for. Taken by the
     # main loop (_TunedConsumer.getmany) between fetches.
@@ -63,9 +93,12 @@ class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # records waiting for seconds. Partitions served now go to the back of the line.
         # (Runs on the consumer thread, which owns the fetcher's buffer.)
         starts = {tp: position(consumer, tp) for tp in active_partitions or ()}
-        records = await super()._fetch_records(consumer, active_partitions, timeout=timeout, max_records=max_records)
+        only = None if active_partitions is None else ActivePartitions(active_partitions)
+        records = await super()._fetch_records(consumer, only, timeout=timeout,  # type: ignore[arg-type]  # a set's reads
+                                               max_records=max_records)
         to_back_of_line(consumer._fetcher._records, records)
         self.fetched_to = {tp: position(consumer, tp) for tp in records}  # see _TunedConsumer.getmany
+        self.handed = {tp: (batch[0].offset, batch[-1].offset) for tp, batch in records.items() if batch}
         skips = broker_skips(records, starts)
         if skips:
             self.broker_skips = [*self.broker_skips, *skips]
@@ -134,6 +167,7 @@ class _TunedConsumer(faust_aiokafka.Consumer):
         self._stalled_since: dict[Any, float] = {}
         self.reseeks = 0
         self.stale_dropped = 0  # records of a fetch whose partition was sought while Faust handed them out
+        self.left_out = 0  # fetches whose records Faust left out in part (their partition paused meanwhile): read again
         self.holes = 0  # times a partition's next offset never reached the agents (refetched)
         self._expected: dict[Any, int] = {}  # tp -> the offset the agents should see next
         self._refetching: dict[Any, int] = {}  # tp -> the offset sought back to after a hole
@@ -158,6 +192,7 @@ class _TunedConsumer(faust_aiokafka.Consumer):
 
     async def getmany(self, timeout: float) -> Any:
         thread, stale = cast(_TunedConsumerThread, self._thread), 0  # made by _new_consumer_thread
+        last: dict[Any, int] = {}  # tp -> the last offset handed on
         async for tp, message in super().getmany(timeout):
             if thread.broker_skips:  # before the records after them reach the agents
                 await self._take_broker_skips(thread)
@@ -165,6 +200,7 @@ class _TunedConsumer(faust_aiokafka.Consumer):
                 stale += 1  # the seek's position re-fetches it
                 self._read_from_seek(thread, tp)
                 continue
+            last[tp] = message.offset
             yield tp, message
         await self._take_broker_skips(thread)
         for tp in thread.fetched_to:
@@ -173,6 +209,27 @@ class _TunedConsumer(faust_aiokafka.Consumer):
         if stale:
             self.stale_dropped += stale
             log.info("%d records fetched before a seek of their partition left out (read again from the seek)", stale)
+        await self._read_again_what_faust_left_out(thread, last)
+
+    async def _read_again_what_faust_left_out(self, thread: _TunedConsumerThread, last: Mapping[Any, int]) -> None:
+        """Faust hands a fetch's records on lazily and leaves out, without a word, those of a
+        partition paused meanwhile (and the rest of the fetch when a rebalance starts); the
+        fetch position has passed them. A hole before a later record is found by
+        ``in_order``, but the tail of a partition that gets no later record would wait for
+        good. Each partition whose fetched records did not all go on is sought back to the
+        first one that did not, unless a seek (a recovery's) already moved it."""
+        for tp, (first, end) in thread.handed.items():
+            done = last.get(tp)
+            if (done is not None and done >= end) or thread.sought_since_fetch(tp) or tp not in self.assignment():
+                continue
+            start = first if done is None else done + 1
+            self.left_out += 1
+            log.warning("%s: offsets %d..%d were fetched but never handed to the agents; reading them again",
+                        tp, start, end)
+            try:
+                await self.seek(tp, start)
+            except Exception as exc:  # reassigned meanwhile: its new owner starts from the committed offset
+                log.warning("%s: re-reading from %d failed (%s)", tp, start, exc)
 
     async def _take_broker_skips(self, thread: _TunedConsumerThread) -> None:
         """Under at_least_once, ranges the broker skipped are the only holes allowed: kept

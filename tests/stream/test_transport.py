@@ -209,29 +209,32 @@ async def test_a_seek_after_a_fetch_marks_the_rest_of_that_fetch_stale() -> None
 
 
 async def test_records_of_a_fetch_handed_out_after_a_seek_never_reach_faust(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
     from streamrec.stream.transport import _TunedConsumer, _TunedConsumerThread
 
     consumer = object.__new__(_TunedConsumer)
-    consumer.stale_dropped, consumer._read_offset, consumer.in_transaction = 0, {}, False
+    consumer.stale_dropped, consumer.left_out, consumer._read_offset, consumer.in_transaction = 0, 0, {}, False
     thread = object.__new__(_TunedConsumerThread)
     consumer._thread = thread
     positions = {"cs-0": 351, "cs-1": 21}  # aiokafka's, once the fetch of 348..350 and 20 returned
-    thread.fetched_to = dict(positions)
+    thread.fetched_to, thread.handed = dict(positions), {"cs-0": (348, 350), "cs-1": (20, 20)}
     thread.fetch_position = positions.get  # type: ignore[assignment,method-assign]
 
     async def fetch(self, timeout):  # type: ignore[no-untyped-def]  # Faust's getmany: one fetch, handed out lazily
-        yield "cs-0", 348
+        yield "cs-0", SimpleNamespace(offset=348)
         positions["cs-0"] = 340  # its recovery seeks cs-0 back while 348 is being delivered...
         consumer._read_offset["cs-0"] = 348  # ...and the drain loop then records 348 as read
-        yield "cs-0", 349
-        yield "cs-1", 20
-        yield "cs-0", 350
+        yield "cs-0", SimpleNamespace(offset=349)
+        yield "cs-1", SimpleNamespace(offset=20)
+        yield "cs-0", SimpleNamespace(offset=350)
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetch)
-    handed = [(tp, offset) async for tp, offset in consumer.getmany(1.0)]
+    handed = [(tp, m.offset) async for tp, m in consumer.getmany(1.0)]
     assert handed == [("cs-0", 348), ("cs-1", 20)] and consumer.stale_dropped == 2
+    assert consumer.left_out == 0  # cs-0 was sought: the seek re-reads it, not a second one
     assert consumer._read_offset["cs-0"] == 340  # or Faust drops the re-fetched 340..348 as read
 
 
@@ -305,3 +308,72 @@ async def test_offsets_the_broker_skipped_are_no_hole_under_at_least_once() -> N
     consumer._committed_offset["cs-0"] = 5
     consumer._acked["cs-0"] = [7, 8]
     assert consumer._new_offset("cs-0") == 9  # a skipped head is no missing record
+
+
+async def test_the_fetch_never_hands_out_records_of_partitions_faust_has_paused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """aiokafka reads an empty partition set as "every partition": the live set Faust passes
+    was empty for a moment at the end of a recovery (changelogs paused, the stream's not yet
+    resumed), and the stream's records handed out then were lost (tests/stream/test_routing_crash.py)."""
+    from types import SimpleNamespace
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from streamrec.stream.transport import _TunedConsumerThread
+
+    active = {"changelog-0"}
+    seen: list[tuple[bool, bool, bool]] = []
+
+    async def fetch(self, consumer, active_partitions, timeout=None, max_records=None):  # type: ignore[no-untyped-def]
+        active.clear()  # the main loop pauses the changelog while the thread waits for data
+        seen.append((bool(active_partitions), "cs-0" in active_partitions, "changelog-0" in active_partitions))
+        active.add("cs-0")  # ...and resumes the stream's partition
+        seen.append((bool(active_partitions), "cs-0" in active_partitions, "changelog-0" in active_partitions))
+        return {}
+
+    monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records", fetch)
+    thread = object.__new__(_TunedConsumerThread)
+    consumer = SimpleNamespace(_subscription=SimpleNamespace(subscription=None), _fetcher=SimpleNamespace(_records={}))
+    assert await thread._fetch_records(consumer, active, timeout=1.0) == {}  # type: ignore[arg-type]
+    # never read as "every partition", and always the live set: the resumed partition is served at once
+    assert seen == [(True, False, False), (True, True, False)]
+
+
+async def test_records_faust_left_out_of_a_fetch_are_read_again(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Faust leaves out, silently, the records of a partition paused while it hands a fetch on;
+    with no later record of that partition no hole shows, so the tail is sought back to."""
+    from types import SimpleNamespace
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from streamrec.stream.transport import _TunedConsumer, _TunedConsumerThread
+
+    consumer = object.__new__(_TunedConsumer)
+    consumer.stale_dropped, consumer.left_out, consumer._read_offset, consumer.in_transaction = 0, 0, {}, False
+    thread = object.__new__(_TunedConsumerThread)
+    thread.broker_skips = []
+    consumer._thread = thread
+    positions = {"cs-0": 500, "cs-1": 31, "cs-2": 9}
+    thread.fetched_to, thread.fetch_position = dict(positions), positions.get  # type: ignore[assignment,method-assign]
+    thread.handed = {"cs-0": (478, 499), "cs-1": (20, 30), "cs-2": (5, 8)}
+    sought: list[tuple[str, int]] = []
+
+    async def seek(tp: str, offset: int) -> None:
+        sought.append((tp, offset))
+
+    async def take_skips(thread) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    consumer.seek, consumer._take_broker_skips = seek, take_skips  # type: ignore[method-assign]
+    consumer.assignment = lambda: {"cs-0", "cs-1"}  # type: ignore[method-assign]
+
+    async def fetch(self, timeout):  # type: ignore[no-untyped-def]
+        yield "cs-0", SimpleNamespace(offset=478)
+        yield "cs-0", SimpleNamespace(offset=479)  # then cs-0 was paused: 480..499 left out
+        for offset in range(20, 31):
+            yield "cs-1", SimpleNamespace(offset=offset)
+        # cs-2: none handed on, but it is no longer assigned: its new owner reads it
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetch)
+    handed = [(tp, m.offset) async for tp, m in consumer.getmany(1.0)]
+    assert len(handed) == 13
+    assert sought == [("cs-0", 480)] and consumer.left_out == 1
