@@ -224,8 +224,12 @@ class _TunedConsumer(faust_aiokafka.Consumer):
                 continue
             start = first if done is None else done + 1
             self.left_out += 1
-            log.warning("%s: offsets %d..%d were fetched but never handed to the agents; reading them again",
-                        tp, start, end)
+            # At a rebalance Faust stops handing a fetch on by design (the recovery then seeks to
+            # the committed offsets, which re-reads these too, but not where nothing is committed).
+            expected = self.app.rebalancing or not self.flow_active  # type: ignore[attr-defined]
+            log.log(logging.INFO if expected else logging.WARNING,
+                    "%s: offsets %d..%d were fetched but never handed to the agents%s; reading them again",
+                    tp, start, end, " (a rebalance began)" if expected else "")
             try:
                 await self.seek(tp, start)
             except Exception as exc:  # reassigned meanwhile: its new owner starts from the committed offset

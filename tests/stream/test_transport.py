@@ -338,7 +338,7 @@ async def test_the_fetch_never_hands_out_records_of_partitions_faust_has_paused(
     assert seen == [(True, False, False), (True, True, False)]
 
 
-async def test_records_faust_left_out_of_a_fetch_are_read_again(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_records_faust_left_out_of_a_fetch_are_read_again(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     """Faust leaves out, silently, the records of a partition paused while it hands a fetch on;
     with no later record of that partition no hole shows, so the tail is sought back to."""
     from types import SimpleNamespace
@@ -365,6 +365,7 @@ async def test_records_faust_left_out_of_a_fetch_are_read_again(monkeypatch) -> 
 
     consumer.seek, consumer._take_broker_skips = seek, take_skips  # type: ignore[method-assign]
     consumer.assignment = lambda: {"cs-0", "cs-1"}  # type: ignore[method-assign]
+    consumer.app, consumer.flow_active = SimpleNamespace(rebalancing=False), True
 
     async def fetch(self, timeout):  # type: ignore[no-untyped-def]
         yield "cs-0", SimpleNamespace(offset=478)
@@ -377,3 +378,4 @@ async def test_records_faust_left_out_of_a_fetch_are_read_again(monkeypatch) -> 
     handed = [(tp, m.offset) async for tp, m in consumer.getmany(1.0)]
     assert len(handed) == 13
     assert sought == [("cs-0", 480)] and consumer.left_out == 1
+    assert [r.levelname for r in caplog.records if "never handed" in r.getMessage()] == ["WARNING"]  # not a rebalance's
