@@ -369,7 +369,7 @@ async def test_records_faust_left_out_of_a_fetch_are_read_again(monkeypatch) -> 
     consumer.seek, consumer._take_broker_skips = seek, take_skips  # type: ignore[method-assign]
     consumer.assignment = lambda: {"cs-0", "cs-1"}  # type: ignore[method-assign]
     consumer.app, consumer.flow_active = SimpleNamespace(rebalancing=False), True
-    logged: list[tuple[int, str]] = []  # the module's logger itself: Faust's logging set-up in earlier tests disables loggers
+    logged: list[tuple[int, str]] = []  # the module's own logger: in the full suite caplog missed the record
     monkeypatch.setattr(transport, "log", SimpleNamespace(log=lambda level, msg, *args: logged.append((level, msg % args))))
 
     async def fetch(self, timeout):  # type: ignore[no-untyped-def]
