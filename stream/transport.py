@@ -66,9 +66,6 @@ class ActivePartitions:
     def __bool__(self) -> bool:
         return True
 
-    def __iter__(self) -> Iterator[Any]:
-        return iter(list(self.tps))  # a copy: the main loop changes the set meanwhile
-
 
 class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     fetched_to: dict[Any, int | None] = {}  # tp -> aiokafka's position once the last fetch returned (replaced whole)
