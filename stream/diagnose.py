@@ -54,6 +54,7 @@ def partition_report(app: Any) -> str:
         "where this worker stands (stream/diagnose.py):",
         f"  rebalancing={_get(lambda: app.rebalancing)} in_recovery={_get(lambda: app.tables.recovery.in_recovery)} "
         f"recovery_completed={_get(lambda: app.tables.recovery.completed.is_set())}",
+        f"  consumer: {'on the worker loop' if _get(lambda: thread.on_the_loop) is True else 'in its own thread'}",
         f"  flow: app suspended={_get(lambda: app.flow_control._suspend.is_set())} "
         f"consumer flow_active={_get(lambda: consumer.flow_active)}",
         f"  faust partitions: active={_tps(_get(lambda: consumer._active_partitions))} "

@@ -11,7 +11,8 @@ and run ``app.before_commit()`` once a commit has chosen its offsets (write-behi
 state and feature rows reach their changelogs and Redis, in the same transaction
 under exactly_once, before the offsets that produced them). ``send_lingering`` and
 ``flush_now`` end the producer's linger when a batch is done (aiokafka's own flush
-waits it out).
+waits it out). Unless ``worker.consumer_thread`` is set, the consumer runs on the
+worker's event loop instead of Faust's thread (``_TunedConsumerThread``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, cast
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.utils.futures import maybe_async
 from mode.utils.locks import Event
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,10 @@ class ActivePartitions:
     reads it: a membership test that is never empty.
 
     aiokafka reads an empty ``partitions`` argument as "every partition". Faust passes its
-    own live set, and the consumer thread waits in ``fetched_records`` for up to a second
-    while the main loop changes that set: at the end of a table recovery it pauses the
-    changelog partitions before it resumes the stream's, and for that moment the set is
-    empty. A fetch that came back then handed the stream partitions' records out while
+    own live set, and the consumer waits in ``fetched_records`` for up to a second (in its
+    thread, or in a task of the worker's loop) while Faust's main loop changes that set: at
+    the end of a table recovery it pauses the changelog partitions before it resumes the
+    stream's, and for that moment the set is empty. A fetch that came back then handed the stream partitions' records out while
     Faust still counted them paused; Faust left them out, the fetch position had passed
     them, and no seek brought them back (a restarted worker never applied 478 of one
     partition's 500 records, tests/stream/test_routing_crash.py).
@@ -67,13 +69,61 @@ class ActivePartitions:
         return True
 
 
+class _OnTheLoop:
+    """Stands in for mode's ``WorkerThread``: runs a ``ServiceThread`` whose thread loop is
+    its parent's loop as a task of that loop, in the worker's own thread."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self.task: asyncio.Future[Any] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self.service._serve(), loop=self.service.parent_loop)
+
+    def stop(self) -> None:
+        """Nothing to join: ``_serve`` ends on the loop when the service is stopped."""
+
+    def is_alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
 class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread; with ``app.consumer_thread`` false, no thread: the consumer
+    runs on the worker's event loop (``_OnTheLoop``) and Faust's calls into it are direct
+    awaits instead of hand-offs through a method queue to a second loop. With a thread,
+    each fetch crossed two loops (a queued call there, a result posted back), and the two
+    threads took turns at the GIL: the thread's socket writes and the loop's waited for
+    it (README, Settings, ``STREAMREC_WORKER__CONSUMER_THREAD``)."""
+
     fetched_to: dict[Any, int | None] = {}  # tp -> aiokafka's position once the last fetch returned (replaced whole)
     handed: dict[Any, tuple[int, int]] = {}  # tp -> (first, last) offset the last fetch handed out (replaced whole)
     # (tp, start, end): offsets [start, end) the broker skipped in a fetch (transaction
     # markers, aborted records, compacted keys): no record there to wait for. Taken by the
     # main loop (_TunedConsumer.getmany) between fetches.
     broker_skips: list[tuple[Any, int, int]] = []
+
+    def __init__(self, consumer: Any, *, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+        self.on_the_loop = not consumer.app.consumer_thread
+        if self.on_the_loop:
+            kwargs.update(thread_loop=loop, Worker=_OnTheLoop)
+        super().__init__(consumer, loop=loop, **kwargs)
+
+    async def call_thread(self, fun: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.on_the_loop:
+            return await maybe_async(fun(*args, **kwargs))
+        return await super().call_thread(fun, *args, **kwargs)
+
+    async def stop(self) -> None:
+        await super().stop()
+        task = self._thread.task if self.on_the_loop and isinstance(self._thread, _OnTheLoop) else None
+        if task is not None and task is not asyncio.current_task():
+            await asyncio.wait([task])  # what joining the thread did: the service has wound down
+
+    async def _gather_remaining_tasks(self) -> None:
+        # mode cancels every task left on the thread's loop once the thread's service has
+        # stopped: on the worker's loop those are the worker's own.
+        if not self.on_the_loop:
+            await super()._gather_remaining_tasks()
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
