@@ -50,10 +50,13 @@ def _as(settings: Any, worker_id: str) -> Any:
     return settings.model_copy(update={"worker": settings.worker.model_copy(update={"id": worker_id})})
 
 
+@pytest.mark.parametrize("consumer_thread", [False, True], ids=["consumer-on-the-loop", "consumer-thread"])
 async def test_sigkill_mid_stream_then_restart_at_least_once_is_exact(
-    bootstrap_servers: str, redis_url: str, model_registry: Path, tmp_path: Path
+    consumer_thread: bool, bootstrap_servers: str, redis_url: str, model_registry: Path, tmp_path: Path
 ) -> None:
-    settings = _settings(bootstrap_servers, redis_url, tmp_path, model_registry)
+    """Both ways of running Faust's consumer (``STREAMREC_WORKER__CONSUMER_THREAD``,
+    stream/transport.py): on the worker's event loop, and in Faust's own thread."""
+    settings = _settings(bootstrap_servers, redis_url, tmp_path, model_registry, worker={"consumer_thread": consumer_thread})
     events = movielens_events(20_000, "kill")
     items = sorted({e.item_id for e in events})  # type: ignore[misc]
     store = RedisFeatureStore.from_url(settings.redis.effective_url, settings.features)
@@ -100,7 +103,8 @@ async def test_sigkill_mid_stream_then_restart_at_least_once_is_exact(
     redelivered = {i for i in by_first & sent if offsets[i][1] >= committed[offsets[i][0]]}
     doubled = {i for i in sent if counts[i] > 1}
     triggers = {e.event_id for e in events if e.type.value == "click"}
-    outcome = Outcome("sigkill-restart-at-least-once", "at_least_once", len(events), report, applied, 1,
+    name = "sigkill-restart-at-least-once" + ("-consumer-thread" if consumer_thread else "")
+    outcome = Outcome(name, "at_least_once", len(events), report, applied, 1,
                       {"restart_to_caught_up": caught_up_s}, len(doubled), len(redelivered),
                       notes=f"SIGKILL after {killed_at} of {len(events)} events applied; {len(triggers - set(counts))} "
                             f"of {len(triggers)} clicks without a list; {PARTITIONS} partitions")

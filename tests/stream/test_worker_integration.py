@@ -135,6 +135,8 @@ def test_usr2_logs_where_each_partition_stands(run: dict, worker: RunningWorker)
     report = worker.where_it_stands()
     assert "where this worker stands" in report, report
     assert "flow: app suspended=False consumer flow_active=True" in report, report
+    runs = "in its own thread" if worker.settings.worker.consumer_thread else "on the worker loop"
+    assert f"consumer: {runs}" in report, report
     t = worker.settings.topics.clickstream
     for partition in range(worker.settings.broker.partitions):
         line = next((x for x in report.splitlines() if f"{t}[{partition}]: position=" in x), None)
