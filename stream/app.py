@@ -64,7 +64,6 @@ class StreamrecApp(faust.App):
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         self.settings = settings
         self.fetch_max_wait_ms = settings.broker.fetch_max_wait_ms
-        self.consumer_thread = settings.worker.consumer_thread
         self.processor: EventProcessor | None = None
         self.prometheus: PrometheusEndpoint | None = None
         # exactly_once: held by each batch from its first effect to its ack, and by each

@@ -51,8 +51,8 @@ class ActivePartitions:
     own live set, and the consumer waits in ``fetched_records`` for up to a second (in its
     thread, or in a task of the worker's loop) while Faust's main loop changes that set: at
     the end of a table recovery it pauses the changelog partitions before it resumes the
-    stream's, and for that moment the set is empty. A fetch that came back then handed the stream partitions' records out while
-    Faust still counted them paused; Faust left them out, the fetch position had passed
+    stream's, and for that moment the set is empty. A fetch that came back then handed the
+    stream partitions' records out while Faust still counted them paused; Faust left them out, the fetch position had passed
     them, and no seek brought them back (a restarted worker never applied 478 of one
     partition's 500 records, tests/stream/test_routing_crash.py).
     """
@@ -81,14 +81,11 @@ class _OnTheLoop:
         self.task = asyncio.ensure_future(self.service._serve(), loop=self.service.parent_loop)
 
     def stop(self) -> None:
-        """Nothing to join: ``_serve`` ends on the loop when the service is stopped."""
-
-    def is_alive(self) -> bool:
-        return self.task is not None and not self.task.done()
+        """Nothing to join: ``_TunedConsumerThread.stop`` waits for the task."""
 
 
 class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread; with ``app.consumer_thread`` false, no thread: the consumer
+    """Faust's consumer thread; with ``worker.consumer_thread`` false, no thread: the consumer
     runs on the worker's event loop (``_OnTheLoop``) and Faust's calls into it are direct
     awaits instead of hand-offs through a method queue to a second loop. With a thread,
     each fetch crossed two loops (a queued call there, a result posted back), and the two
@@ -103,7 +100,7 @@ class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     broker_skips: list[tuple[Any, int, int]] = []
 
     def __init__(self, consumer: Any, *, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
-        self.on_the_loop = not consumer.app.consumer_thread
+        self.on_the_loop = not consumer.app.settings.worker.consumer_thread
         if self.on_the_loop:
             kwargs.update(thread_loop=loop, Worker=_OnTheLoop)
         super().__init__(consumer, loop=loop, **kwargs)
@@ -115,7 +112,7 @@ class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     async def stop(self) -> None:
         await super().stop()
-        task = self._thread.task if self.on_the_loop and isinstance(self._thread, _OnTheLoop) else None
+        task = self._thread.task if isinstance(self._thread, _OnTheLoop) else None
         if task is not None and task is not asyncio.current_task():
             await asyncio.wait([task])  # what joining the thread did: the service has wound down
 
@@ -138,7 +135,7 @@ class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka hands out fetched records partition by partition in the order they were
         # fetched, up to max_records: a backlog on the clickstream kept the item topic's
         # records waiting for seconds. Partitions served now go to the back of the line.
-        # (Runs on the consumer thread, which owns the fetcher's buffer.)
+        # (Runs where the consumer runs, its thread or the worker's loop, which owns the fetcher's buffer.)
         starts = {tp: position(consumer, tp) for tp in active_partitions or ()}
         only = None if active_partitions is None else ActivePartitions(active_partitions)
         records = await super()._fetch_records(consumer, only, timeout=timeout,  # type: ignore[arg-type]  # a set's reads
