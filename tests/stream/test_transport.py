@@ -217,6 +217,7 @@ async def test_records_of_a_fetch_handed_out_after_a_seek_never_reach_faust(monk
 
     consumer = object.__new__(_TunedConsumer)
     consumer.stale_dropped, consumer.left_out, consumer._read_offset, consumer.in_transaction = 0, 0, {}, False
+    consumer._expected = {"cs-1": 20}  # cs-0: the agents' next offset unknown (nothing committed yet)
     thread = object.__new__(_TunedConsumerThread)
     consumer._thread = thread
     positions = {"cs-0": 351, "cs-1": 21}  # aiokafka's, once the fetch of 348..350 and 20 returned
@@ -352,6 +353,7 @@ async def test_records_faust_left_out_of_a_fetch_are_read_again(monkeypatch) -> 
 
     consumer = object.__new__(_TunedConsumer)
     consumer.stale_dropped, consumer.left_out, consumer._read_offset, consumer.in_transaction = 0, 0, {}, False
+    consumer._expected = {"cs-1": 20}  # cs-0: the agents' next offset unknown (nothing committed yet)
     thread = object.__new__(_TunedConsumerThread)
     thread.broker_skips = []
     consumer._thread = thread
@@ -384,3 +386,49 @@ async def test_records_faust_left_out_of_a_fetch_are_read_again(monkeypatch) -> 
     assert len(handed) == 13
     assert sought == [("cs-0", 480)] and consumer.left_out == 1
     assert [level for level, message in logged if "never handed" in message] == [logging.WARNING]  # not a rebalance's
+
+
+async def test_a_re_read_of_what_faust_left_out_starts_at_the_first_record_the_agents_have_not_taken(
+        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The join-and-leave loss (tests/stream/test_faults.py, CI): Faust had handed 4040..4049
+    of a fetch on when a rebalance began, but 4049 still waited in the channel's queue, which
+    the rebalance cleared. Sought to 4050, the agents took 4050 for the next record and the
+    user's offset mark then took the re-read 4049 for a duplicate. The re-read starts where
+    the agents stand (4049), and a stale 4050 that was already queued waits for it."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import streamrec.stream.transport as transport
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from streamrec.stream.transport import _TunedConsumerThread
+
+    consumer = _consumer_for_order()
+    consumer.stale_dropped, consumer.left_out, consumer._read_offset = 0, 0, {}
+    consumer.app.rebalancing, consumer.flow_active = True, False
+    consumer._expected["cs-0"] = 4049  # the agents took up to 4048
+    thread = object.__new__(_TunedConsumerThread)
+    thread.broker_skips, thread.handed = [], {"cs-0": (4040, 4058)}
+    positions = {"cs-0": 4059}
+    thread.fetched_to, thread.fetch_position = dict(positions), positions.get  # type: ignore[assignment,method-assign]
+    consumer._thread = thread
+
+    async def take_skips(thread) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    async def fetch(self, timeout):  # type: ignore[no-untyped-def]
+        for offset in range(4040, 4050):  # then the rebalance began: 4050..4058 not handed on
+            yield "cs-0", SimpleNamespace(offset=offset)
+
+    consumer._take_broker_skips = take_skips  # type: ignore[method-assign]
+    monkeypatch.setattr(transport, "log", SimpleNamespace(log=lambda *args: None, warning=lambda *args: None))
+    monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetch)
+    assert len([m async for _, m in consumer.getmany(1.0)]) == 10
+    assert consumer.sought == [("cs-0", 4049)] and consumer.left_out == 1
+    # 4050 of the queue that survived reaches the agents before the re-read's 4049: held
+    consumer.app.rebalancing = False
+    assert consumer.in_order(_events(("cs-0", 4050))) == []
+    await asyncio.sleep(0)
+    assert consumer.sought[-1] == ("cs-0", 4049)
+    assert _offsets(consumer.in_order(_events(("cs-0", 4049), ("cs-0", 4050)))) == [("cs-0", 4049), ("cs-0", 4050)]
