@@ -57,7 +57,7 @@ def index_args(row: FeatureRow, keys: IndexKeys, cfg: FeatureConfig) -> list[tup
         out.append((b"ZADD", keys.item_mean.encode(), repr(float(values["rating_mean"])).encode(), member))  # type: ignore[arg-type]
     else:
         out.append((b"ZREM", keys.item_mean.encode(), member))
-    score = decayed_rank_score(float(values["popularity"]), int(values["popularity_ref_ms"]), cfg.half_life_ms)  # type: ignore[arg-type]
-    if score > float("-inf"):
-        out.append((b"ZADD", keys.item_popularity.encode(), repr(score).encode(), member))
+    rank = decayed_rank_score(float(values["popularity"]), int(values["popularity_ref_ms"]), cfg.half_life_ms)  # type: ignore[arg-type]
+    if rank > float("-inf"):
+        out.append((b"ZADD", keys.item_popularity.encode(), repr(rank).encode(), member))
     return out

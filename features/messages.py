@@ -132,24 +132,27 @@ class ClickEvent(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
+RejectReason = Literal[
+    "payload_too_large",
+    "invalid_encoding",
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "unknown_field",
+    "invalid_field",
+    "inconsistent_fields",
+    "missing_key",  # a valid event whose record has no key (the key picks the user's partition)
+    "key_mismatch",  # a valid event whose record key is not its user_id
+    "late",  # valid, but older than the user's newest event by more than the allowed lateness
+]
+
+
 class Rejection(BaseModel):
     """Why a payload was refused. ``reason`` is a stable machine-readable code."""
 
     model_config = ConfigDict(frozen=True)
 
-    reason: Literal[
-        "payload_too_large",
-        "invalid_encoding",
-        "invalid_json",
-        "not_an_object",
-        "missing_field",
-        "unknown_field",
-        "invalid_field",
-        "inconsistent_fields",
-        "missing_key",  # a valid event whose record has no key (the key picks the user's partition)
-        "key_mismatch",  # a valid event whose record key is not its user_id
-        "late",  # valid, but older than the user's newest event by more than the allowed lateness
-    ]
+    reason: RejectReason
     field: str | None = None
     detail: str
 
@@ -197,6 +200,7 @@ def _rejection_from(exc: ValidationError) -> Rejection:
     first = exc.errors(include_url=False)[0]
     field = ".".join(str(part) for part in first["loc"]) or None
     kind = first["type"]
+    reason: RejectReason
     if kind == "missing":
         reason = "missing_field"
     elif kind == "extra_forbidden":

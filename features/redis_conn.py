@@ -16,7 +16,7 @@ def reconnecting(reconnect_s: float) -> Retry:
     # restarted): the client's retry_on_error reaches only its connections' copies of this
     # Retry, not this one, which features/resp.py's round trips use (client.get_retry()).
     return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=int(reconnect_s) + 3 if reconnect_s > 0 else 0,
-                 supported_errors=(RedisConnectionError, RedisTimeoutError, ConnectionError))
+                 supported_errors=(RedisConnectionError, RedisTimeoutError, ConnectionError))  # type: ignore[arg-type]  # redis's stub: RedisError only
 
 
 def redis_client(redis_url: str, *, reconnect_s: float = 0.0) -> aioredis.Redis:

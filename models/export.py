@@ -86,6 +86,8 @@ def export_onnx(net: nn.Module, path: Path, check: Inputs) -> float:
                 dynamo=True,
                 verbose=False,
             )
+            if program is None:  # only a TorchScript export returns none
+                raise RuntimeError("torch.onnx.export with dynamo=True returned no ONNX program")
             program.save(str(path), external_data=False)
         _drop_value_info(path)
     except Exception as exc:

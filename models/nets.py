@@ -23,6 +23,8 @@ class SeedModel(nn.Module):
     (genres, year) or a constant 1 when the data set has none; ``dense`` is unused.
     """
 
+    content: torch.Tensor  # a buffer (saved with the model, not trained)
+
     def __init__(self, n_users: int, n_items: int, content: np.ndarray) -> None:
         super().__init__()
         self.mu_user = nn.Embedding(n_users + 1, 1)

@@ -21,6 +21,7 @@ from streamrec.models.metrics import hit_rate, mae, ndcg, ranks, rmse
 from streamrec.models.recommenders import NeuralRecommender
 from streamrec.models.registry import ArtifactError, ModelRegistry
 from streamrec.models.splits import Protocol
+from streamrec.models.training import Objective
 
 log = logging.getLogger(__name__)
 DEFAULT_EPOCHS = 8
@@ -61,7 +62,7 @@ def train_and_publish(
     split, publish the artifact (gates decide which variants are accepted). An implicit
     model also gets the EASE neighbours of the same training events (the ``ease``
     candidate source, models/ease_neighbours.py), attached before it is promoted."""
-    objective = "explicit" if dataset.explicit else "implicit"
+    objective: Objective = "explicit" if dataset.explicit else "implicit"
     protocol = protocol or (Protocol.parse("holdout:0.1") if dataset.explicit else Protocol.parse("leave-last-out"))
     train, test = _split(dataset.interactions, protocol, cfg.train.seed)
     model = NeuralRecommender(cfg.ranker, cfg.train, objective, dataset.item_content, progress)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -126,7 +126,8 @@ def _train_epoch(
         batch = [part[rows] for part in inputs]
         loss = loss_fn(model(*batch), target[rows])
         # the penalty takes the forward's inputs but dense: (user, item[, recent])
-        regularised = loss + cfg.embedding_l2 * model.penalty(*batch[:2], *batch[3:]) if cfg.embedding_l2 else loss
+        penalty = cast("Callable[..., torch.Tensor]", model.penalty)  # every model of models/nets.py has one
+        regularised = loss + cfg.embedding_l2 * penalty(*batch[:2], *batch[3:]) if cfg.embedding_l2 else loss
         optimiser.zero_grad(set_to_none=True)
         regularised.backward()
         optimiser.step()

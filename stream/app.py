@@ -184,11 +184,11 @@ def build_app(settings: Settings) -> StreamrecApp:
     take = {"max_": w.batch_max, "within": w.batch_within_ms / 1000.0}
 
     if w.role != "recommend":
-        @app.on_partitions_revoked.connect
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # no def matches mode's SignalHandlerT for mypy
         async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
             await processor.forget_state()
 
-        @app.on_partitions_assigned.connect
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # (the same)
         async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
             await processor.forget_state()
 

@@ -9,7 +9,7 @@ under ``app.commit_gate``. ``consumer_lag`` is the lag the metrics report.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 
@@ -17,6 +17,7 @@ from streamrec.stream.transport import kafka_producer, send_lingering, transacti
 
 if TYPE_CHECKING:
     from streamrec.stream.app import StreamrecApp
+    from streamrec.stream.transport import _TunedConsumer
 
 
 async def consume_in_batches(
@@ -28,15 +29,16 @@ async def consume_in_batches(
     transaction (stream/transport.py), and each batch handled and acked inside
     ``app.commit_gate``. A handled batch's outputs leave at once, not after the
     producer's linger (stream/transport.py, ``send_lingering``)."""
-    async for taken in stream.take_events(**take):
+    consumer = cast("_TunedConsumer", app.consumer)  # the worker's transport (stream/transport.py)
+    async for taken in cast(faust.Stream, stream).take_events(**take):  # Faust's Stream has it, its StreamT not
         # a message of a partition revoked meanwhile belongs to its new owner (our state of it is gone)
-        assigned = app.consumer.assignment()
+        assigned = consumer.assignment()
         events = [e for e in taken if e.message.tp in assigned]
         if len(events) < len(taken):
-            app.consumer.hold(e.message for e in taken if e.message.tp not in assigned)
+            consumer.hold(e.message for e in taken if e.message.tp not in assigned)
             if app.processor is not None:
                 app.processor.metrics.count("skipped_revoked", len(taken) - len(events))
-        in_order = app.consumer.in_order(events)  # no record applied past one that never arrived
+        in_order = consumer.in_order(events)  # no record applied past one that never arrived
         if len(in_order) < len(events) and app.processor is not None:
             app.processor.metrics.count("held_out_of_order", len(events) - len(in_order))
         events = in_order
@@ -84,7 +86,7 @@ def consumer_lag(app: StreamrecApp) -> dict[str, int]:
             highwater = consumer.highwater(tp)
         except Exception:
             continue
-        read = consumer._read_offset.get(tp)
+        read = cast("_TunedConsumer", consumer)._read_offset.get(tp)  # Faust's Consumer, not its ConsumerT
         if highwater is None:
             continue
         behind = highwater - (read + 1 if read is not None else 0)

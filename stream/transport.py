@@ -207,7 +207,7 @@ class _FlowSuspension(Event):
 class _TunedConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.suspend_flow = _FlowSuspension()
+        self.suspend_flow = _FlowSuspension()  # type: ignore[assignment]  # mode's Event, where Faust declares asyncio's
         self._stalled_since: dict[Any, float] = {}
         self.reseeks = 0
         self.stale_dropped = 0  # records of a fetch whose partition was sought while Faust handed them out
@@ -565,7 +565,7 @@ class SourceRoutedSink:
         self.app, self.topic = app, topic
 
     async def send(self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> Any:
+                   headers: Sequence[tuple[str, bytes]] | None = None) -> Any:
         source = _source.get()
         if source is None or not self.app.in_transaction:
             return await self.topic.send(key=key, value=value, partition=partition, headers=headers)

@@ -79,11 +79,11 @@ def templates(source: EventSource, n: int, *, start_row: int = 0, seed: int = 0,
             yield Template(str(user), str(item), EventType.RATING, float(rating))
         return
     rng = np.random.default_rng(seed + start_row)
-    users = frame["user_id"].unique() if not users else np.array([f"c{k}" for k in range(users)])
+    pool = frame["user_id"].unique() if not users else np.array([f"c{k}" for k in range(users)])
     popularity = frame["item_id"].value_counts()
     items = rng.choice(popularity.index.to_numpy(), n, p=(popularity / popularity.sum()).to_numpy())
     kinds = rng.choice([EventType.CLICK, EventType.VIEW], n, p=[0.5, 0.5])
-    for user, item, kind in zip(rng.choice(users, n), items, kinds):
+    for user, item, kind in zip(rng.choice(pool, n), items, kinds):
         yield Template(str(user), str(item), EventType(kind))
 
 
