@@ -1,6 +1,6 @@
 # streamrec: the two quickstart commands are `make demo` and `make test`
 # (`make demo` also starts the browser gateway and prints its pages' addresses).
-.PHONY: install demo gateway test test-unit stack-up stack-down lint
+.PHONY: install demo gateway test test-unit stack-up stack-down lint typecheck
 
 install:
 	@bash infra/install.sh
@@ -25,7 +25,10 @@ stack-down:
 
 # mypy cannot follow the editable install's import hook, so it reads the packages through a
 # link tree that names them as installed (build/typecheck/streamrec/stream -> stream, ...).
-lint: install
+# CI runs `make typecheck` after its own install.
+lint: install typecheck
+
+typecheck:
 	@mkdir -p build/typecheck/streamrec
 	@for p in stream features models infra tools; do ln -sfn ../../../$$p build/typecheck/streamrec/$$p; done
 	.venv/bin/lint-imports
