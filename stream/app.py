@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import gc
 from typing import Any
 
 import faust
@@ -28,7 +27,7 @@ from streamrec.stream.consume import consume_in_batches, consumer_lag
 from streamrec.stream.diagnose import install_report_signal
 from streamrec.stream.processor import EventProcessor
 from streamrec.stream.prometheus import PrometheusEndpoint, start_prometheus_endpoint
-from streamrec.stream.runtime import limit_blas_threads
+from streamrec.stream.runtime import limit_blas_threads, tune_gc
 from streamrec.stream.settings import Settings
 from streamrec.stream.topics import STATE_TABLES, faust_app_id
 from streamrec.stream.transport import SourceRoutedSink, TunedTransport, flush_now, kafka_producer
@@ -80,9 +79,7 @@ class StreamrecApp(faust.App):
         assert self.processor is not None
         await self.processor.start()
         limit_blas_threads(self.settings.worker.blas_threads)  # the model and its numpy are loaded now
-        if self.settings.worker.gc_freeze:
-            gc.collect()
-            gc.freeze()  # the start-up heap leaves the collector's scans (WorkerSettings.gc_freeze)
+        tune_gc(freeze=self.settings.worker.gc_freeze, full_threshold=self.settings.worker.gc_full_threshold)
         try:
             install_report_signal(self)  # kill -USR2 <pid>: where each partition stands (stream/diagnose.py)
         except (RuntimeError, ValueError):  # not on the main thread (an app run inside a test)

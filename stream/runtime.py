@@ -7,6 +7,7 @@ the Feast repo is applied in a short child process before the worker starts.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -198,6 +199,20 @@ def limit_blas_threads(threads: int) -> ThreadpoolLimiter | None:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=threads, user_api="blas")
+
+
+def tune_gc(*, freeze: bool, full_threshold: int) -> None:
+    """The worker's garbage collector, once it has started: with ``freeze``, every object
+    alive now (Faust, onnxruntime, Feast, the model) leaves the collector's scans
+    (``gc.freeze``); a full collection then runs after ``full_threshold`` collections of the
+    middle generation instead of Python's 10 (``WorkerSettings.gc_freeze`` and
+    ``gc_full_threshold``: a full collection over the decoded feature states stalls the
+    event loop for tens of milliseconds)."""
+    if freeze:
+        gc.collect()
+        gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, full_threshold)
 
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
