@@ -121,12 +121,12 @@ def _train_epoch(
     inputs, target = _tensors(data)
     order = torch.as_tensor(rng.permutation(len(data)))
     total = 0.0
+    penalty = cast("Callable[..., torch.Tensor]", model.penalty)  # every model of models/nets.py has one
     for start in range(0, len(data), cfg.batch_size):
         rows = order[start : start + cfg.batch_size]
         batch = [part[rows] for part in inputs]
         loss = loss_fn(model(*batch), target[rows])
         # the penalty takes the forward's inputs but dense: (user, item[, recent])
-        penalty = cast("Callable[..., torch.Tensor]", model.penalty)  # every model of models/nets.py has one
         regularised = loss + cfg.embedding_l2 * penalty(*batch[:2], *batch[3:]) if cfg.embedding_l2 else loss
         optimiser.zero_grad(set_to_none=True)
         regularised.backward()

@@ -73,7 +73,7 @@ def consumer_lag(app: StreamrecApp) -> dict[str, int]:
 
     highwater − (last read offset + 1), exact on Apache Kafka.
     """
-    consumer = app.consumer
+    consumer = cast("_TunedConsumer", app.consumer)  # Faust's Consumer (its ConsumerT has no _read_offset)
     lag: dict[str, int] = {}
     try:
         assigned = consumer.assignment()
@@ -86,7 +86,7 @@ def consumer_lag(app: StreamrecApp) -> dict[str, int]:
             highwater = consumer.highwater(tp)
         except Exception:
             continue
-        read = cast("_TunedConsumer", consumer)._read_offset.get(tp)  # Faust's Consumer, not its ConsumerT
+        read = consumer._read_offset.get(tp)
         if highwater is None:
             continue
         behind = highwater - (read + 1 if read is not None else 0)

@@ -52,9 +52,9 @@ class ActivePartitions:
     thread, or in a task of the worker's loop) while Faust's main loop changes that set: at
     the end of a table recovery it pauses the changelog partitions before it resumes the
     stream's, and for that moment the set is empty. A fetch that came back then handed the
-    stream partitions' records out while Faust still counted them paused; Faust left them out, the fetch position had passed
-    them, and no seek brought them back (a restarted worker never applied 478 of one
-    partition's 500 records, tests/stream/test_routing_crash.py).
+    stream partitions' records out while Faust still counted them paused; Faust left them
+    out, the fetch position had passed them, and no seek brought them back (a restarted
+    worker never applied 478 of one partition's 500 records, tests/stream/test_routing_crash.py).
     """
 
     __slots__ = ("tps",)
