@@ -30,8 +30,11 @@ and to tell where the time goes: ``breakdown`` (send → emit inside the worker,
 emit → received here, the recommend step; from the messages' own latency fields),
 ``cpu_percent`` per process under load, ``idle_cpu_percent`` after warm-up (consumers
 polling at the fetch wait), ``worker_cpu_ms_per_event`` (and above idle), the broker
-settings and the load average. A PNG beside it shows the distribution and latency over
-the run (a sweep: percentiles by rate and a CDF per step).
+settings, the load average and ``host``: how fast the machine was apart from streamrec
+(CPU steal, how busy the cores were, a fixed probe's CPU time, how late a sleep wakes;
+tools/host.py). A PNG
+beside it shows the distribution and latency over the run (a sweep: percentiles by rate
+and a CDF per step).
 
 ``--sweep`` raises the rate (×2 per step) until p99 exceeds the target or events are
 lost, then bisects, each step on a fresh stack and worker (the embedded broker slows
@@ -74,6 +77,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from streamrec.stream.settings import Settings
 from streamrec.stream.signals import sigterm_as_interrupt
+from streamrec.tools.host import HostWindow
 
 WARMUP_USERS = 20
 SAMPLE_EVERY_S = 0.5
@@ -503,8 +507,9 @@ async def _run_step(session: BenchSession, collector: Collector, rate: float, st
     producer, sent_path = await _start_producer(session, rate, step, start_row)
     profiler = _start_profiler(session, step) if cfg.profile else None
     load_before = os.getloadavg()[0]
-    cpu = CpuWindow(processes)
+    cpu, host = CpuWindow(processes), HostWindow()
     cpu.start()
+    host.start()
     rss: list[float] = []
     expected = round(rate * (cfg.settle_s + cfg.duration_s))
     before = len(collector.received)
@@ -516,6 +521,7 @@ async def _run_step(session: BenchSession, collector: Collector, rate: float, st
             if settling and time.time() - began >= cfg.settle_s:
                 settling = False
                 cpu.start()  # the CPU figures are the measured window's
+                host.start()
                 load_before = os.getloadavg()[0]
             rss.append(session.rss_mb())
             bar.update(len(collector.received) - before - bar.n)
@@ -534,6 +540,7 @@ async def _run_step(session: BenchSession, collector: Collector, rate: float, st
             rss.append(session.rss_mb())
             await asyncio.sleep(0.1)
     finally:
+        host_figures = host.stop()  # its probe process too, on any way out
         bar.close()
         _stop(producer)
         if producer.stdout is not None:
@@ -546,6 +553,7 @@ async def _run_step(session: BenchSession, collector: Collector, rate: float, st
     session.rss_samples.extend(rss)
     result = _step_result(rate, sent, collector.received, rss, cpu_percent, span, settle_s=cfg.settle_s)
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    result["host"] = host_figures  # how fast the machine was apart from streamrec (tools/host.py)
     # the worker's CPU cost per event served: what bounds throughput when cores are scarce
     served = result["recommendations"] + result["covered"] + result["superseded"]  # in the measured window
     worker_s = sum(v for name, v in cpu.seconds.items() if name.startswith("worker"))  # every worker's
@@ -800,6 +808,9 @@ def _format_step(r: Mapping[str, Any]) -> str:
             + ("" if "ok" not in r else f"  {'ok' if r['ok'] else 'FAIL'}")
             + (f"\n[e2e]   first {e['seconds']:g} s p50 {ms(e['first']['p50_ms'])} p99 {ms(e['first']['p99_ms'])} ms, "
                f"last {e['seconds']:g} s p50 {ms(e['last']['p50_ms'])} p99 {ms(e['last']['p99_ms'])} ms" if (e := r.get("ends")) else "")
+            + (f"\n[e2e]   host: steal {h['steal_percent']}% of the cores, busy {h['busy_percent']}%, "
+               f"probe p50 {h['probe_cpu_ms_p50']} ms CPU (max {h['probe_cpu_ms_max']}), a 1 ms sleep late by "
+               f"p50 {h['wake_us_p50']} / p99 {h['wake_us_p99']} µs" if (h := r.get("host")) else "")
             + (f"\n[e2e]   settling, the first {settle['seconds']:g} s (not above): {settle['events']} events  "
                f"p50 {ms(settle['p50_ms'])}  p99 {ms(settle['p99_ms'])} ms" if (settle := r.get("settle")) and settle["events"] else ""))
 
