@@ -215,8 +215,45 @@ def tune_gc(*, freeze: bool, full_threshold: int) -> None:
     gc.set_threshold(young, middle, full_threshold)
 
 
+def parse_cpu_list(spec: str) -> set[int]:
+    """The cores of a taskset-style list ("1", "2-3", "0,2-3"); an empty one is empty.
+    Raises ``ValueError`` for a range that runs backwards or text that is not a list."""
+    cores: set[int] = set()
+    for part in filter(None, spec.split(",")):
+        first, _, last = part.partition("-")
+        low, high = int(first), int(last or first)
+        if high < low:
+            raise ValueError(f"the range {part} runs backwards")
+        cores.update(range(low, high + 1))
+    return cores
+
+
+def pin_to_cores(spec: str) -> set[int] | None:
+    """Run this process (its threads started from now on too) on the cores of ``spec``
+    (``WorkerSettings.cpu_affinity``); empty: leave it where it is (None). Raises
+    SettingsError naming the setting when a core does not exist or may not be used."""
+    if not spec:
+        return None
+    setting = "STREAMREC_WORKER__CPU_AFFINITY"
+    try:
+        cores = parse_cpu_list(spec)
+    except ValueError as exc:
+        raise SettingsError(f"bad setting {setting}: {spec!r}: {exc}") from None
+    missing = sorted(cores - set(range(os.cpu_count() or 1)))
+    if missing:
+        raise SettingsError(f"bad setting {setting}: this machine has no core {missing[0]} (it has {os.cpu_count()}, "
+                            f"numbered from 0)")
+    try:
+        os.sched_setaffinity(0, cores)
+    except OSError as exc:
+        raise SettingsError(f"bad setting {setting}: cores {spec} may not be used here ({exc})") from None
+    return cores
+
+
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
-    """Blocking: prepare (Feast apply, model) and run the Faust worker until stopped."""
+    """Blocking: pin to the worker's cores (if set), prepare (Feast apply, model) and run
+    the Faust worker until stopped."""
+    pin_to_cores(settings.worker.cpu_affinity)  # a bad value raises SettingsError, named by the CLI
     try:
         check_services(settings)
     except ServiceUnavailable as exc:

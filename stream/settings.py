@@ -171,6 +171,12 @@ class WorkerSettings(BaseModel):
         description="sys.setswitchinterval of the worker: with consumer_thread, Faust's consumer runs in a second "
         "thread, and with Python's default 5 ms the event loop waits that long for the GIL after each socket write",
     )
+    cpu_affinity: str = Field(
+        default="", pattern=r"^$|^\d+(-\d+)?(,\d+(-\d+)?)*$",
+        description='the cores the worker runs on, as taskset writes them ("1", "2-3", "0,2"); empty: any core. '
+        "On a machine shared with the broker, Redis and other programs, a core of its own keeps the worker from "
+        "waiting behind them for one (os.sched_setaffinity at start-up; its threads inherit it)",
+    )
     state_flush_keys: int = Field(
         default=64, ge=1, le=1_000_000,
         description="write changed states to their changelogs once this many are pending (and before every commit): "

@@ -122,6 +122,8 @@ class E2EConfig(BaseModel):
     users: int | None = Field(default=None, ge=1)  # clicks: synthetic users instead of MovieLens's 943
     timeline_every_s: float | None = Field(default=None, gt=0)  # sample RSS and group lag this often (the soak)
     workers: int = Field(default=1, ge=1, le=8)  # worker processes in the one consumer group (scale-out on one host)
+    # the workers on the machine's last core, the stack, the load generator and the bench on the others
+    pin: bool = False
 
     @property
     def sweep_search(self) -> dict[str, float]:
@@ -902,6 +904,7 @@ def _session(config: E2EConfig, base: Settings) -> dict[str, Any]:
     run_dir = (config.json_path.parent / f"e2e-{run_id}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as cleanup:
+        worker_cores = _pin_bench(cleanup) if config.pin else ""
         stack_pids: dict[str, int] = {}
         if config.bootstrap_servers is None:
             stack = EmbeddedStack(StackConfig.on_free_ports(run_dir / "stack"))
@@ -912,6 +915,8 @@ def _session(config: E2EConfig, base: Settings) -> dict[str, Any]:
             bootstrap, redis_url = config.bootstrap_servers, config.redis_url or ""
         settings = bench_settings(base, bootstrap_servers=bootstrap, redis_url=redis_url, run_id=run_id,
                                   data_dir=run_dir / "worker", partitions=config.partitions)
+        if worker_cores:
+            settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"cpu_affinity": worker_cores})})
         workers = []
         for k in range(config.workers):  # the first as ever; more join its group with ids and data dirs of their own
             own = settings if k == 0 else worker_as(settings, k, run_dir / f"worker-{k}")
@@ -924,6 +929,18 @@ def _session(config: E2EConfig, base: Settings) -> dict[str, Any]:
               f"log {workers[0].log}", flush=True)
         session = BenchSession(config, settings, workers, run_dir, run_id, stack_pids, children)
         return asyncio.run(_drive(session))
+
+
+def _pin_bench(cleanup: ExitStack) -> str:
+    """``--pin``: this process, and so what it starts from now on (the stack, the load
+    generator), on every core it may use but the last; the last core, in
+    ``STREAMREC_WORKER__CPU_AFFINITY``'s form, for the workers. Undone on ``cleanup``."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise BenchError(f"--pin needs two cores or more; this process may use {len(cores)}")
+    cleanup.callback(os.sched_setaffinity, 0, set(cores))
+    os.sched_setaffinity(0, set(cores[:-1]))
+    return str(cores[-1])
 
 
 def _write(report: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -956,6 +973,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, help="partitions of the bench's topics (default: the setting)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes in the bench's consumer group (default 1; the topics' partitions are split among them)")
+    p.add_argument("--pin", action="store_true",
+                   help="run the worker(s) on the last core, the stack, the load generator and the bench on the others")
     p.add_argument("--bootstrap", help="use this broker instead of starting a stack (needs --redis-url)")
     p.add_argument("--redis-url", help="use this Redis instead of starting a stack (needs --bootstrap)")
     p.add_argument("--sweep", action="store_true", help="find the highest rate with p99 <= --p99-target")
@@ -972,6 +991,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> E2EConfig:
     return E2EConfig(rate=args.rate, duration_s=args.duration, json_path=args.json, source=args.source,
                      grace_s=args.grace, warmup_timeout_s=args.warmup_timeout, settle_s=args.settle, workers=args.workers,
+                     pin=args.pin,
                      linger_ms=args.linger_ms, partitions=args.partitions,
                      bootstrap_servers=args.bootstrap, redis_url=args.redis_url, sweep=args.sweep,
                      p99_target_ms=args.p99_target, sweep_start=args.sweep_start,

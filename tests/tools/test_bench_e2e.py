@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from streamrec.tools.bench_e2e import (
     Match,
     Received,
     Sent,
+    _pin_bench,
     _step_result,
     _write,
     bench_settings,
@@ -354,3 +356,15 @@ def test_sigterm_stops_the_worker_and_the_stack_the_bench_started(tmp_path: Path
 
     assert code == 130
     assert [pid for pid in started if psutil.pid_exists(pid)] == []
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--pin needs two cores")
+def test_pin_keeps_the_last_core_for_the_workers_and_gives_the_bench_its_cores_back() -> None:
+    from contextlib import ExitStack
+
+    before = os.sched_getaffinity(0)
+    with ExitStack() as cleanup:
+        worker_core = _pin_bench(cleanup)
+        assert worker_core == str(max(before))
+        assert os.sched_getaffinity(0) == before - {max(before)}  # what the bench starts now inherits this
+    assert os.sched_getaffinity(0) == before
