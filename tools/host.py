@@ -11,7 +11,8 @@ host. A :class:`HostWindow` records, beside the run's own figures:
   cores;
 - ``probe_cpu_ms``: the CPU time (its thread's, so waiting for a core does not count) of
   one fixed piece of Python work: slower when other guests share the caches and memory
-  bandwidth (about 1 ms on a quiet 2-core machine of this project);
+  bandwidth (0.66-0.74 ms on a fast hour of this project's 2-core machine, 1.05-1.18 ms on
+  slow ones);
 - ``wake_us``: how late a 1 ms sleep wakes up: the timer, the scheduler and, on a busy
   machine, the wait for a core.
 
