@@ -32,9 +32,8 @@ emit → received here, the recommend step; from the messages' own latency field
 polling at the fetch wait), ``worker_cpu_ms_per_event`` (and above idle), the broker
 settings, the load average and ``host``: how fast the machine was apart from streamrec
 (CPU steal, how busy the cores were, a fixed probe's CPU time, how late a sleep wakes;
-tools/host.py). A PNG
-beside it shows the distribution and latency over the run (a sweep: percentiles by rate
-and a CDF per step).
+tools/host.py). A PNG beside it shows the distribution and latency over the run (a
+sweep: percentiles by rate and a CDF per step).
 
 ``--sweep`` raises the rate (×2 per step) until p99 exceeds the target or events are
 lost, then bisects, each step on a fresh stack and worker (the embedded broker slows

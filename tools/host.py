@@ -56,21 +56,13 @@ def wake_late_us(sleep_s: float = 0.001) -> float:
     return max((time.perf_counter() - began - sleep_s) * 1e6, 0.0)
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile with linear interpolation between ranks (numpy's default);
-    numpy is left out so that the probe process starts fast."""
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def host_figures(before: Any, after: Any, cpu_ms: Sequence[float], wake_us: Sequence[float] = ()) -> dict[str, float | int | None]:
     """``steal_percent`` and ``busy_percent`` between two ``psutil.cpu_times()`` (machine-wide
     totals), the CPU probes' ``probe_cpu_ms_p50`` / ``_max`` and the wake-ups'
     ``wake_us_p50`` / ``_p99`` (``None`` where there is nothing to count), and how many
     CPU probes there were."""
+    import numpy as np  # here, not at the top: the probe process starts without it
+
     def spent(field: str) -> float:
         return max(getattr(after, field, 0.0) - getattr(before, field, 0.0), 0.0)
 
@@ -81,10 +73,10 @@ def host_figures(before: Any, after: Any, cpu_ms: Sequence[float], wake_us: Sequ
         "steal_percent": round(100 * spent("steal") / total, 2) if total > 0 else None,
         "busy_percent": round(100 * busy / total, 1) if total > 0 else None,
         "probes": len(cpu_ms),
-        "probe_cpu_ms_p50": round(_percentile(cpu_ms, 50), 3) if cpu_ms else None,
+        "probe_cpu_ms_p50": round(float(np.percentile(cpu_ms, 50)), 3) if cpu_ms else None,
         "probe_cpu_ms_max": round(max(cpu_ms), 3) if cpu_ms else None,
-        "wake_us_p50": round(_percentile(wake_us, 50), 1) if wake_us else None,
-        "wake_us_p99": round(_percentile(wake_us, 99), 1) if wake_us else None,
+        "wake_us_p50": round(float(np.percentile(wake_us, 50)), 1) if wake_us else None,
+        "wake_us_p99": round(float(np.percentile(wake_us, 99)), 1) if wake_us else None,
     }
 
 
@@ -133,10 +125,6 @@ class HostWindow:
         probes.terminate()
         out, _ = probes.communicate(timeout=10)
         return out.splitlines()
-
-    def __del__(self) -> None:
-        if self._probes is not None and self._probes.poll() is None:
-            self._probes.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
